@@ -1,0 +1,96 @@
+"""The ``mlspy`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mlspy import __version__
+from mlspy.errors import MLSError
+from mlspy.vectors import runner
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlspy")
+def main() -> None:
+    """mlspy: Messaging Layer Security (RFC 9420) in Python."""
+
+
+@main.group()
+def vectors() -> None:
+    """Check the official MLS test vectors."""
+
+
+@vectors.command("verify")
+@click.option("--kind", help="Vector kind for every FILE (default: from each file name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+def verify(kind: str | None, as_json: bool, files: tuple[Path, ...]) -> None:
+    """Check official test-vector FILEs and report passed, failed and skipped entries.
+
+    The kind of each file comes from its name (tree-math.json -> tree-math) or from --kind.
+    Without FILEs, every file in $MLS_TEST_VECTORS (default ../shared/mls-test-vectors) is
+    checked; files of kinds this version cannot check yet are listed as skipped.
+    Exit status: 0 when nothing failed, 1 when an entry failed, 2 on a usage error.
+    """
+    try:
+        if files:
+            paths = list(files)
+            results = [_run(p, kind, as_json) for p in paths]
+        else:
+            if kind:
+                raise click.UsageError("--kind needs FILE arguments")
+            directory = runner.default_vectors_dir()
+            if not directory.is_dir():
+                raise click.UsageError(
+                    f"no test-vector directory at {directory}; pass FILEs or set "
+                    "MLS_TEST_VECTORS to the folder holding the official vectors"
+                )
+            paths = sorted(directory.glob("*.json"))
+            supported = set(runner.supported_kinds())
+            results = [
+                _run(p, None, as_json) if runner.kind_of(p) in supported else runner.pending_file(p)
+                for p in paths
+            ]
+    except MLSError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    passed = sum(r.count("passed") for r in results)
+    failed = sum(r.count("failed") for r in results)
+    skipped = sum(r.count("skipped") for r in results)
+    if as_json:
+        doc = {
+            "files": [r.as_json() for r in results],
+            "total": {"passed": passed, "failed": failed, "skipped": skipped},
+        }
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for r in results:
+            line = (
+                f"{r.path}: {r.count('passed')} passed, {r.count('failed')} failed, "
+                f"{r.count('skipped')} skipped"
+            )
+            if r.note:
+                line += f" ({r.note})"
+            click.echo(line)
+            for e in r.entries:
+                if e.status == "failed":
+                    detail = f" — {e.detail}" if e.detail else ""
+                    click.echo(f"  FAILED {e.name}: {e.check}{detail}")
+        click.echo(f"total: {passed} passed, {failed} failed, {skipped} skipped")
+    sys.exit(1 if failed else 0)
+
+
+def _run(path: Path, kind: str | None, quiet: bool) -> runner.FileResult:
+    show = not quiet and sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if show:
+            click.echo(f"\r{path.name}: {done}/{total}", nl=False, err=True)
+            if done == total:
+                click.echo("\r\x1b[K", nl=False, err=True)
+
+    return runner.run_file(path, kind, progress)

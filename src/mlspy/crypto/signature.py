@@ -1,0 +1,127 @@
+"""Signature schemes of the MLS cipher suites (RFC 9420 §5.1, §17.1).
+
+Key formats follow the MLS test vectors: EdDSA keys are their native byte strings; ECDSA
+public keys are uncompressed SEC1 points and private keys big-endian scalars
+(Field-Element-to-Octet-String). ECDSA signatures are DER-encoded on the wire, as RFC 9420
+§5.1.2 requires ("encoded ... as defined in [RFC 8446] §4.2.3", i.e. DER ECDSA-Sig-Value).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from functools import lru_cache
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from mlspy.errors import CryptoError
+
+
+class SignatureScheme(IntEnum):
+    """TLS SignatureScheme values used by the MLS cipher suites."""
+
+    ecdsa_secp256r1_sha256 = 0x0403
+    ecdsa_secp384r1_sha384 = 0x0503
+    ecdsa_secp521r1_sha512 = 0x0603
+    ed25519 = 0x0807
+    ed448 = 0x0808
+
+
+_EC: dict[SignatureScheme, tuple[ec.EllipticCurve, hashes.HashAlgorithm, int]] = {
+    SignatureScheme.ecdsa_secp256r1_sha256: (ec.SECP256R1(), hashes.SHA256(), 32),
+    SignatureScheme.ecdsa_secp384r1_sha384: (ec.SECP384R1(), hashes.SHA384(), 48),
+    SignatureScheme.ecdsa_secp521r1_sha512: (ec.SECP521R1(), hashes.SHA512(), 66),
+}
+
+SigningKey = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | ec.EllipticCurvePrivateKey
+VerifyingKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | ec.EllipticCurvePublicKey
+
+
+class Signer:
+    """Sign and verify with one scheme; keys cross the boundary as bytes."""
+
+    __slots__ = ("_ec", "_ecdsa", "scheme")
+
+    def __init__(self, scheme: SignatureScheme) -> None:
+        self.scheme = scheme
+        self._ec = _EC.get(scheme)
+        # The ECDSA hash is fixed by the suite (§5.1.2); EdDSA has none.
+        self._ecdsa = ec.ECDSA(self._ec[1]) if self._ec is not None else ec.ECDSA(hashes.SHA256())
+
+    def load_private(self, sk: bytes) -> SigningKey:
+        try:
+            if self._ec is not None:
+                curve, _, size = self._ec
+                if len(sk) != size:
+                    raise ValueError("bad scalar size")
+                return ec.derive_private_key(int.from_bytes(sk, "big"), curve)
+            if self.scheme == SignatureScheme.ed25519:
+                return ed25519.Ed25519PrivateKey.from_private_bytes(sk)
+            return ed448.Ed448PrivateKey.from_private_bytes(sk)
+        except ValueError:
+            raise CryptoError("invalid signature private key") from None
+
+    def load_public(self, pk: bytes) -> VerifyingKey:
+        # Public keys are verified again and again (every leaf, every message): cache them.
+        return _load_public(self.scheme, pk)
+
+    def serialize_private(self, sk: SigningKey) -> bytes:
+        if isinstance(sk, ec.EllipticCurvePrivateKey):
+            size = (sk.curve.key_size + 7) // 8
+            return sk.private_numbers().private_value.to_bytes(size, "big")
+        return sk.private_bytes_raw()
+
+    def public_key_of(self, sk: bytes) -> bytes:
+        return _serialize_public(self.load_private(sk).public_key())
+
+    def generate_key_pair(self) -> tuple[bytes, bytes]:
+        """A fresh (private, public) signature key pair, serialized."""
+        key: SigningKey
+        if self._ec is not None:
+            key = ec.generate_private_key(self._ec[0])
+        elif self.scheme == SignatureScheme.ed25519:
+            key = ed25519.Ed25519PrivateKey.generate()
+        else:
+            key = ed448.Ed448PrivateKey.generate()
+        return self.serialize_private(key), _serialize_public(key.public_key())
+
+    def sign(self, sk: bytes, message: bytes) -> bytes:
+        key = self.load_private(sk)
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            return key.sign(message, self._ecdsa)
+        return key.sign(message)
+
+    def verify(self, pk: bytes, message: bytes, signature: bytes) -> bool:
+        try:
+            key = self.load_public(pk)
+        except CryptoError:
+            return False
+        try:
+            if isinstance(key, ec.EllipticCurvePublicKey):
+                key.verify(signature, message, self._ecdsa)
+            else:
+                key.verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+def _serialize_public(pk: VerifyingKey) -> bytes:
+    if isinstance(pk, ec.EllipticCurvePublicKey):
+        return pk.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    return pk.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@lru_cache(maxsize=8192)
+def _load_public(scheme: SignatureScheme, pk: bytes) -> VerifyingKey:
+    try:
+        curve = _EC.get(scheme)
+        if curve is not None:
+            return ec.EllipticCurvePublicKey.from_encoded_point(curve[0], pk)
+        if scheme == SignatureScheme.ed25519:
+            return ed25519.Ed25519PublicKey.from_public_bytes(pk)
+        return ed448.Ed448PublicKey.from_public_bytes(pk)
+    except ValueError:
+        raise CryptoError("invalid signature public key") from None

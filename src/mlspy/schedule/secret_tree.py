@@ -1,0 +1,231 @@
+"""The secret tree and its per-sender hash ratchets (RFC 9420 §9).
+
+Theory of operation: the tree stores only the node secrets not yet consumed. To reach a leaf,
+the lowest stored ancestor is split into its two children (``"tree"``, ``"left"``/``"right"``)
+and deleted, down to the leaf, whose secret seeds the handshake and application ratchets and is
+deleted in turn (§9.2 deletion schedule). Each ratchet keeps its next secret and generation plus
+a bounded cache of keys for skipped generations, so out-of-order messages within the window
+decrypt; a key is deleted as soon as it is used.
+
+Receiving is two-phase so a failed decryption consumes nothing: :meth:`SecretTree.lookup`
+computes the key for a generation without touching the state, and :meth:`SecretTree.consume`
+applies that lookup once the AEAD accepted the ciphertext.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from mlspy.crypto import CipherSuiteProvider
+from mlspy.errors import SecretTreeError, UsageError
+from mlspy.tree.math import LeafIndex, NodeIndex, left, level, right, root
+
+# Defaults comparable to other stacks: how far ahead of the current generation a received
+# message may be, and how many skipped keys a ratchet keeps for late messages.
+DEFAULT_MAX_FORWARD = 1024
+DEFAULT_MAX_RETAINED = 1024
+
+
+class RatchetType(Enum):
+    HANDSHAKE = "handshake"
+    APPLICATION = "application"
+
+
+@dataclass(frozen=True, slots=True)
+class RatchetKey:
+    generation: int
+    key: bytes
+    nonce: bytes
+
+
+@dataclass(slots=True)
+class HashRatchet:
+    """One sender ratchet: ``ratchet_secret_[N]_[generation]`` and keys kept for late messages."""
+
+    secret: bytes
+    generation: int = 0
+    retained: dict[int, tuple[bytes, bytes]] | None = None
+
+
+def _derive(cs: CipherSuiteProvider, secret: bytes, generation: int) -> tuple[bytes, bytes, bytes]:
+    """(key, nonce, next secret) for ``generation`` from ``ratchet_secret_[N]_[generation]``."""
+    return (
+        cs.derive_tree_secret(secret, "key", generation, cs.nk),
+        cs.derive_tree_secret(secret, "nonce", generation, cs.nn),
+        cs.derive_tree_secret(secret, "secret", generation, cs.nh),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A key found for (leaf, type, generation), and how to advance the ratchet if it is used."""
+
+    leaf: LeafIndex
+    ratchet_type: RatchetType
+    key: RatchetKey
+    # Secret and generation after consuming, and keys skipped on the way (None: from cache).
+    next_secret: bytes | None
+    skipped: tuple[RatchetKey, ...]
+
+
+class SecretTree:
+    """Secret tree of one epoch for a group of ``n_leaves`` leaves (a power of two)."""
+
+    __slots__ = ("_cs", "_max_forward", "_max_retained", "_n_leaves", "_nodes", "_ratchets")
+
+    def __init__(
+        self,
+        cs: CipherSuiteProvider,
+        encryption_secret: bytes,
+        n_leaves: int,
+        *,
+        max_forward: int = DEFAULT_MAX_FORWARD,
+        max_retained: int = DEFAULT_MAX_RETAINED,
+    ) -> None:
+        if n_leaves < 1 or n_leaves & (n_leaves - 1):
+            raise UsageError(f"a secret tree needs a power-of-two leaf count, got {n_leaves}")
+        self._cs = cs
+        self._n_leaves = n_leaves
+        self._nodes: dict[int, bytes] = {root(n_leaves): encryption_secret}
+        self._ratchets: dict[tuple[int, RatchetType], HashRatchet] = {}
+        self._max_forward = max_forward
+        self._max_retained = max_retained
+
+    @property
+    def n_leaves(self) -> int:
+        return self._n_leaves
+
+    # --- Tree secrets --------------------------------------------------------------------
+
+    def _leaf_secret(self, leaf: LeafIndex) -> bytes:
+        """Derive and remove the leaf's node secret, consuming its ancestors (§9.2)."""
+        if not 0 <= leaf < self._n_leaves:
+            raise SecretTreeError(f"leaf {leaf} is outside the secret tree")
+        target = NodeIndex(2 * leaf)
+        # Find the lowest stored ancestor-or-self; walk down from the root.
+        node = root(self._n_leaves)
+        path = []
+        while True:
+            path.append(node)
+            if node == target or level(node) == 0:
+                break
+            node = left(node) if target < node else right(node)
+        start = None
+        for n in reversed(path):
+            if n in self._nodes:
+                start = n
+                break
+        if start is None:
+            raise SecretTreeError(f"the secret of leaf {leaf} was already consumed")
+        cs = self._cs
+        node = start
+        while node != target:
+            secret = self._nodes.pop(node)
+            lc, rc = left(node), right(node)
+            self._nodes[lc] = cs.expand_with_label(secret, "tree", b"left", cs.nh)
+            self._nodes[rc] = cs.expand_with_label(secret, "tree", b"right", cs.nh)
+            node = lc if target < node else rc
+        return self._nodes.pop(target)
+
+    def _ratchet(self, leaf: LeafIndex, ratchet_type: RatchetType) -> HashRatchet:
+        r = self._ratchets.get((leaf, ratchet_type))
+        if r is not None:
+            return r
+        leaf_secret = self._leaf_secret(leaf)
+        cs = self._cs
+        hs = HashRatchet(cs.expand_with_label(leaf_secret, "handshake", b"", cs.nh))
+        app = HashRatchet(cs.expand_with_label(leaf_secret, "application", b"", cs.nh))
+        self._ratchets[(leaf, RatchetType.HANDSHAKE)] = hs
+        self._ratchets[(leaf, RatchetType.APPLICATION)] = app
+        return hs if ratchet_type is RatchetType.HANDSHAKE else app
+
+    # --- Sending -------------------------------------------------------------------------
+
+    def next_key(self, leaf: LeafIndex, ratchet_type: RatchetType) -> RatchetKey:
+        """The key for the next message ``leaf`` sends; the ratchet advances (single use)."""
+        r = self._ratchet(leaf, ratchet_type)
+        key, nonce, nxt = _derive(self._cs, r.secret, r.generation)
+        out = RatchetKey(r.generation, key, nonce)
+        if r.generation >= 0xFFFFFFFF:
+            raise SecretTreeError("sender ratchet exhausted (generation is a uint32)")
+        r.secret = nxt
+        r.generation += 1
+        return out
+
+    # --- Receiving -----------------------------------------------------------------------
+
+    def lookup(self, leaf: LeafIndex, ratchet_type: RatchetType, generation: int) -> Lookup:
+        """The key for ``generation`` of ``leaf``'s ratchet, without consuming it.
+
+        Raises :class:`SecretTreeError` when the key was already used or deleted, or the
+        generation lies beyond the forward window.
+        """
+        if not 0 <= leaf < self._n_leaves:
+            raise SecretTreeError(f"sender leaf {leaf} is outside the group")
+        r = self._ratchets.get((leaf, ratchet_type))
+        if r is None:
+            # Deriving the ratchet roots consumes tree secrets, which is harmless to do
+            # eagerly: the leaf secret is only ever used to seed these two ratchets.
+            r = self._ratchet(leaf, ratchet_type)
+        if generation < r.generation:
+            cached = r.retained.get(generation) if r.retained else None
+            if cached is None:
+                raise SecretTreeError(
+                    f"key for generation {generation} was already used or is too old"
+                )
+            return Lookup(leaf, ratchet_type, RatchetKey(generation, *cached), None, ())
+        if generation - r.generation > self._max_forward:
+            raise SecretTreeError(
+                f"generation {generation} is more than {self._max_forward} ahead of {r.generation}"
+            )
+        cs = self._cs
+        secret = r.secret
+        skipped: list[RatchetKey] = []
+        for g in range(r.generation, generation):
+            key, nonce, secret = _derive(cs, secret, g)
+            skipped.append(RatchetKey(g, key, nonce))
+        key, nonce, secret = _derive(cs, secret, generation)
+        return Lookup(
+            leaf, ratchet_type, RatchetKey(generation, key, nonce), secret, tuple(skipped)
+        )
+
+    def consume(self, found: Lookup) -> None:
+        """Apply a :meth:`lookup` after the key decrypted a message: delete the key."""
+        r = self._ratchet(found.leaf, found.ratchet_type)
+        g = found.key.generation
+        if found.next_secret is None:
+            if r.retained is not None:
+                r.retained.pop(g, None)
+            return
+        if g < r.generation:
+            return  # already consumed through another lookup; nothing to advance
+        if found.skipped:
+            if r.retained is None:
+                r.retained = {}
+            for k in found.skipped:
+                r.retained[k.generation] = (k.key, k.nonce)
+            # Bound memory: forget the oldest skipped keys beyond the retention limit.
+            excess = len(r.retained) - self._max_retained
+            if excess > 0:
+                for old in sorted(r.retained)[:excess]:
+                    del r.retained[old]
+        r.secret = found.next_secret
+        r.generation = g + 1
+
+    def key_for(self, leaf: LeafIndex, ratchet_type: RatchetType, generation: int) -> RatchetKey:
+        """Look up and consume in one step (for tests and tools)."""
+        found = self.lookup(leaf, ratchet_type, generation)
+        self.consume(found)
+        return found.key
+
+
+def sender_data_key_nonce(
+    cs: CipherSuiteProvider, sender_data_secret: bytes, ciphertext: bytes
+) -> tuple[bytes, bytes]:
+    """Sender-data key and nonce from the first ``KDF.Nh`` bytes of the ciphertext (§6.3.2)."""
+    sample = ciphertext[: cs.nh]
+    return (
+        cs.expand_with_label(sender_data_secret, "key", sample, cs.nk),
+        cs.expand_with_label(sender_data_secret, "nonce", sample, cs.nn),
+    )

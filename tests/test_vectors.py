@@ -1,0 +1,41 @@
+"""One test per official test-vector entry, for every kind mlspy checks.
+
+The expected values come from the vector files; the checkers in ``mlspy.vectors`` compare our
+computation with them, check by check.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import vector_params
+
+from mlspy.vectors.check import CheckFailed
+from mlspy.vectors.runner import checker_for
+
+KINDS = [
+    "tree-math",
+    "deserialization",
+    "crypto-basics",
+    "secret-tree",
+    "key-schedule",
+    "psk_secret",
+    "transcript-hashes",
+    "message-protection",
+    "messages",
+]
+
+PARAMS = [
+    pytest.param(kind, p.values[0], id=f"{kind}-{p.id}", marks=p.marks)
+    for kind in KINDS
+    for p in vector_params(f"{kind}.json")
+]
+
+
+@pytest.mark.parametrize(("kind", "entry"), PARAMS)
+def test_vector(kind: str, entry: Any) -> None:
+    try:
+        checker_for(kind)(entry)
+    except CheckFailed as exc:  # pragma: no cover - shown only on failure
+        pytest.fail(f"{kind}: {exc}")
