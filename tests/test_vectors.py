@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import vector_params
 
 from mlspy.vectors.check import CheckFailed
 from mlspy.vectors.runner import checker_for
+from vectors_dir import vector_params
 
 KINDS = [
     "tree-math",

@@ -157,16 +157,28 @@ class Writer:
         return bytes(self._buf)
 
     def uint8(self, v: int) -> None:
-        self._buf += v.to_bytes(1, "big")
+        try:
+            self._buf += v.to_bytes(1, "big")
+        except OverflowError:
+            raise UsageError(f"{v} does not fit in a uint8") from None
 
     def uint16(self, v: int) -> None:
-        self._buf += v.to_bytes(2, "big")
+        try:
+            self._buf += v.to_bytes(2, "big")
+        except OverflowError:
+            raise UsageError(f"{v} does not fit in a uint16") from None
 
     def uint32(self, v: int) -> None:
-        self._buf += v.to_bytes(4, "big")
+        try:
+            self._buf += v.to_bytes(4, "big")
+        except OverflowError:
+            raise UsageError(f"{v} does not fit in a uint32") from None
 
     def uint64(self, v: int) -> None:
-        self._buf += v.to_bytes(8, "big")
+        try:
+            self._buf += v.to_bytes(8, "big")
+        except OverflowError:
+            raise UsageError(f"{v} does not fit in a uint64") from None
 
     def fixed(self, data: bytes, n: int | None = None) -> None:
         """A fixed-size array; ``n`` checks the size when given."""

@@ -72,7 +72,7 @@ def test_signatures(cs_id: CipherSuite) -> None:
     assert not cs.verify_with_label(pk, "LeafNodeTBS", b"content", sig[:-1])
     assert not cs.verify_with_label(b"\x00" * 3, "LeafNodeTBS", b"content", sig)
     with pytest.raises(CryptoError):
-        cs.sign_with_label(b"\x01", "LeafNodeTBS", b"content")
+        cs.sign_with_label(b"", "LeafNodeTBS", b"content")
 
 
 def test_ecdsa_signatures_are_der() -> None:

@@ -54,7 +54,8 @@ class Signer:
         try:
             if self._ec is not None:
                 curve, _, size = self._ec
-                if len(sk) != size:
+                # Some encoders drop leading zero octets of the scalar; accept those too.
+                if not 0 < len(sk) <= size:
                     raise ValueError("bad scalar size")
                 return ec.derive_private_key(int.from_bytes(sk, "big"), curve)
             if self.scheme == SignatureScheme.ed25519:

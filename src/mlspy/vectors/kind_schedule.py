@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlspy.crypto import suite
-from mlspy.messages import GroupContext, PreSharedKeyID, PSKType
+from mlspy.messages import GroupContext, PreSharedKeyID
 from mlspy.schedule.key_schedule import advance_epoch, external_key_pair, mls_exporter
 from mlspy.schedule.psk import compute_psk_secret
 from mlspy.schedule.secret_tree import RatchetType, SecretTree, sender_data_key_nonce
@@ -75,9 +75,7 @@ def check_psk_secret(e: Entry) -> None:
     cs = suite(e["cipher_suite"])
     psks = [
         (
-            PreSharedKeyID(
-                psktype=PSKType.external, psk_id=h(p["psk_id"]), psk_nonce=h(p["psk_nonce"])
-            ).encode(),
+            PreSharedKeyID.external(h(p["psk_id"]), h(p["psk_nonce"])).encode(),
             h(p["psk"]),
         )
         for p in e["psks"]
