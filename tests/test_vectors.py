@@ -24,6 +24,9 @@ KINDS = [
     "transcript-hashes",
     "message-protection",
     "messages",
+    "tree-operations",
+    "tree-validation",
+    "treekem",
 ]
 
 PARAMS = [

@@ -118,3 +118,71 @@ class SenderError(ValidationError):
     """The sender of a message is not valid for the group (§6.3.2, §12.4.2)."""
 
     section = "6.3.2"
+
+
+# --- Ratchet tree (§7, §12.4.3) ----------------------------------------------------------------
+
+
+class TreeError(ValidationError):
+    """The ratchet tree is malformed (§12.4.3.3: node types, trailing blanks, size)."""
+
+    section = "12.4.3.3"
+
+
+class TreeHashError(ValidationError):
+    """The tree hash does not match the GroupContext (§12.4.3.1, §7.8)."""
+
+    section = "12.4.3.1"
+
+
+class ParentHashError(ValidationError):
+    """A parent node is not parent-hash valid, or a leaf's parent_hash is wrong (§7.9.2)."""
+
+    section = "7.9.2"
+
+
+class UnmergedLeafError(ValidationError):
+    """An unmerged_leaves entry does not belong where it is (§12.4.3.1, §7.1)."""
+
+    section = "12.4.3.1"
+
+
+class LeafNodeError(ValidationError):
+    """A LeafNode breaks a rule of leaf node validation (§7.3)."""
+
+    section = "7.3"
+
+
+class LeafSignatureError(LeafNodeError):
+    """The signature on a LeafNode does not verify (§7.3)."""
+
+
+class DuplicateEncryptionKeyError(LeafNodeError):
+    """An encryption key appears twice in the tree (§7.3, §12.4.3.1)."""
+
+
+class DuplicateSignatureKeyError(LeafNodeError):
+    """A signature key appears twice in the tree (§7.3)."""
+
+
+class CredentialTypeError(LeafNodeError):
+    """A credential type is not supported by every member, or a leaf does not support the
+    credential types in use (§7.3)."""
+
+
+class CapabilitiesError(LeafNodeError):
+    """A leaf lacks a capability the group requires or its own extensions need (§7.3, §11.1)."""
+
+
+class LifetimeError(LeafNodeError):
+    """The current time is outside the LeafNode's lifetime (§7.3)."""
+
+
+class LeafNodeSourceError(LeafNodeError):
+    """The leaf_node_source is wrong for where the LeafNode appears (§7.3)."""
+
+
+class UpdatePathError(ValidationError):
+    """An UpdatePath does not match the tree or its keys do not derive (§7.5, §7.6)."""
+
+    section = "7.6"

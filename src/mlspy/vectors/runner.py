@@ -22,7 +22,13 @@ Checker = Callable[[Entry], None]
 
 def _checkers() -> dict[str, Checker]:
     # Imported lazily so `mlspy --help` stays fast and a broken kind cannot break the others.
-    from mlspy.vectors import kind_basic, kind_messages, kind_protection, kind_schedule
+    from mlspy.vectors import (
+        kind_basic,
+        kind_messages,
+        kind_protection,
+        kind_schedule,
+        kind_tree,
+    )
 
     return {
         "tree-math": kind_basic.check_tree_math,
@@ -34,14 +40,14 @@ def _checkers() -> dict[str, Checker]:
         "transcript-hashes": kind_protection.check_transcript_hashes,
         "message-protection": kind_protection.check_message_protection,
         "messages": kind_messages.check_messages,
+        "tree-operations": kind_tree.check_tree_operations,
+        "tree-validation": kind_tree.check_tree_validation,
+        "treekem": kind_tree.check_treekem,
     }
 
 
 # Kinds of the official suite that this version does not check yet, with the reason.
 PENDING_KINDS: dict[str, str] = {
-    "tree-operations": "ratchet tree operations are not implemented yet",
-    "tree-validation": "ratchet tree validation is not implemented yet",
-    "treekem": "TreeKEM is not implemented yet",
     "welcome": "joining from a Welcome is not implemented yet",
     "passive-client-welcome": "the group engine is not implemented yet",
     "passive-client-handling-commit": "the group engine is not implemented yet",

@@ -1,0 +1,192 @@
+"""Leaf node validation (RFC 9420 §7.3) and ratchet tree validation on join (§12.4.3.1).
+
+Every check is linear in the tree: uniqueness of keys goes through dicts, credential-type
+support through one pass that builds the set of types in use and the set every member supports,
+so validating a tree of n leaves costs n signature verifications and O(n) set operations.
+"""
+
+from __future__ import annotations
+
+from mlspy.crypto import CipherSuiteProvider
+from mlspy.errors import (
+    CapabilitiesError,
+    CredentialTypeError,
+    DuplicateEncryptionKeyError,
+    DuplicateSignatureKeyError,
+    LeafNodeSourceError,
+    LeafSignatureError,
+    LifetimeError,
+    TreeHashError,
+    UnmergedLeafError,
+)
+from mlspy.messages import LeafNode, LeafNodeSource, RequiredCapabilities
+from mlspy.tree.math import LeafIndex, NodeIndex, direct_path, is_in_subtree
+from mlspy.tree.parent_hash import verify_parent_hashes
+from mlspy.tree.ratchet_tree import RatchetTree
+
+LEAF_NODE_TBS = "LeafNodeTBS"
+
+# Extension types that are "default" and never listed in capabilities (§7.2).
+DEFAULT_EXTENSION_TYPES = frozenset({1, 2, 3, 4, 5})
+
+
+def verify_leaf_signature(
+    cs: CipherSuiteProvider, leaf: LeafNode, group_id: bytes | None, leaf_index: int | None
+) -> None:
+    """Check the LeafNodeTBS signature; update/commit leaves bind group_id and leaf_index."""
+    if leaf.leaf_node_source == LeafNodeSource.key_package:
+        tbs = leaf.tbs()
+    else:
+        if group_id is None or leaf_index is None:
+            raise LeafSignatureError("an update/commit LeafNode needs group_id and leaf_index")
+        tbs = leaf.tbs(group_id, leaf_index)
+    if not cs.verify_with_label(leaf.signature_key, LEAF_NODE_TBS, tbs, leaf.signature):
+        where = f"leaf {leaf_index}" if leaf_index is not None else "LeafNode"
+        raise LeafSignatureError(f"signature on {where} does not verify")
+
+
+def validate_leaf_node(
+    cs: CipherSuiteProvider,
+    leaf: LeafNode,
+    *,
+    group_id: bytes | None,
+    leaf_index: int | None,
+    expected_source: LeafNodeSource | None = None,
+    required_capabilities: RequiredCapabilities | None = None,
+    now: int | None = None,
+) -> None:
+    """The per-leaf checks of §7.3 that need no view of the other members.
+
+    ``now`` (seconds since the epoch) enables the lifetime check for key_package leaves;
+    ``expected_source`` checks where the leaf appears (KeyPackage, Update, Commit).
+    """
+    if expected_source is not None and leaf.leaf_node_source != expected_source:
+        raise LeafNodeSourceError(
+            f"leaf_node_source is {leaf.leaf_node_source.name}, expected {expected_source.name}"
+        )
+    caps = leaf.capabilities
+    if leaf.credential.credential_type not in caps.credentials:
+        raise CredentialTypeError(
+            f"the leaf's credential type {leaf.credential.credential_type} is not in its "
+            "capabilities"
+        )
+    for ext in leaf.extensions:
+        if ext.extension_type not in DEFAULT_EXTENSION_TYPES and (
+            ext.extension_type not in caps.extensions
+        ):
+            raise CapabilitiesError(
+                f"extension type {ext.extension_type} is used but not in the capabilities"
+            )
+    if required_capabilities is not None:
+        _check_required(leaf, required_capabilities)
+    if now is not None and leaf.lifetime is not None:
+        lt = leaf.lifetime
+        if not lt.not_before <= now <= lt.not_after:
+            raise LifetimeError(f"now ({now}) is outside [{lt.not_before}, {lt.not_after}]")
+    verify_leaf_signature(cs, leaf, group_id, leaf_index)
+
+
+def _check_required(leaf: LeafNode, required: RequiredCapabilities) -> None:
+    caps = leaf.capabilities
+    missing_ext = [t for t in required.extension_types if t not in caps.extensions]
+    missing_prop = [t for t in required.proposal_types if t not in caps.proposals]
+    missing_cred = [t for t in required.credential_types if t not in caps.credentials]
+    if missing_ext or missing_prop or missing_cred:
+        raise CapabilitiesError(
+            "leaf lacks required capabilities: "
+            f"extensions {missing_ext}, proposals {missing_prop}, credentials {missing_cred}"
+        )
+
+
+def check_credential_support(tree: RatchetTree) -> None:
+    """Every credential type in use is supported by every member (§7.3), in O(n)."""
+    in_use: set[int] = set()
+    supported_by_all: set[int] | None = None
+    for _, leaf in tree.leaves():
+        in_use.add(leaf.credential.credential_type)
+        caps = set(leaf.capabilities.credentials)
+        supported_by_all = caps if supported_by_all is None else supported_by_all & caps
+    if supported_by_all is None:
+        return
+    unsupported = in_use - supported_by_all
+    if unsupported:
+        for i, leaf in tree.leaves():
+            lacking = in_use - set(leaf.capabilities.credentials)
+            if lacking:
+                raise CredentialTypeError(
+                    f"leaf {i} does not support credential type(s) {sorted(lacking)} in use"
+                )
+
+
+def check_unique_keys(tree: RatchetTree) -> None:
+    """Encryption keys are unique across all nodes, signature keys across leaves (§7.3)."""
+    encryption: dict[bytes, int] = {}
+    signature: dict[bytes, int] = {}
+    for i, leaf in tree.leaves():
+        x = 2 * i
+        other = encryption.setdefault(leaf.encryption_key, x)
+        if other != x:
+            raise DuplicateEncryptionKeyError(f"nodes {other} and {x} share an encryption key")
+        other_leaf = signature.setdefault(leaf.signature_key, i)
+        if other_leaf != i:
+            raise DuplicateSignatureKeyError(f"leaves {other_leaf} and {i} share a signature key")
+    for x, parent in tree.parents():
+        other = encryption.setdefault(parent.encryption_key, x)
+        if other != x:
+            raise DuplicateEncryptionKeyError(f"nodes {other} and {x} share an encryption key")
+
+
+def check_unmerged_leaves(tree: RatchetTree) -> None:
+    """Each unmerged leaf of a parent is a non-blank descendant, listed by every non-blank
+    intermediate node too; lists are strictly increasing (§7.1, §12.4.3.1)."""
+    n = tree.n_leaves
+    for p, parent in tree.parents():
+        previous = -1
+        for u in parent.unmerged_leaves:
+            if u <= previous:
+                raise UnmergedLeafError(f"unmerged_leaves of node {p} are not sorted and unique")
+            previous = u
+            leaf_node = NodeIndex(2 * u)
+            if u >= n or tree.leaf(LeafIndex(u)) is None:
+                raise UnmergedLeafError(f"unmerged leaf {u} of node {p} is blank or absent")
+            if not is_in_subtree(leaf_node, p):
+                raise UnmergedLeafError(f"unmerged leaf {u} is not a descendant of node {p}")
+            for x in direct_path(leaf_node, n):
+                if x == p:
+                    break
+                between = tree.parent(x)
+                if between is not None and u not in between.unmerged_leaves:
+                    raise UnmergedLeafError(
+                        f"node {x} between leaf {u} and node {p} does not list it as unmerged"
+                    )
+
+
+def validate_tree(
+    tree: RatchetTree,
+    *,
+    group_id: bytes,
+    tree_hash: bytes | None,
+    required_capabilities: RequiredCapabilities | None = None,
+    now: int | None = None,
+) -> None:
+    """Validate a ratchet tree received when joining (§12.4.3.1).
+
+    Checks the tree hash, that every parent is parent-hash valid, every leaf (§7.3), the
+    uniqueness of keys, credential-type support and the unmerged-leaf invariants.
+    """
+    if tree_hash is not None and tree.tree_hash() != tree_hash:
+        raise TreeHashError("the tree hash does not match the GroupContext")
+    check_unique_keys(tree)
+    check_unmerged_leaves(tree)
+    verify_parent_hashes(tree)
+    check_credential_support(tree)
+    cs = tree.cipher_suite
+    for i, leaf in tree.leaves():
+        validate_leaf_node(
+            cs,
+            leaf,
+            group_id=group_id,
+            leaf_index=i,
+            required_capabilities=required_capabilities,
+            now=now,
+        )
