@@ -141,11 +141,10 @@ def check_unmerged_leaves(tree: RatchetTree) -> None:
     intermediate node too; lists are strictly increasing (§7.1, §12.4.3.1)."""
     n = tree.n_leaves
     for p, parent in tree.parents():
-        previous = -1
-        for u in parent.unmerged_leaves:
-            if u <= previous:
-                raise UnmergedLeafError(f"unmerged_leaves of node {p} are not sorted and unique")
-            previous = u
+        unmerged = parent.unmerged_leaves
+        if any(a >= b for a, b in zip(unmerged, unmerged[1:], strict=False)):
+            raise UnmergedLeafError(f"unmerged_leaves of node {p} are not sorted and unique")
+        for u in unmerged:
             leaf_node = NodeIndex(2 * u)
             if u >= n or tree.leaf(LeafIndex(u)) is None:
                 raise UnmergedLeafError(f"unmerged leaf {u} of node {p} is blank or absent")
