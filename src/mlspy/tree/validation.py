@@ -7,6 +7,8 @@ so validating a tree of n leaves costs n signature verifications and O(n) set op
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from mlspy.crypto import CipherSuiteProvider
 from mlspy.errors import (
     CapabilitiesError,
@@ -142,7 +144,7 @@ def check_unmerged_leaves(tree: RatchetTree) -> None:
     n = tree.n_leaves
     for p, parent in tree.parents():
         unmerged = parent.unmerged_leaves
-        if any(a >= b for a, b in zip(unmerged, unmerged[1:], strict=False)):
+        if any(a >= b for a, b in pairwise(unmerged)):
             raise UnmergedLeafError(f"unmerged_leaves of node {p} are not sorted and unique")
         for u in unmerged:
             leaf_node = NodeIndex(2 * u)
