@@ -186,3 +186,82 @@ class UpdatePathError(ValidationError):
     """An UpdatePath does not match the tree or its keys do not derive (§7.5, §7.6)."""
 
     section = "7.6"
+
+
+# --- Group engine (§10, §12) ---------------------------------------------------------------------
+
+
+class KeyPackageError(ValidationError):
+    """A KeyPackage is invalid (§10.1)."""
+
+    section = "10.1"
+
+
+class EpochError(ValidationError):
+    """A message is for another epoch or group than the current one (§6, §12.4.2)."""
+
+    section = "12.4.2"
+
+
+class ProposalError(ValidationError):
+    """A proposal is invalid on its own (§12.1)."""
+
+    section = "12.1"
+
+
+class ProposalListError(ValidationError):
+    """A committed list of proposals is invalid (§12.2)."""
+
+    section = "12.2"
+
+
+class CommitError(ValidationError):
+    """A Commit breaks a rule of commit processing (§12.4.2)."""
+
+    section = "12.4.2"
+
+
+class PathRequiredError(CommitError):
+    """The Commit has no UpdatePath although its proposals require one (§12.4)."""
+
+    section = "12.4"
+
+
+class PskError(ValidationError):
+    """A PSK is unknown or used where it may not be (§8.4, §12.1.4)."""
+
+    section = "8.4"
+
+
+class WelcomeError(ValidationError):
+    """A Welcome cannot be joined (§12.4.3.1)."""
+
+    section = "12.4.3.1"
+
+
+class GroupInfoError(ValidationError):
+    """A GroupInfo is invalid: bad signature, signer or confirmation tag (§12.4.3)."""
+
+    section = "12.4.3"
+
+
+class ExternalCommitError(ValidationError):
+    """An external Commit breaks a rule of §12.4.3.2."""
+
+    section = "12.4.3.2"
+
+
+class ExternalProposalError(ValidationError):
+    """An external proposal breaks a rule of §12.1.8."""
+
+    section = "12.1.8"
+
+
+class RequiredCapabilitiesError(ValidationError):
+    """A member does not support the group's required capabilities (§11.1)."""
+
+    section = "11.1"
+
+
+class GroupStateError(UsageError):
+    """The group cannot do this in its current state (e.g. after ReInit or removal)."""

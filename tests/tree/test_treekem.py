@@ -193,3 +193,39 @@ def test_derived_public_key_mismatch() -> None:
     assert tree.tree_hash() == scratch.tree_hash()
     with pytest.raises(UpdatePathError, match="derived public key"):
         decrypt_update_path(tree, b.members[2].private, LeafIndex(0), forged, fdp, context)
+
+
+def test_small_order_key_in_path_is_rejected() -> None:
+    _b, base, path = _fixture()
+    nodes = (UpdatePathNode(b"\x00" * 32, path.nodes[0].encrypted_path_secret), *path.nodes[1:])
+    with pytest.raises(UpdatePathError, match="invalid public key"):
+        merge_update_path(base.copy(), LeafIndex(0), UpdatePath(path.leaf_node, nodes))
+
+
+def test_path_key_already_in_tree_is_rejected() -> None:
+    _b, base, path = _fixture()
+    other = base.leaf(LeafIndex(3))
+    assert other is not None
+    nodes = (
+        UpdatePathNode(other.encryption_key, path.nodes[0].encrypted_path_secret),
+        *path.nodes[1:],
+    )
+    with pytest.raises(UpdatePathError, match="already used"):
+        merge_update_path(base.copy(), LeafIndex(0), UpdatePath(path.leaf_node, nodes))
+
+
+def test_private_keys_pruned_after_truncation() -> None:
+    b = build_tree(5)
+    for sender in (0, 4):
+        assert b.tree is not None
+        base = b.tree.copy()
+        created = b.commit(sender)
+        for j in b.members:
+            if j != sender:
+                b.members[j].private = _process(b, base, sender, created.update_path, j)[0]
+    assert b.tree is not None
+    assert 7 in b.members[1].private.keys  # root of the 8-leaf tree
+    b.tree.remove_leaf(LeafIndex(4))
+    assert b.tree.n_leaves == 4
+    b.members[1].private.prune(b.tree)
+    assert 7 not in b.members[1].private.keys

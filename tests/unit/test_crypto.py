@@ -106,3 +106,13 @@ def test_invalid_hpke_keys() -> None:
         cs.hpke_public_key(b"\x00" * 32)  # zero scalar is not a valid P-256 key
     with pytest.raises(CryptoError):
         cs.encrypt_with_label(b"\x04" + b"\x00" * 64, "x", b"", b"pt")
+
+
+@pytest.mark.parametrize("cs_id", [1, 3, 4, 6])
+def test_small_order_points_rejected(cs_id: int) -> None:
+    cs = suite(cs_id)
+    zero = bytes(cs.hpke.enc_size)
+    with pytest.raises(CryptoError):
+        cs.hpke.validate_public(zero)
+    with pytest.raises(CryptoError):
+        cs.encrypt_with_label(zero, "UpdatePathNode", b"", b"secret")

@@ -72,3 +72,19 @@ def test_out_of_range_leaf_and_bad_size() -> None:
         tree.lookup(LeafIndex(4), APP, 0)
     with pytest.raises(UsageError):
         SecretTree(suite(1), b"\x00" * 32, 3)
+
+
+def test_replayed_lookup_cannot_be_consumed_twice() -> None:
+    sender, receiver = _pair()
+    sender.next_key(L1, APP)
+    sender.next_key(L1, APP)
+    a = receiver.lookup(L1, APP, 1)
+    b = receiver.lookup(L1, APP, 1)
+    receiver.consume(a)
+    with pytest.raises(SecretTreeError):
+        receiver.consume(b)
+    old_a = receiver.lookup(L1, APP, 0)
+    old_b = receiver.lookup(L1, APP, 0)
+    receiver.consume(old_a)
+    with pytest.raises(SecretTreeError):
+        receiver.consume(old_b)

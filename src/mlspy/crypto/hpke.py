@@ -207,6 +207,19 @@ class Hpke:
         except ValueError:
             raise CryptoError("invalid HPKE public key") from None
 
+    def validate_public(self, pk: bytes) -> None:
+        """Raise :class:`CryptoError` unless ``pk`` is a usable KEM public key: it must decode
+        and, for X25519/X448, not be a small-order point (which yields no shared secret)."""
+        key = self.load_public(pk)
+        if self._kem.curve is None:
+            self._dh(self._probe_key(), key)
+
+    def _probe_key(self) -> PrivateKey:
+        # A fixed private key used only to detect degenerate public keys; never to encrypt.
+        if self.kem_id == KemId.DHKEM_X25519_HKDF_SHA256:
+            return x25519.X25519PrivateKey.from_private_bytes(b"\x01" * 32)
+        return x448.X448PrivateKey.from_private_bytes(b"\x01" * 56)
+
     def serialize_public(self, pk: PublicKey) -> bytes:
         if isinstance(pk, ec.EllipticCurvePublicKey):
             return pk.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
@@ -311,7 +324,10 @@ class Hpke:
     def seal(self, pk_r: bytes, info: bytes, aad: bytes, pt: bytes) -> tuple[bytes, bytes]:
         """``SealBase(pkR, info, aad, pt)`` → (enc, ct)."""
         if self._native is not None and not aad:
-            out = self._native.encrypt(pt, self.load_public(pk_r), info)  # type: ignore[arg-type]
+            try:
+                out = self._native.encrypt(pt, self.load_public(pk_r), info)  # type: ignore[arg-type]
+            except ValueError:  # e.g. a small-order X25519 point: no shared secret
+                raise CryptoError("HPKE encryption failed: invalid recipient key") from None
             n = self._kem.n_enc
             return out[:n], out[n:]
         return self.seal_composed(pk_r, info, aad, pt)

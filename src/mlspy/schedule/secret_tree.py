@@ -195,21 +195,21 @@ class SecretTree:
         r = self._ratchet(found.leaf, found.ratchet_type)
         g = found.key.generation
         if found.next_secret is None:
-            if r.retained is not None:
-                r.retained.pop(g, None)
+            if r.retained is None or r.retained.pop(g, None) is None:
+                raise SecretTreeError(f"key for generation {g} was already used")
             return
         if g < r.generation:
-            return  # already consumed through another lookup; nothing to advance
+            # Another lookup of the same generation was consumed first: a replay.
+            raise SecretTreeError(f"key for generation {g} was already used")
         if found.skipped:
             if r.retained is None:
                 r.retained = {}
             for k in found.skipped:
                 r.retained[k.generation] = (k.key, k.nonce)
             # Bound memory: forget the oldest skipped keys beyond the retention limit.
-            excess = len(r.retained) - self._max_retained
-            if excess > 0:
-                for old in sorted(r.retained)[:excess]:
-                    del r.retained[old]
+            # Insertion order is generation order, so the oldest keys come first.
+            while len(r.retained) > self._max_retained:
+                del r.retained[next(iter(r.retained))]
         r.secret = found.next_secret
         r.generation = g + 1
 

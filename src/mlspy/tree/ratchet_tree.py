@@ -14,6 +14,7 @@ layer stages a new epoch without touching the current one.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator, Sequence
 
 from mlspy.crypto import CipherSuiteProvider
@@ -37,7 +38,15 @@ from mlspy.tree.math import (
 class RatchetTree:
     """The public state of a ratchet tree: leaves, parents, blanks and cached hashes."""
 
-    __slots__ = ("_cs", "_hashes", "_leaves", "_parents", "hash_computations")
+    __slots__ = (
+        "_cs",
+        "_enc_index",
+        "_hashes",
+        "_leaves",
+        "_parents",
+        "_sig_index",
+        "hash_computations",
+    )
 
     def __init__(
         self,
@@ -53,6 +62,9 @@ class RatchetTree:
         self._parents = parents
         self._hashes: list[bytes | None] = [None] * node_width(n)
         self.hash_computations = 0
+        # Key -> node indexes, built on first lookup and then maintained by every mutation.
+        self._enc_index: dict[bytes, list[int]] | None = None
+        self._sig_index: dict[bytes, list[int]] | None = None
 
     # --- Construction and encoding (§12.4.3.3) ---------------------------------------------
 
@@ -110,6 +122,8 @@ class RatchetTree:
         clone._parents = list(self._parents)
         clone._hashes = list(self._hashes)
         clone.hash_computations = 0
+        clone._enc_index = _copy_index(self._enc_index)
+        clone._sig_index = _copy_index(self._sig_index)
         return clone
 
     # --- Accessors ---------------------------------------------------------------------------
@@ -132,14 +146,23 @@ class RatchetTree:
         return self._leaves[leaf]
 
     def parent(self, x: NodeIndex) -> ParentNode | None:
+        """The parent node at ``x`` (``None`` when blank or outside the tree)."""
+        if x & 1 == 0 or not 0 <= x >> 1 < len(self._parents):
+            return None
         return self._parents[x >> 1]
 
+    def _node(self, x: int) -> LeafNode | ParentNode | None:
+        if not 0 <= x < 2 * len(self._leaves) - 1:
+            return None
+        return self._leaves[x >> 1] if x & 1 == 0 else self._parents[x >> 1]
+
     def is_blank(self, x: NodeIndex) -> bool:
-        return (self._leaves[x >> 1] if x & 1 == 0 else self._parents[x >> 1]) is None
+        """Whether node ``x`` is blank; nodes outside the tree count as blank."""
+        return self._node(x) is None
 
     def encryption_key(self, x: NodeIndex) -> bytes | None:
         """The HPKE public key of a node, or ``None`` when blank."""
-        node = self._leaves[x >> 1] if x & 1 == 0 else self._parents[x >> 1]
+        node = self._node(x)
         return node.encryption_key if node is not None else None
 
     def leaves(self) -> Iterator[tuple[LeafIndex, LeafNode]]:
@@ -206,6 +229,56 @@ class RatchetTree:
         lc = left(parent_node)
         return right(parent_node) if is_in_subtree(NodeIndex(2 * leaf), lc) else lc
 
+    # --- Key indexes -------------------------------------------------------------------------
+
+    def _build_indexes(self) -> tuple[dict[bytes, list[int]], dict[bytes, list[int]]]:
+        if self._enc_index is None or self._sig_index is None:
+            enc: dict[bytes, list[int]] = {}
+            sig: dict[bytes, list[int]] = {}
+            for i, leaf in enumerate(self._leaves):
+                if leaf is not None:
+                    enc.setdefault(leaf.encryption_key, []).append(2 * i)
+                    sig.setdefault(leaf.signature_key, []).append(i)
+            for i, p in enumerate(self._parents):
+                if p is not None:
+                    enc.setdefault(p.encryption_key, []).append(2 * i + 1)
+            self._enc_index, self._sig_index = enc, sig
+        return self._enc_index, self._sig_index
+
+    def find_encryption_key(self, key: bytes) -> NodeIndex | None:
+        """A node holding HPKE public key ``key``, in O(1)."""
+        nodes = self._build_indexes()[0].get(key)
+        return NodeIndex(nodes[0]) if nodes else None
+
+    def find_signature_key(self, key: bytes) -> LeafIndex | None:
+        """A leaf holding signature key ``key``, in O(1)."""
+        leaves = self._build_indexes()[1].get(key)
+        return LeafIndex(leaves[0]) if leaves else None
+
+    def _put_leaf(self, i: int, node: LeafNode | None) -> None:
+        old = self._leaves[i]
+        self._leaves[i] = node
+        enc, sig = self._enc_index, self._sig_index
+        if enc is None or sig is None:
+            return
+        if old is not None:
+            _unindex(enc, old.encryption_key, 2 * i)
+            _unindex(sig, old.signature_key, i)
+        if node is not None:
+            enc.setdefault(node.encryption_key, []).append(2 * i)
+            sig.setdefault(node.signature_key, []).append(i)
+
+    def _put_parent(self, x: int, node: ParentNode | None) -> None:
+        old = self._parents[x >> 1]
+        self._parents[x >> 1] = node
+        enc = self._enc_index
+        if enc is None:
+            return
+        if old is not None:
+            _unindex(enc, old.encryption_key, x)
+        if node is not None:
+            enc.setdefault(node.encryption_key, []).append(x)
+
     # --- Mutation ---------------------------------------------------------------------------
 
     def _invalidate(self, x: NodeIndex) -> None:
@@ -220,19 +293,19 @@ class RatchetTree:
             hashes[x] = None
 
     def set_leaf(self, leaf: LeafIndex, node: LeafNode | None) -> None:
-        self._leaves[leaf] = node
+        self._put_leaf(leaf, node)
         self._invalidate(NodeIndex(2 * leaf))
 
     def set_parent(self, x: NodeIndex, node: ParentNode | None) -> None:
         if x & 1 == 0:
             raise UsageError(f"node {x} is a leaf")
-        self._parents[x >> 1] = node
+        self._put_parent(x, node)
         self._invalidate(x)
 
     def blank_direct_path(self, leaf: LeafIndex) -> None:
         for p in self.direct_path(leaf):
             if self._parents[p >> 1] is not None:
-                self._parents[p >> 1] = None
+                self._put_parent(p, None)
         self._invalidate(NodeIndex(2 * leaf))
 
     def _extend(self) -> None:
@@ -254,6 +327,9 @@ class RatchetTree:
             n //= 2
         if n == len(leaves):
             return
+        for slot in range(n - 1, len(self._parents)):
+            if self._parents[slot] is not None:  # the old root, discarded even if non-blank
+                self._put_parent(2 * slot + 1, None)
         del self._leaves[n:]
         del self._parents[n - 1 :]
         del self._hashes[node_width(n) :]
@@ -266,25 +342,32 @@ class RatchetTree:
         except ValueError:
             index = LeafIndex(len(self._leaves))
             self._extend()
-        self._leaves[index] = node
+        self._put_leaf(index, node)
         for p in self.direct_path(index):
             parent = self._parents[p >> 1]
             if parent is not None:
-                unmerged = tuple(sorted((*parent.unmerged_leaves, index)))
-                self._parents[p >> 1] = ParentNode(
-                    parent.encryption_key, parent.parent_hash, unmerged
+                unmerged = list(parent.unmerged_leaves)
+                insort(unmerged, index)
+                self._put_parent(
+                    p, ParentNode(parent.encryption_key, parent.parent_hash, tuple(unmerged))
                 )
         self._invalidate(NodeIndex(2 * index))
         return index
 
+    def _require_member(self, leaf: LeafIndex) -> None:
+        if not 0 <= leaf < len(self._leaves) or self._leaves[leaf] is None:
+            raise UsageError(f"leaf {leaf} is blank or outside the tree")
+
     def update_leaf(self, leaf: LeafIndex, node: LeafNode) -> None:
         """Apply an Update: replace the leaf and blank its direct path (§12.1.2)."""
-        self._leaves[leaf] = node
+        self._require_member(leaf)
+        self._put_leaf(leaf, node)
         self.blank_direct_path(leaf)
 
     def remove_leaf(self, leaf: LeafIndex) -> None:
         """Apply a Remove: blank the leaf and its direct path, then truncate (§12.1.3)."""
-        self._leaves[leaf] = None
+        self._require_member(leaf)
+        self._put_leaf(leaf, None)
         self.blank_direct_path(leaf)
         self.truncate()
 
@@ -316,27 +399,52 @@ class RatchetTree:
 
     def original_tree_hash(self, x: NodeIndex, excluded: Iterable[int]) -> bytes:
         """The tree hash of ``x`` with the leaves in ``excluded`` blanked and removed from
-        every unmerged_leaves list (the ``original_sibling_tree_hash`` of §7.9)."""
-        ex = {leaf for leaf in excluded if is_in_subtree(NodeIndex(2 * leaf), x)}
+        every unmerged_leaves list (the ``original_sibling_tree_hash`` of §7.9).
+
+        The excluded leaves under ``x`` are kept sorted and split at each node, so the cost is
+        O(|excluded| log n) plus the cached hashes of untouched subtrees.
+        """
+        half = 1 << level(x)
+        lo, hi = (x - half + 1) >> 1, (x + half - 1) >> 1  # leaf range under x
+        ex = sorted({leaf for leaf in excluded if lo <= leaf <= hi})
         if not ex:
             return self.tree_hash(x)
-        return self._original_hash(x, ex)
+        return self._original_hash(x, ex, frozenset(ex))
 
-    def _original_hash(self, x: NodeIndex, ex: set[int]) -> bytes:
-        if not any(is_in_subtree(NodeIndex(2 * leaf), x) for leaf in ex):
+    def _original_hash(self, x: NodeIndex, ex: list[int], ex_set: frozenset[int]) -> bytes:
+        if not ex:
             return self.tree_hash(x)
         cs = self._cs
         if x & 1 == 0:
             return cs.hash(leaf_tree_hash_input(x >> 1, None))
         p = self._parents[x >> 1]
-        if p is not None and any(u in ex for u in p.unmerged_leaves):
+        if p is not None and any(u in ex_set for u in p.unmerged_leaves):
             p = ParentNode(
                 p.encryption_key,
                 p.parent_hash,
-                tuple(u for u in p.unmerged_leaves if u not in ex),
+                tuple(u for u in p.unmerged_leaves if u not in ex_set),
             )
+        split = bisect_left(ex, (x + 1) >> 1)  # leaves left of x's midpoint
         return cs.hash(
             parent_tree_hash_input(
-                p, self._original_hash(left(x), ex), self._original_hash(right(x), ex)
+                p,
+                self._original_hash(left(x), ex[:split], ex_set),
+                self._original_hash(right(x), ex[split:], ex_set),
             )
         )
+
+
+def _unindex(index: dict[bytes, list[int]], key: bytes, node: int) -> None:
+    nodes = index.get(key)
+    if nodes is None:
+        return
+    if node in nodes:
+        nodes.remove(node)
+    if not nodes:
+        del index[key]
+
+
+def _copy_index(index: dict[bytes, list[int]] | None) -> dict[bytes, list[int]] | None:
+    if index is None:
+        return None
+    return {k: list(v) for k, v in index.items()}

@@ -65,7 +65,7 @@ class TreePrivateKeys:
         return TreePrivateKeys(self.leaf, dict(self.keys))
 
     def prune(self, tree: RatchetTree) -> None:
-        """Forget keys of nodes that are now blank (deletion after a tree change, §7.5)."""
+        """Forget keys of nodes that are now blank or were truncated away (§7.5)."""
         for x in [x for x in self.keys if tree.is_blank(x)]:
             del self.keys[x]
 
@@ -211,22 +211,59 @@ def create_update_path(
     return CreatedUpdatePath(UpdatePath(new_leaf, tuple(nodes)), commit_secret, secrets, private)
 
 
-def merge_update_path(tree: RatchetTree, sender: LeafIndex, path: UpdatePath) -> list[NodeIndex]:
-    """Merge the public part of ``path`` into ``tree`` (mutated) and check parent hashes.
+def merge_update_path(
+    tree: RatchetTree,
+    sender: LeafIndex,
+    path: UpdatePath,
+    *,
+    excluded_leaves: Collection[int] = (),
+) -> list[NodeIndex]:
+    """Merge the public part of ``path`` into ``tree`` and check it (§7.5, §12.4.2).
 
-    Returns the sender's filtered direct path. Raises :class:`UpdatePathError` when the path
-    does not fit the tree and :class:`ParentHashError` when the leaf's parent_hash is wrong.
+    Checks before touching the tree: the path length, the ciphertext count at every node
+    (resolution of the copath child minus ``excluded_leaves``), that the new leaf key differs
+    from the committer's current one, that no new public key is already in the tree, and that
+    every new key is a usable KEM key. Then merges and checks the leaf's parent_hash. On a
+    failure after merging started the tree is left modified: callers work on a copy.
+    For an external commit the caller first inserts the joiner's leaf.
+
+    Returns the sender's filtered direct path. Leaf signature and §7.3 checks are the
+    caller's (they need the group context).
     """
-    if tree.leaf(sender) is None:
+    cs = tree.cipher_suite
+    current = tree.leaf(sender)
+    if current is None:
         raise UpdatePathError(f"the committer's leaf {sender} is blank")
     if path.leaf_node.leaf_node_source != LeafNodeSource.commit:
         raise UpdatePathError("an UpdatePath leaf_node must have leaf_node_source commit")
-    tree.blank_direct_path(sender)
+    # Blanking the direct path does not change any copath resolution, so the filtered direct
+    # path and resolutions can be computed before mutating.
     fdp = tree.filtered_direct_path(sender)
     if len(path.nodes) != len(fdp):
         raise UpdatePathError(
             f"UpdatePath has {len(path.nodes)} nodes, the filtered direct path {len(fdp)}"
         )
+    for x, node in zip(fdp, path.nodes, strict=True):
+        expected = len(_excluding(tree.resolution(tree.copath_child(x, sender)), excluded_leaves))
+        if len(node.encrypted_path_secret) != expected:
+            raise UpdatePathError(
+                f"node {x} has {len(node.encrypted_path_secret)} ciphertexts for a resolution "
+                f"of {expected}"
+            )
+    new_keys = [path.leaf_node.encryption_key, *(n.encryption_key for n in path.nodes)]
+    if path.leaf_node.encryption_key == current.encryption_key:
+        raise UpdatePathError("the committer's new leaf must have a new encryption key")
+    if len(set(new_keys)) != len(new_keys):
+        raise UpdatePathError("an UpdatePath repeats a public key")
+    for key in new_keys:
+        holder = tree.find_encryption_key(key)
+        if holder is not None and holder != 2 * sender:
+            raise UpdatePathError(f"UpdatePath key already used by node {holder}")
+        try:
+            cs.hpke.validate_public(key)
+        except CryptoError:
+            raise UpdatePathError("UpdatePath carries an invalid public key") from None
+    tree.blank_direct_path(sender)
     for x, node in zip(fdp, path.nodes, strict=True):
         tree.set_parent(x, ParentNode(node.encryption_key, b"", ()))
     _, leaf_parent_hash = path_parent_hashes(tree, sender, fdp)

@@ -166,7 +166,7 @@ def validate_tree(
     tree: RatchetTree,
     *,
     group_id: bytes,
-    tree_hash: bytes | None,
+    tree_hash: bytes,
     required_capabilities: RequiredCapabilities | None = None,
     now: int | None = None,
 ) -> None:
@@ -175,7 +175,7 @@ def validate_tree(
     Checks the tree hash, that every parent is parent-hash valid, every leaf (§7.3), the
     uniqueness of keys, credential-type support and the unmerged-leaf invariants.
     """
-    if tree_hash is not None and tree.tree_hash() != tree_hash:
+    if tree.tree_hash() != tree_hash:
         raise TreeHashError("the tree hash does not match the GroupContext")
     check_unique_keys(tree)
     check_unmerged_leaves(tree)

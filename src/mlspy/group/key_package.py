@@ -1,0 +1,129 @@
+"""KeyPackages (RFC 9420 §10): creation with private keys, validation, references."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mlspy.crypto import CipherSuiteProvider, suite
+from mlspy.errors import KeyPackageError, LeafNodeError
+from mlspy.group.identity import SigningIdentity
+from mlspy.messages import (
+    Extension,
+    KeyPackage,
+    LastResort,
+    LeafNode,
+    LeafNodeSource,
+    Lifetime,
+    ProtocolVersion,
+)
+from mlspy.tree.treekem import sign_leaf_node
+from mlspy.tree.validation import validate_leaf_node
+
+KEY_PACKAGE_TBS = "KeyPackageTBS"
+DEFAULT_LIFETIME = 90 * 24 * 3600
+# Tolerated clock skew for not_before, as other stacks do (an hour).
+CLOCK_SKEW = 3600
+
+
+@dataclass(frozen=True)
+class KeyPackageBundle:
+    """A KeyPackage with the private keys its owner needs to join with it."""
+
+    key_package: KeyPackage
+    init_private_key: bytes
+    encryption_private_key: bytes
+    signature_private_key: bytes
+
+    def ref(self) -> bytes:
+        return key_package_ref(self.key_package)
+
+    @property
+    def is_last_resort(self) -> bool:
+        return LastResort.find_in(self.key_package.extensions) is not None
+
+    def __repr__(self) -> str:  # never print private keys
+        return f"KeyPackageBundle(ref={self.ref().hex()[:16]}…)"
+
+
+def key_package_ref(kp: KeyPackage) -> bytes:
+    """``MakeKeyPackageRef(KeyPackage)`` (§5.2)."""
+    return suite(kp.cipher_suite).make_key_package_ref(kp.encode())
+
+
+def create_key_package(
+    identity: SigningIdentity,
+    *,
+    lifetime: int = DEFAULT_LIFETIME,
+    now: int | None = None,
+    extensions: tuple[Extension, ...] = (),
+    last_resort: bool = False,
+) -> KeyPackageBundle:
+    """A fresh KeyPackage: new init key and leaf encryption key (distinct, §10), signed."""
+    cs = suite(identity.cipher_suite)
+    start = int(time.time()) if now is None else now
+    init_priv, init_pub = cs.hpke_key_pair()
+    enc_priv, enc_pub = cs.hpke_key_pair()
+    leaf = sign_leaf_node(
+        cs,
+        identity.signature_private_key,
+        LeafNode(
+            enc_pub,
+            identity.signature_key,
+            identity.credential,
+            identity.capabilities,
+            LeafNodeSource.key_package,
+            Lifetime(max(0, start - CLOCK_SKEW), start + lifetime),
+            None,
+            identity.leaf_extensions,
+            b"",
+        ),
+        None,
+        None,
+    )
+    exts = extensions + ((LastResort().to_extension(),) if last_resort else ())
+    unsigned = KeyPackage(ProtocolVersion.mls10, identity.cipher_suite, init_pub, leaf, exts, b"")
+    signature = cs.sign_with_label(identity.signature_private_key, KEY_PACKAGE_TBS, unsigned.tbs())
+    kp = KeyPackage(ProtocolVersion.mls10, identity.cipher_suite, init_pub, leaf, exts, signature)
+    return KeyPackageBundle(kp, init_priv, enc_priv, identity.signature_private_key)
+
+
+def validate_key_package(
+    kp: KeyPackage,
+    *,
+    cipher_suite: int | None = None,
+    now: int | None = None,
+) -> CipherSuiteProvider:
+    """The checks of §10.1; ``cipher_suite`` is the group's, ``now`` enables lifetime checks."""
+    if kp.version != ProtocolVersion.mls10:
+        raise KeyPackageError(f"KeyPackage version {kp.version} is not mls10")
+    if cipher_suite is not None and kp.cipher_suite != cipher_suite:
+        raise KeyPackageError(
+            f"KeyPackage cipher suite {kp.cipher_suite} is not the group's {cipher_suite}"
+        )
+    try:
+        cs = suite(kp.cipher_suite)
+    except Exception as exc:
+        raise KeyPackageError(str(exc)) from None
+    if kp.init_key == kp.leaf_node.encryption_key:
+        raise KeyPackageError("init_key equals the leaf encryption_key")
+    try:
+        cs.hpke.load_public(kp.init_key)
+    except Exception:
+        raise KeyPackageError("init_key is not a valid public key for the suite") from None
+    try:
+        validate_leaf_node(
+            cs,
+            kp.leaf_node,
+            group_id=None,
+            leaf_index=None,
+            expected_source=LeafNodeSource.key_package,
+            now=now,
+        )
+    except LeafNodeError as exc:
+        raise KeyPackageError(f"invalid leaf node: {exc}") from None
+    if not cs.verify_with_label(
+        kp.leaf_node.signature_key, KEY_PACKAGE_TBS, kp.tbs(), kp.signature
+    ):
+        raise KeyPackageError("KeyPackage signature does not verify")
+    return cs
