@@ -6,15 +6,16 @@ computation with them, check by check.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlspy.vectors.check import CheckFailed
-from mlspy.vectors.runner import checker_for
+from mlspy.vectors.runner import checker_for, kind_of
 from vectors_dir import vector_params
 
-KINDS = [
+FILES = [
     "tree-math",
     "deserialization",
     "crypto-basics",
@@ -27,12 +28,16 @@ KINDS = [
     "tree-operations",
     "tree-validation",
     "treekem",
+    "welcome",
+    "passive-client-welcome",
+    "passive-client-handling-commit",
+    "passive-client-random",
 ]
 
 PARAMS = [
-    pytest.param(kind, p.values[0], id=f"{kind}-{p.id}", marks=p.marks)
-    for kind in KINDS
-    for p in vector_params(f"{kind}.json")
+    pytest.param(kind_of(Path(f"{name}.json")), p.values[0], id=f"{name}-{p.id}", marks=p.marks)
+    for name in FILES
+    for p in vector_params(f"{name}.json")
 ]
 
 

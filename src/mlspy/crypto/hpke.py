@@ -187,7 +187,8 @@ class Hpke:
         try:
             curve = self._kem.curve
             if curve is not None:
-                if len(sk) != self._kem.n_sk:
+                # Some encoders drop leading zero octets of the scalar; accept those too.
+                if not 0 < len(sk) <= self._kem.n_sk:
                     raise ValueError("bad scalar size")
                 return ec.derive_private_key(int.from_bytes(sk, "big"), curve)
             if self.kem_id == KemId.DHKEM_X25519_HKDF_SHA256:
