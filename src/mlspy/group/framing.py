@@ -172,8 +172,10 @@ def authenticated_for(
     content: FramedContent,
     wire_format: WireFormat,
 ) -> AuthenticatedContent:
-    """Sign ``content`` (a commit's signature must exist before its confirmation tag)."""
-    return authenticate(cs, signature_private_key, wire_format, content, epoch.context)
+    """Sign ``content``. A commit's confirmation tag depends on its signature, so commits get
+    an empty placeholder tag here that the caller replaces."""
+    tag = b"" if content.content_type == ContentType.commit else None
+    return authenticate(cs, signature_private_key, wire_format, content, epoch.context, tag)
 
 
 def protect_signed(

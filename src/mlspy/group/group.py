@@ -138,6 +138,7 @@ class CommitOutput:
 @dataclass
 class PendingCommit:
     content_bytes: bytes
+    message_bytes: bytes
     staged: StagedCommit
 
 
@@ -610,9 +611,10 @@ class Group:
             own=True,
             authenticated_data=authenticated_data,
         )
-        self._pending = PendingCommit(signed.encode(), staged)
+        wire = message.encode()
+        self._pending = PendingCommit(signed.encode(), wire, staged)
         return CommitOutput(
-            message.encode(),
+            wire,
             MLSMessage.wrap(welcome).encode() if welcome else None,
             MLSMessage.wrap(group_info).encode(),
             encode_ratchet_tree(new_epoch.tree.to_nodes()),
@@ -680,6 +682,16 @@ class Group:
         self, message: bytes | MLSMessage
     ) -> ApplicationMessage | ProposalReceived | StagedCommit:
         """Verify and interpret one message of this group; see the module docstring."""
+        if self._pending is not None and (
+            message == self._pending.message_bytes
+            or (isinstance(message, MLSMessage) and message.encode() == self._pending.message_bytes)
+        ):
+            # Our own commit echoed by the Delivery Service: we cannot decrypt it (its key is
+            # spent) and need not; it is exactly what we staged.
+            staged = self._pending.staged
+            self._merge(staged)
+            staged.merged = True
+            return staged
         msg = decode_message(message)
         u = unprotect(self._cs, msg, self._epoch, self._past.epochs)
         fc = u.content.content
@@ -789,7 +801,9 @@ class Group:
                 committer = LeafIndex(sender.leaf_index or 0)
             self._validate_path_leaf(commit.path.leaf_node, committer, applied, tree)
             added = {i for i, _ in applied.added}
-            fdp = merge_update_path(tree, committer, commit.path, excluded_leaves=added)
+            fdp = merge_update_path(
+                tree, committer, commit.path, excluded_leaves=added, joiner=external
+            )
             provisional = replace(provisional, tree_hash=tree.tree_hash())
             if not self_removed and private is not None:
                 private.prune(tree)

@@ -132,13 +132,15 @@ def check_leaf_supports_group(leaf: LeafNode, extensions: Sequence[Extension]) -
             )
 
 
-def _validate_psk_id(cs: CipherSuiteProvider, psk: PreSharedKeyID, usage_allowed: bool) -> None:
+def _validate_psk_id(
+    cs: CipherSuiteProvider, psk: PreSharedKeyID, allowed: ResumptionPSKUsage | None
+) -> None:
     if len(psk.psk_nonce) != cs.nh:
         raise ProposalError("psk_nonce must be KDF.Nh bytes (§12.1.4)")
     if (
         psk.psktype == PSKType.resumption
         and psk.usage in (ResumptionPSKUsage.reinit, ResumptionPSKUsage.branch)
-        and not usage_allowed
+        and psk.usage != allowed
     ):
         raise PskError("a PreSharedKey proposal may not use a reinit or branch resumption PSK")
 
@@ -152,6 +154,7 @@ def apply_proposals(
     *,
     now: int | None = None,
     psk_available: Callable[[PreSharedKeyID], bool] | None = None,
+    resumption_usage: ResumptionPSKUsage | None = None,
 ) -> AppliedProposals:
     """Validate ``proposals`` for a Commit by ``committer`` and apply them to ``tree``
     (mutated: pass a copy). Raises a :class:`ValidationError` subclass for any broken rule."""
@@ -249,7 +252,7 @@ def apply_proposals(
     for q in by_type.get(ProposalType.psk, []):
         body = q.proposal.body
         assert isinstance(body, PreSharedKey)
-        _validate_psk_id(cs, body.psk, usage_allowed=False)
+        _validate_psk_id(cs, body.psk, resumption_usage)
         encoded = body.psk.encode()
         if encoded in seen_psks:
             raise ProposalListError("the same PSK is proposed twice")

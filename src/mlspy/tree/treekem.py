@@ -217,6 +217,7 @@ def merge_update_path(
     path: UpdatePath,
     *,
     excluded_leaves: Collection[int] = (),
+    joiner: bool = False,
 ) -> list[NodeIndex]:
     """Merge the public part of ``path`` into ``tree`` and check it (§7.5, §12.4.2).
 
@@ -225,7 +226,8 @@ def merge_update_path(
     from the committer's current one, that no new public key is already in the tree, and that
     every new key is a usable KEM key. Then merges and checks the leaf's parent_hash. On a
     failure after merging started the tree is left modified: callers work on a copy.
-    For an external commit the caller first inserts the joiner's leaf.
+    For an external commit the caller first inserts the joiner's leaf and sets ``joiner``
+    (there is no previous leaf key to differ from).
 
     Returns the sender's filtered direct path. Leaf signature and §7.3 checks are the
     caller's (they need the group context).
@@ -251,7 +253,7 @@ def merge_update_path(
                 f"of {expected}"
             )
     new_keys = [path.leaf_node.encryption_key, *(n.encryption_key for n in path.nodes)]
-    if path.leaf_node.encryption_key == current.encryption_key:
+    if not joiner and path.leaf_node.encryption_key == current.encryption_key:
         raise UpdatePathError("the committer's new leaf must have a new encryption key")
     if len(set(new_keys)) != len(new_keys):
         raise UpdatePathError("an UpdatePath repeats a public key")

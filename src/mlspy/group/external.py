@@ -1,0 +1,219 @@
+"""Joining by external commit (RFC 9420 §12.4.3.2) and external proposals (§12.1.8).
+
+An external joiner needs a GroupInfo with the ``external_pub`` extension and the tree. It
+derives the new epoch's ``init_secret`` with the HPKE exporter against ``external_pub``
+(§8.3), sends it as an ExternalInit proposal inside its own Commit (sender
+``new_member_commit``, always with a path, proposals only by value), and is in the new epoch
+as soon as the commit is built. Optionally it removes a prior appearance of itself (resync) and
+injects external PSKs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+
+from mlspy.crypto import suite
+from mlspy.errors import DecodeError, ExternalCommitError, MLSError, UsageError
+from mlspy.group.framing import decode_message
+from mlspy.group.group import EXTERNAL_INIT_LABEL, Group
+from mlspy.group.identity import SigningIdentity
+from mlspy.group.proposals import QueuedProposal, apply_proposals
+from mlspy.group.state import GroupConfig, build_epoch, commit_epoch_secrets, with_confirmed_hash
+from mlspy.group.welcome import resolve_psks, verify_group_info
+from mlspy.messages import (
+    Add,
+    Commit,
+    ContentType,
+    ExternalInit,
+    ExternalPub,
+    FramedContent,
+    GroupInfo,
+    KeyPackage,
+    LeafNode,
+    LeafNodeSource,
+    MLSMessage,
+    PreSharedKey,
+    PreSharedKeyID,
+    Proposal,
+    ProposalOrRef,
+    PSKType,
+    Remove,
+    Sender,
+    WireFormat,
+    decode_ratchet_tree,
+)
+from mlspy.messages import RatchetTree as RatchetTreeExtension
+from mlspy.protection import authenticate, protect_public_message
+from mlspy.schedule.transcript import confirmed_transcript_hash, interim_transcript_hash
+from mlspy.tree.ratchet_tree import RatchetTree
+from mlspy.tree.treekem import LeafNodeParams, create_update_path
+from mlspy.tree.validation import validate_tree
+
+
+def _group_info(data: bytes | MLSMessage | GroupInfo) -> GroupInfo:
+    if isinstance(data, GroupInfo):
+        return data
+    msg = decode_message(data)
+    if msg.group_info is None:
+        raise UsageError("the message is not a GroupInfo")
+    return msg.group_info
+
+
+def join_external(
+    group_info: bytes | MLSMessage | GroupInfo,
+    identity: SigningIdentity,
+    *,
+    ratchet_tree: bytes | None = None,
+    remove_prior: int | None = None,
+    external_psks: dict[bytes, bytes] | None = None,
+    psk_ids: Sequence[bytes] = (),
+    authenticated_data: bytes = b"",
+    config: GroupConfig | None = None,
+) -> tuple[Group, bytes]:
+    """Join a group by external commit. Returns our group (already in the new epoch) and the
+    commit to send; if the Delivery Service rejects the commit, discard the group."""
+    config = config or GroupConfig()
+    gi = _group_info(group_info)
+    ctx = gi.group_context
+    try:
+        cs = suite(ctx.cipher_suite)
+    except MLSError as exc:
+        raise ExternalCommitError(str(exc)) from None
+    if identity.cipher_suite != ctx.cipher_suite:
+        raise UsageError("the identity's cipher suite is not the group's")
+    try:
+        tree_ext = RatchetTreeExtension.find_in(gi.extensions)
+        ext_pub = ExternalPub.find_in(gi.extensions)
+    except DecodeError as exc:
+        raise ExternalCommitError(f"malformed GroupInfo extension: {exc}") from None
+    if tree_ext is not None:
+        tree = RatchetTree.from_nodes(cs, tree_ext.ratchet_tree)
+    elif ratchet_tree is not None:
+        tree = RatchetTree.from_nodes(cs, decode_ratchet_tree(ratchet_tree))
+    else:
+        raise ExternalCommitError("no ratchet tree: pass it out of band")
+    if ext_pub is None:
+        raise ExternalCommitError("the GroupInfo has no external_pub extension")
+    verify_group_info(cs, gi, tree)
+    validate_tree(tree, group_id=ctx.group_id, tree_hash=ctx.tree_hash, now=config.now())
+
+    kem_output, init_secret = cs.hpke.send_export(
+        ext_pub.external_pub, b"", EXTERNAL_INIT_LABEL, cs.nh
+    )
+    psks = dict(external_psks or {})
+    proposals = [Proposal(ExternalInit(kem_output))]
+    if remove_prior is not None:
+        proposals.append(Proposal(Remove(remove_prior)))
+    for psk_id in psk_ids:
+        if psk_id not in psks:
+            raise UsageError("unknown external PSK id: pass its value in external_psks")
+        proposals.append(Proposal(PreSharedKey(PreSharedKeyID.external(psk_id, os.urandom(cs.nh)))))
+    me = Sender.new_member_commit()
+    applied = apply_proposals(
+        cs,
+        ctx,
+        tree,
+        [QueuedProposal(p, me, None) for p in proposals],
+        me,
+        now=config.now(),
+        psk_available=lambda p: p.psktype == PSKType.external and (p.psk_id or b"") in psks,
+    )
+    # Occupy the leftmost blank leaf, then refresh its whole path.
+    _, enc_pub = cs.hpke_key_pair()
+    placeholder = LeafNode(
+        enc_pub,
+        identity.signature_key,
+        identity.credential,
+        identity.capabilities,
+        LeafNodeSource.update,
+        None,
+        None,
+        identity.leaf_extensions,
+        b"",
+    )
+    own_leaf = tree.add_leaf(placeholder)
+    provisional = replace(ctx, epoch=ctx.epoch + 1, extensions=applied.extensions)
+    created = create_update_path(
+        tree,
+        own_leaf,
+        LeafNodeParams(
+            identity.signature_key,
+            identity.credential,
+            identity.capabilities,
+            identity.leaf_extensions,
+        ),
+        identity.signature_private_key,
+        ctx.group_id,
+        lambda th: replace(provisional, tree_hash=th).encode(),
+    )
+    provisional = replace(provisional, tree_hash=tree.tree_hash())
+    commit = Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), created.update_path)
+    fc = FramedContent(
+        ctx.group_id, ctx.epoch, me, authenticated_data, ContentType.commit, commit=commit
+    )
+    # The confirmation tag follows from the signature: sign with a placeholder, then fill it.
+    ac = authenticate(
+        cs, identity.signature_private_key, WireFormat.mls_public_message, fc, ctx, b""
+    )
+    interim = interim_transcript_hash(cs, ctx.confirmed_transcript_hash, gi.confirmation_tag)
+    confirmed = confirmed_transcript_hash(cs, interim, ac.confirmed_transcript_hash_input())
+    new_ctx = with_confirmed_hash(provisional, confirmed)
+    psk_secret = resolve_psks(
+        cs, applied.psks, lambda p: psks.get(p.psk_id or b"") if p.psk_id else None
+    )
+    secrets = commit_epoch_secrets(cs, init_secret, created.commit_secret, psk_secret, new_ctx)
+    epoch = build_epoch(
+        cs, config, context=new_ctx, tree=tree, private=created.private, secrets=secrets
+    )
+    signed = replace(ac, auth=replace(ac.auth, confirmation_tag=epoch.confirmation_tag))
+    message = MLSMessage.wrap(protect_public_message(cs, signed, ctx, None))
+    group = Group(identity, epoch, own_leaf, config, external_psks=psks)
+    return group, message.encode()
+
+
+def external_proposal(
+    group_info: bytes | MLSMessage | GroupInfo,
+    proposal: Proposal,
+    signature_private_key: bytes,
+    sender_index: int,
+    authenticated_data: bytes = b"",
+) -> bytes:
+    """A proposal from an ``external`` sender listed in the group's ``external_senders``
+    extension at ``sender_index`` (§12.1.8), as a PublicMessage for the GroupInfo's epoch."""
+    gi = _group_info(group_info)
+    ctx = gi.group_context
+    cs = suite(ctx.cipher_suite)
+    fc = FramedContent(
+        ctx.group_id,
+        ctx.epoch,
+        Sender.external(sender_index),
+        authenticated_data,
+        ContentType.proposal,
+        proposal=proposal,
+    )
+    ac = authenticate(cs, signature_private_key, WireFormat.mls_public_message, fc, None)
+    return MLSMessage.wrap(protect_public_message(cs, ac, None, None)).encode()
+
+
+def new_member_add_proposal(
+    group_id: bytes,
+    epoch: int,
+    key_package: KeyPackage,
+    signature_private_key: bytes,
+    authenticated_data: bytes = b"",
+) -> bytes:
+    """A would-be member asking to be added: an Add of its own KeyPackage with sender
+    ``new_member_proposal`` (§12.1.8), signed with the KeyPackage's signature key."""
+    cs = suite(key_package.cipher_suite)
+    fc = FramedContent(
+        group_id,
+        epoch,
+        Sender.new_member_proposal(),
+        authenticated_data,
+        ContentType.proposal,
+        proposal=Proposal(Add(key_package)),
+    )
+    ac = authenticate(cs, signature_private_key, WireFormat.mls_public_message, fc, None)
+    return MLSMessage.wrap(protect_public_message(cs, ac, None, None)).encode()
