@@ -10,6 +10,7 @@ from mlspy.group.key_package import (
     key_package_ref,
     validate_key_package,
 )
+from mlspy.group.reinit import branch, check_successor, reinit_successor
 from mlspy.group.state import (
     ApplicationMessage,
     GroupConfig,
@@ -27,6 +28,9 @@ __all__ = [
     "Member",
     "ProposalReceived",
     "SigningIdentity",
+    "branch",
+    "check_successor",
+    "reinit_successor",
     "StagedCommit",
     "create_key_package",
     "default_capabilities",

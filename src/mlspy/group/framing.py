@@ -24,6 +24,7 @@ from mlspy.messages import (
     ContentType,
     ExternalSenders,
     FramedContent,
+    GroupContext,
     MLSMessage,
     PrivateMessage,
     ProtocolVersion,
@@ -41,6 +42,7 @@ from mlspy.protection import (
     verify_content_signature,
 )
 from mlspy.tree.math import LeafIndex
+from mlspy.tree.ratchet_tree import RatchetTree
 
 
 def decode_message(data: bytes | MLSMessage) -> MLSMessage:
@@ -50,12 +52,12 @@ def decode_message(data: bytes | MLSMessage) -> MLSMessage:
     return message
 
 
-def sender_signature_key(epoch: EpochState, content: FramedContent) -> bytes:
+def sender_signature_key(context: GroupContext, tree: RatchetTree, content: FramedContent) -> bytes:
     """The key that must have signed ``content`` (§6.1), by sender type."""
     sender = content.sender
     st = sender.sender_type
     if st == SenderType.member:
-        leaf = epoch.tree.leaf(LeafIndex(sender.leaf_index or 0))
+        leaf = tree.leaf(LeafIndex(sender.leaf_index or 0))
         if sender.leaf_index is None or leaf is None:
             raise SenderError(f"sender leaf {sender.leaf_index} is not a member")
         return leaf.signature_key
@@ -63,7 +65,7 @@ def sender_signature_key(epoch: EpochState, content: FramedContent) -> bytes:
         if content.content_type != ContentType.proposal:
             raise ExternalProposalError("an external sender may only send proposals")
         try:
-            senders = ExternalSenders.find_in(epoch.context.extensions)
+            senders = ExternalSenders.find_in(context.extensions)
         except MLSError as exc:
             raise ExternalProposalError(f"malformed external_senders extension: {exc}") from None
         index = sender.sender_index or 0
@@ -108,7 +110,7 @@ def unprotect(
     if isinstance(body, PublicMessage):
         fc = body.content
         _check_group_and_epoch(current, fc.group_id, fc.epoch)
-        key = sender_signature_key(current, fc)
+        key = sender_signature_key(current.context, current.tree, fc)
         needs_tag = fc.sender.sender_type == SenderType.member
         content = unprotect_public_message(
             cs,

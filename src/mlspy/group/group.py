@@ -178,6 +178,7 @@ class Group:
         self._remember_resumption(epoch)
         self._active = True
         self._reinit: ReInit | None = None
+        self._welcome_psks: tuple[PreSharedKeyID, ...] = ()
 
     # --- Creation and joining -------------------------------------------------------------
 
@@ -266,6 +267,9 @@ class Group:
             leaf.extensions,
         )
         group = cls(ident, joined.epoch, joined.own_leaf, config, external_psks=psks)
+        group._welcome_psks = joined.group_secrets.psks
+        for key, value in resumption.items():
+            group.add_resumption_psk(*key, value)
         return group
 
     # --- Read-only views ------------------------------------------------------------------
@@ -344,6 +348,14 @@ class Group:
     def resumption_psk(self, epoch: int | None = None) -> bytes | None:
         key = (self.group_id, self.epoch if epoch is None else epoch)
         return self._resumption.get(key)
+
+    def resumption_psks(self) -> dict[tuple[bytes, int], bytes]:
+        """The retained resumption PSKs by (group_id, epoch), e.g. for joining a successor."""
+        return dict(self._resumption)
+
+    def add_resumption_psk(self, group_id: bytes, epoch: int, psk: bytes) -> None:
+        """Make another group's resumption PSK available (reinit and branch, §11)."""
+        self._resumption[(group_id, epoch)] = psk
 
     def group_info(
         self, *, with_ratchet_tree: bool | None = None, external_pub: bool | None = None
@@ -514,9 +526,13 @@ class Group:
         include_pending: bool = True,
         authenticated_data: bytes = b"",
         ratchet_tree_in_welcome: bool | None = None,
+        resumption_usage: ResumptionPSKUsage | None = None,
     ) -> CommitOutput:
         """Create a Commit covering the cached proposals (by reference) and ``proposals`` (by
-        value). The group does not change until :meth:`merge_pending_commit`."""
+        value). The group does not change until :meth:`merge_pending_commit`.
+
+        ``resumption_usage`` admits a reinit or branch resumption PSK, which is only valid in
+        the first commit of a successor group (§11.2, §11.3)."""
         self._require_active()
         if self._pending is not None:
             raise GroupStateError("a commit is already pending: merge or clear it first")
@@ -541,7 +557,14 @@ class Group:
         cs = self._cs
         tree = epoch.tree.copy()
         applied = apply_proposals(
-            cs, epoch.context, tree, queued, me, now=self._config.now(), psk_available=self._has_psk
+            cs,
+            epoch.context,
+            tree,
+            queued,
+            me,
+            now=self._config.now(),
+            psk_available=self._has_psk,
+            resumption_usage=resumption_usage,
         )
         private = epoch.private.copy() if epoch.private is not None else None
         if private is None:
@@ -905,6 +928,11 @@ class Group:
         if staged.reinit is not None:
             self._reinit = staged.reinit
             self._active = False
+
+    @property
+    def welcome_psks(self) -> tuple[PreSharedKeyID, ...]:
+        """The PSKs named by the Welcome we joined with (empty for other joins)."""
+        return self._welcome_psks
 
     @property
     def reinit(self) -> ReInit | None:
