@@ -8,6 +8,8 @@ public keys are uncompressed SEC1 points and private keys big-endian scalars
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from enum import IntEnum
 from functools import lru_cache
 
@@ -95,6 +97,11 @@ class Signer:
         return key.sign(message)
 
     def verify(self, pk: bytes, message: bytes, signature: bytes) -> bool:
+        cache_key = None
+        if _VERIFIED.capacity:
+            cache_key = (self.scheme, pk, hashlib.sha256(message).digest(), signature)
+            if cache_key in _VERIFIED.entries:
+                return True
         try:
             key = self.load_public(pk)
         except CryptoError:
@@ -106,7 +113,34 @@ class Signer:
                 key.verify(signature, message)
         except (InvalidSignature, ValueError):
             return False
+        if cache_key is not None:
+            _VERIFIED.add(cache_key)
         return True
+
+
+class _VerifiedCache:
+    """Remembers signatures that verified, keyed by (scheme, key, SHA-256 of message,
+    signature). Verification is deterministic, so a hit is as good as verifying again; this
+    matters when one process verifies the same leaves many times (a server following many
+    groups, many members joining one tree in one process). Only successes are cached."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.entries: OrderedDict[tuple[SignatureScheme, bytes, bytes, bytes], None] = OrderedDict()
+
+    def add(self, key: tuple[SignatureScheme, bytes, bytes, bytes]) -> None:
+        self.entries[key] = None
+        if len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+
+
+_VERIFIED = _VerifiedCache(1 << 16)
+
+
+def set_verification_cache(capacity: int) -> None:
+    """Size the cache of verified signatures; 0 disables it (e.g. for benchmarks)."""
+    _VERIFIED.capacity = capacity
+    _VERIFIED.entries.clear()
 
 
 def _serialize_public(pk: VerifyingKey) -> bytes:

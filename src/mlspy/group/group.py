@@ -104,6 +104,7 @@ from mlspy.messages import (
     Update,
     Welcome,
     WireFormat,
+    decode_ratchet_tree,
     encode_ratchet_tree,
 )
 from mlspy.messages import RatchetTree as RatchetTreeExtension
@@ -224,12 +225,16 @@ class Group:
         key_packages: KeyPackageBundle | Sequence[KeyPackageBundle],
         *,
         identity: SigningIdentity | None = None,
-        ratchet_tree: bytes | None = None,
+        ratchet_tree: bytes | RatchetTree | None = None,
         external_psks: dict[bytes, bytes] | None = None,
         resumption_psks: dict[tuple[bytes, int], bytes] | None = None,
         config: GroupConfig | None = None,
     ) -> Group:
-        """Join from a Welcome (§12.4.3.1) with one of our KeyPackages."""
+        """Join from a Welcome (§12.4.3.1) with one of our KeyPackages.
+
+        ``ratchet_tree`` is needed when the Welcome carries no ``ratchet_tree`` extension:
+        its encoding, or an already decoded tree (which is copied and still fully validated).
+        """
         config = config or GroupConfig()
         if isinstance(welcome, Welcome):
             w = welcome
@@ -250,8 +255,10 @@ class Group:
         def tree_for(cs: CipherSuiteProvider) -> RatchetTree | None:
             if ratchet_tree is None:
                 return None
-            from mlspy.messages import decode_ratchet_tree
-
+            if isinstance(ratchet_tree, RatchetTree):
+                if ratchet_tree.cipher_suite.id != cs.id:
+                    raise UsageError("the ratchet tree is for another cipher suite")
+                return ratchet_tree.copy()
             return RatchetTree.from_nodes(cs, decode_ratchet_tree(ratchet_tree))
 
         joined, bundle = join_from_welcome(

@@ -6,7 +6,7 @@ Capability lists hold plain ``int`` values: they may carry unknown and GREASE co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlspy.codec import Reader, Struct, Writer
 from mlspy.errors import UsageError
@@ -115,6 +115,9 @@ class LeafNode(Struct):
     parent_hash: bytes | None
     extensions: tuple[Extension, ...]
     signature: bytes
+    # The encoding of the fields above ``signature``: a leaf is encoded again and again (tree
+    # hash, LeafNodeTBS, the tree extension), and the struct is immutable, so it is cached.
+    _content: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         source = self.leaf_node_source
@@ -130,6 +133,15 @@ class LeafNode(Struct):
             raise UsageError(f"LeafNode lifetime/parent_hash do not match source {source}")
 
     def _encode_content(self, w: Writer) -> None:
+        content = self._content
+        if content is None:
+            inner = Writer()
+            self._write_content(inner)
+            content = inner.getvalue()
+            object.__setattr__(self, "_content", content)
+        w.fixed(content)
+
+    def _write_content(self, w: Writer) -> None:
         w.opaque(self.encryption_key)
         w.opaque(self.signature_key)
         self.credential.encode_to(w)
