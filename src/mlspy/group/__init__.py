@@ -2,7 +2,7 @@
 external joins, application messages, and a public (secret-free) view of a group."""
 
 from mlspy.group.external import external_proposal, join_external, new_member_add_proposal
-from mlspy.group.group import CommitOutput, Group
+from mlspy.group.group import Group
 from mlspy.group.identity import SigningIdentity, default_capabilities
 from mlspy.group.key_package import (
     KeyPackageBundle,
@@ -13,6 +13,7 @@ from mlspy.group.key_package import (
 from mlspy.group.reinit import branch, check_successor, reinit_successor
 from mlspy.group.state import (
     ApplicationMessage,
+    CommitOutput,
     GroupConfig,
     Member,
     ProposalReceived,

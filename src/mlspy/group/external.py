@@ -17,10 +17,16 @@ from dataclasses import replace
 from mlspy.crypto import suite
 from mlspy.errors import DecodeError, ExternalCommitError, MLSError, UsageError
 from mlspy.group.framing import decode_message
-from mlspy.group.group import EXTERNAL_INIT_LABEL, Group
+from mlspy.group.group import Group
 from mlspy.group.identity import SigningIdentity
 from mlspy.group.proposals import QueuedProposal, apply_proposals
-from mlspy.group.state import GroupConfig, build_epoch, commit_epoch_secrets, with_confirmed_hash
+from mlspy.group.state import (
+    EXTERNAL_INIT_LABEL,
+    GroupConfig,
+    build_epoch,
+    commit_epoch_secrets,
+    with_confirmed_hash,
+)
 from mlspy.group.welcome import resolve_psks, verify_group_info
 from mlspy.messages import (
     Add,

@@ -16,21 +16,17 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from mlspy.crypto import CipherSuiteProvider, suite
 from mlspy.errors import (
     CommitError,
-    ConfirmationTagError,
-    CryptoError,
-    ExternalCommitError,
     GroupStateError,
-    LeafNodeError,
-    PathRequiredError,
     ProposalError,
-    ProposalListError,
     UsageError,
 )
+from mlspy.group.commit_create import create_commit
+from mlspy.group.commit_receive import stage_commit
 from mlspy.group.framing import (
     Unprotected,
     authenticated_for,
@@ -47,7 +43,6 @@ from mlspy.group.key_package import (
     validate_key_package,
 )
 from mlspy.group.proposals import (
-    AppliedProposals,
     QueuedProposal,
     apply_proposals,
     check_leaf_supports_group,
@@ -55,9 +50,11 @@ from mlspy.group.proposals import (
 )
 from mlspy.group.state import (
     ApplicationMessage,
+    CommitOutput,
     EpochState,
     GroupConfig,
     Member,
+    PendingCommit,
     ProposalReceived,
     StagedCommit,
     build_epoch,
@@ -66,16 +63,12 @@ from mlspy.group.state import (
     with_confirmed_hash,
 )
 from mlspy.group.welcome import (
-    NewMember,
-    create_welcome,
     join_from_welcome,
-    resolve_psks,
     sign_group_info,
 )
 from mlspy.messages import (
     Add,
     AuthenticatedContent,
-    Commit,
     ContentType,
     CustomProposal,
     Extension,
@@ -92,8 +85,6 @@ from mlspy.messages import (
     PreSharedKey,
     PreSharedKeyID,
     Proposal,
-    ProposalOrRef,
-    ProposalOrRefType,
     ProtocolVersion,
     PSKType,
     ReInit,
@@ -113,34 +104,9 @@ from mlspy.schedule.transcript import confirmed_transcript_hash
 from mlspy.tree.math import LeafIndex, NodeIndex
 from mlspy.tree.ratchet_tree import RatchetTree
 from mlspy.tree.treekem import (
-    CreatedUpdatePath,
-    LeafNodeParams,
     TreePrivateKeys,
-    create_update_path,
-    decrypt_update_path,
-    merge_update_path,
     sign_leaf_node,
 )
-from mlspy.tree.validation import validate_leaf_node
-
-EXTERNAL_INIT_LABEL = b"MLS 1.0 external init secret"
-
-
-@dataclass(frozen=True)
-class CommitOutput:
-    """What :meth:`Group.commit` produces: send ``commit``; send ``welcome`` to new members."""
-
-    commit: bytes
-    welcome: bytes | None
-    group_info: bytes | None
-    ratchet_tree: bytes
-
-
-@dataclass
-class PendingCommit:
-    content_bytes: bytes
-    message_bytes: bytes
-    staged: StagedCommit
 
 
 @dataclass
@@ -540,114 +506,14 @@ class Group:
 
         ``resumption_usage`` admits a reinit or branch resumption PSK, which is only valid in
         the first commit of a successor group (§11.2, §11.3)."""
-        self._require_active()
-        if self._pending is not None:
-            raise GroupStateError("a commit is already pending: merge or clear it first")
-        me = Sender.member(self._own_leaf)
-        queued: list[QueuedProposal] = []
-        refs: list[ProposalOrRef] = []
-        if include_pending:
-            for ref, q in self._proposals.items():
-                queued.append(q)
-                refs.append(ProposalOrRef.by_reference(ref))
-        for p in proposals:
-            check_sender_may_propose(p, me)
-            if isinstance(p.body, Add):
-                validate_key_package(
-                    p.body.key_package,
-                    cipher_suite=self.context.cipher_suite,
-                    now=self._config.now(),
-                )
-            queued.append(QueuedProposal(p, me, None))
-            refs.append(ProposalOrRef.by_value(p))
-        epoch = self._epoch
-        cs = self._cs
-        tree = epoch.tree.copy()
-        applied = apply_proposals(
-            cs,
-            epoch.context,
-            tree,
-            queued,
-            me,
-            now=self._config.now(),
-            psk_available=self._has_psk,
-            resumption_usage=resumption_usage,
-        )
-        private = epoch.private.copy() if epoch.private is not None else None
-        if private is None:
-            raise GroupStateError("no private tree state")
-        self._apply_own_updates(queued, private)
-        private.prune(tree)
-        provisional = replace(epoch.context, epoch=epoch.epoch + 1, extensions=applied.extensions)
-        created: CreatedUpdatePath | None = None
-        commit_secret = bytes(cs.nh)
-        if applied.path_required or force_path:
-            ident = self._identity
-            created = create_update_path(
-                tree,
-                self._own_leaf,
-                LeafNodeParams(
-                    ident.signature_key, ident.credential, ident.capabilities, ident.leaf_extensions
-                ),
-                ident.signature_private_key,
-                self.group_id,
-                lambda th: replace(provisional, tree_hash=th).encode(),
-                excluded_leaves={i for i, _ in applied.added},
-            )
-            commit_secret = created.commit_secret
-            private = created.private
-        provisional = replace(provisional, tree_hash=tree.tree_hash())
-        commit = Commit(tuple(refs), created.update_path if created else None)
-        fc = self._frame(ContentType.commit, authenticated_data, commit=commit)
-        ac = authenticated_for(
-            cs, epoch, self._identity.signature_private_key, fc, self._config.handshake_wire_format
-        )
-        psk_secret = resolve_psks(cs, applied.psks, self._psk_value)
-        new_epoch = self._next_epoch(
-            epoch,
-            ac,
-            provisional,
-            tree,
-            private,
-            epoch.secrets.init_secret,
-            commit_secret,
-            psk_secret,
-        )
-        signed = replace(ac, auth=replace(ac.auth, confirmation_tag=new_epoch.confirmation_tag))
-        message = protect_signed(cs, epoch, signed, padding_block=self._config.padding_block)
-
-        group_info = self._group_info(new_epoch, ratchet_tree_in_welcome, None)
-        welcome = None
-        if applied.added:
-            welcome = create_welcome(
-                cs,
-                group_info,
-                new_epoch.secrets.joiner_secret,
-                applied.psks,
-                psk_secret,
-                [NewMember(i, kp) for i, kp in applied.added],
-                self._own_leaf,
-                created.path_secrets if created else None,
-            )
-        staged = StagedCommit(
-            sender=me,
-            epoch=new_epoch,
-            added=applied.added,
-            removed=applied.removed,
-            updated=applied.updated,
-            psks=applied.psks,
-            reinit=applied.reinit,
-            self_removed=False,
-            own=True,
+        return create_commit(
+            self,
+            proposals,
+            force_path=force_path,
+            include_pending=include_pending,
             authenticated_data=authenticated_data,
-        )
-        wire = message.encode()
-        self._pending = PendingCommit(signed.encode(), wire, staged)
-        return CommitOutput(
-            wire,
-            MLSMessage.wrap(welcome).encode() if welcome else None,
-            MLSMessage.wrap(group_info).encode(),
-            encode_ratchet_tree(new_epoch.tree.to_nodes()),
+            ratchet_tree_in_welcome=ratchet_tree_in_welcome,
+            resumption_usage=resumption_usage,
         )
 
     def merge_pending_commit(self) -> StagedCommit:
@@ -779,139 +645,7 @@ class Group:
             )
 
     def _receive_commit(self, u: Unprotected) -> StagedCommit:
-        ac = u.content
-        fc = ac.content
-        commit = fc.commit
-        if commit is None:  # pragma: no cover - decoding guarantees it
-            raise CommitError("commit content without a commit")
-        if self._pending is not None and ac.encode() == self._pending.content_bytes:
-            return self._pending.staged
-        sender = fc.sender
-        if sender.sender_type == SenderType.member and sender.leaf_index == self._own_leaf:
-            raise CommitError("a commit from our own leaf that is not our pending commit")
-        if sender.sender_type not in (SenderType.member, SenderType.new_member_commit):
-            raise CommitError(f"a {sender.sender_type.name} sender may not commit")
-        external = sender.sender_type == SenderType.new_member_commit
-        queued: list[QueuedProposal] = []
-        for por in commit.proposals:
-            if por.type == ProposalOrRefType.proposal and por.proposal is not None:
-                queued.append(QueuedProposal(por.proposal, sender, None))
-            else:
-                cached = self._proposals.get(por.reference or b"")
-                if cached is None:
-                    raise ProposalListError("the commit references an unknown proposal")
-                queued.append(cached)
-        epoch = self._epoch
-        cs = self._cs
-        tree = epoch.tree.copy()
-        applied = apply_proposals(
-            cs,
-            epoch.context,
-            tree,
-            queued,
-            sender,
-            now=self._config.now(),
-            psk_available=self._has_psk,
-        )
-        if (applied.path_required or external) and commit.path is None:
-            raise PathRequiredError("the commit's proposals require an UpdatePath")
-        private = epoch.private.copy() if epoch.private is not None else None
-        if private is not None:
-            self._apply_own_updates(queued, private)
-        self_removed = self._own_leaf in applied.removed
-        provisional = replace(epoch.context, epoch=epoch.epoch + 1, extensions=applied.extensions)
-        init_secret = epoch.secrets.init_secret
-        if external:
-            init_secret = self._external_init_secret(applied)
-        commit_secret = bytes(cs.nh)
-        if commit.path is not None:
-            if external:
-                committer = tree.add_leaf(commit.path.leaf_node)
-            else:
-                committer = LeafIndex(sender.leaf_index or 0)
-            self._validate_path_leaf(commit.path.leaf_node, committer, applied, tree)
-            added = {i for i, _ in applied.added}
-            fdp = merge_update_path(
-                tree, committer, commit.path, excluded_leaves=added, joiner=external
-            )
-            provisional = replace(provisional, tree_hash=tree.tree_hash())
-            if not self_removed and private is not None:
-                private.prune(tree)
-                private, _, commit_secret = decrypt_update_path(
-                    tree,
-                    private,
-                    committer,
-                    commit.path,
-                    fdp,
-                    provisional.encode(),
-                    excluded_leaves=added,
-                )
-        elif private is not None:
-            private.prune(tree)
-        provisional = replace(provisional, tree_hash=tree.tree_hash())
-        if self_removed:
-            return StagedCommit(
-                sender,
-                None,
-                applied.added,
-                applied.removed,
-                applied.updated,
-                applied.psks,
-                applied.reinit,
-                True,
-                authenticated_data=fc.authenticated_data,
-            )
-        psk_secret = resolve_psks(cs, applied.psks, self._psk_value)
-        new_epoch = self._next_epoch(
-            epoch, ac, provisional, tree, private, init_secret, commit_secret, psk_secret
-        )
-        tag = ac.auth.confirmation_tag or b""
-        if not cs.verify_mac(
-            new_epoch.secrets.confirmation_key, new_epoch.context.confirmed_transcript_hash, tag
-        ):
-            raise ConfirmationTagError("the commit's confirmation tag does not verify")
-        return StagedCommit(
-            sender,
-            new_epoch,
-            applied.added,
-            applied.removed,
-            applied.updated,
-            applied.psks,
-            applied.reinit,
-            False,
-            authenticated_data=fc.authenticated_data,
-        )
-
-    def _validate_path_leaf(
-        self, leaf: LeafNode, committer: LeafIndex, applied: AppliedProposals, tree: RatchetTree
-    ) -> None:
-        try:
-            validate_leaf_node(
-                self._cs,
-                leaf,
-                group_id=self.group_id,
-                leaf_index=committer,
-                expected_source=LeafNodeSource.commit,
-                now=self._config.now(),
-            )
-        except LeafNodeError as exc:
-            raise CommitError(f"invalid committer leaf: {exc}") from None
-        check_leaf_supports_group(leaf, applied.extensions)
-        holder = tree.find_signature_key(leaf.signature_key)
-        if holder is not None and holder != committer:
-            raise CommitError("the committer's new signature key belongs to another member")
-
-    def _external_init_secret(self, applied: AppliedProposals) -> bytes:
-        if applied.external_init is None:
-            raise ExternalCommitError("an external commit needs an ExternalInit proposal")
-        cs = self._cs
-        external_priv, _ = external_key_pair(cs, self._epoch.secrets.external_secret)
-        try:
-            return cs.hpke.receive_export(
-                external_priv, applied.external_init.kem_output, b"", EXTERNAL_INIT_LABEL, cs.nh
-            )
-        except CryptoError:
-            raise ExternalCommitError("cannot derive the external init secret") from None
+        return stage_commit(self, u)
 
     def merge_staged_commit(self, staged: StagedCommit) -> None:
         """Make a processed commit's epoch current."""

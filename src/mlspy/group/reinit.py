@@ -13,9 +13,9 @@ import os
 from collections.abc import Sequence
 
 from mlspy.errors import GroupStateError, UsageError, WelcomeError
-from mlspy.group.group import CommitOutput, Group, _key_package
+from mlspy.group.group import Group, _key_package
 from mlspy.group.identity import SigningIdentity
-from mlspy.group.state import GroupConfig
+from mlspy.group.state import CommitOutput, GroupConfig
 from mlspy.messages import (
     Add,
     KeyPackage,

@@ -24,6 +24,8 @@ from mlspy.tree.math import LeafIndex
 from mlspy.tree.ratchet_tree import RatchetTree
 from mlspy.tree.treekem import TreePrivateKeys
 
+EXTERNAL_INIT_LABEL = b"MLS 1.0 external init secret"
+
 
 @dataclass(frozen=True)
 class GroupConfig:
@@ -185,3 +187,20 @@ class StagedCommit:
     @property
     def new_epoch(self) -> int | None:
         return self.epoch.epoch if self.epoch is not None else None
+
+
+@dataclass(frozen=True)
+class CommitOutput:
+    """What :meth:`Group.commit` produces: send ``commit``; send ``welcome`` to new members."""
+
+    commit: bytes
+    welcome: bytes | None
+    group_info: bytes | None
+    ratchet_tree: bytes
+
+
+@dataclass
+class PendingCommit:
+    content_bytes: bytes
+    message_bytes: bytes
+    staged: StagedCommit
