@@ -60,6 +60,8 @@ from mlspy.group.state import (
     build_epoch,
     commit_epoch_secrets,
     first_epoch,
+    forget_consumed,
+    retire,
     with_confirmed_hash,
 )
 from mlspy.group.welcome import (
@@ -114,7 +116,9 @@ class _PastEpochs:
     epochs: OrderedDict[int, EpochState] = field(default_factory=OrderedDict)
 
     def add(self, epoch: EpochState, keep: int) -> None:
-        self.epochs[epoch.epoch] = epoch
+        if keep <= 0:
+            return
+        self.epochs[epoch.epoch] = retire(epoch)
         while len(self.epochs) > keep:
             self.epochs.popitem(last=False)
 
@@ -133,6 +137,7 @@ class Group:
     ) -> None:
         self._cs = suite(epoch.context.cipher_suite)
         self._identity = identity
+        epoch.secrets = forget_consumed(epoch.secrets)
         self._epoch = epoch
         self._own_leaf = own_leaf
         self._config = config
@@ -664,6 +669,7 @@ class Group:
         if staged.self_removed or staged.epoch is None:
             self._active = False
             return
+        staged.epoch.secrets = forget_consumed(staged.epoch.secrets)
         self._epoch = staged.epoch
         self._remember_resumption(staged.epoch)
         if staged.reinit is not None:

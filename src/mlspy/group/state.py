@@ -122,6 +122,36 @@ def first_epoch(
     return build_epoch(cs, config, context=context, tree=tree, private=private, secrets=secrets)
 
 
+def forget_consumed(secrets: EpochSecrets) -> EpochSecrets:
+    """Drop the secrets the deletion schedule marks consumed once an epoch is current
+    (§9.2): joiner, welcome, epoch and encryption secrets (the secret tree holds what remains
+    of the latter)."""
+    return replace(
+        secrets, joiner_secret=b"", welcome_secret=b"", epoch_secret=b"", encryption_secret=b""
+    )
+
+
+def retire(epoch: EpochState) -> EpochState:
+    """What a past epoch keeps to decrypt late application messages: context, tree, secret
+    tree and sender-data secret. Path keys and every other secret are forgotten."""
+    secrets = epoch.secrets
+    kept = EpochSecrets(
+        joiner_secret=b"",
+        welcome_secret=b"",
+        epoch_secret=b"",
+        sender_data_secret=secrets.sender_data_secret,
+        encryption_secret=b"",
+        exporter_secret=b"",
+        external_secret=b"",
+        confirmation_key=b"",
+        membership_key=b"",
+        resumption_psk=b"",
+        epoch_authenticator=b"",
+        init_secret=b"",
+    )
+    return replace(epoch, private=None, secrets=kept)
+
+
 def commit_epoch_secrets(
     cs: CipherSuiteProvider,
     init_secret: bytes,
