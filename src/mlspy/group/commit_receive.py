@@ -43,7 +43,7 @@ from mlspy.tree.treekem import (
     decrypt_update_path,
     merge_update_path,
 )
-from mlspy.tree.validation import validate_leaf_node
+from mlspy.tree.validation import check_credential_support, validate_leaf_node
 
 if TYPE_CHECKING:
     from mlspy.group.group import Group
@@ -172,6 +172,16 @@ def _validate_path_leaf(
     holder = tree.find_signature_key(leaf.signature_key)
     if holder is not None and holder != committer:
         raise CommitError("the committer's new signature key belongs to another member")
+    current = group._epoch.tree.leaf(committer)  # before this commit; None for a joiner
+    if current is None or (
+        leaf.credential.credential_type != current.credential.credential_type
+        or set(leaf.capabilities.credentials) != set(current.capabilities.credentials)
+    ):
+        # A new credential type or capability set must work with every member (§7.3): O(n),
+        # so only when it changed (external joiners always).
+        scratch = tree.copy()
+        scratch.set_leaf(committer, leaf)
+        check_credential_support(scratch)
 
 
 def _external_init_secret(group: Group, applied: AppliedProposals) -> bytes:

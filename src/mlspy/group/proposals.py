@@ -49,7 +49,11 @@ from mlspy.messages import (
 )
 from mlspy.tree.math import LeafIndex
 from mlspy.tree.ratchet_tree import RatchetTree
-from mlspy.tree.validation import DEFAULT_EXTENSION_TYPES, validate_leaf_node
+from mlspy.tree.validation import (
+    DEFAULT_EXTENSION_TYPES,
+    check_credential_support,
+    validate_leaf_node,
+)
 
 # §12.4: proposal types that do not force an UpdatePath.
 PATH_OPTIONAL_TYPES = frozenset({ProposalType.add, ProposalType.psk, ProposalType.reinit})
@@ -288,6 +292,9 @@ def apply_proposals(
     if gces:
         for _, member in tree.leaves():
             check_leaf_supports_group(member, result.extensions)
+    if result.added or result.updated:
+        # New credentials must be supported by every member and vice versa (§7.3).
+        check_credential_support(tree)
 
     result.path_required = not proposals or any(
         q.proposal.proposal_type not in PATH_OPTIONAL_TYPES for q in proposals
