@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from mlspy.errors import (
     GroupStateError,
+    ValidationError,
 )
 from mlspy.group.framing import (
     authenticated_for,
@@ -35,11 +36,15 @@ from mlspy.messages import (
     Add,
     Commit,
     ContentType,
+    GroupContextExtensions,
     MLSMessage,
+    PreSharedKey,
     Proposal,
     ProposalOrRef,
+    Remove,
     ResumptionPSKUsage,
     Sender,
+    Update,
     encode_ratchet_tree,
 )
 from mlspy.tree.treekem import (
@@ -74,9 +79,9 @@ def create_commit(
     queued: list[QueuedProposal] = []
     refs: list[ProposalOrRef] = []
     if include_pending:
-        for ref, q in group._proposals.items():
+        for q in select_pending(group, list(group._proposals.values())):
             queued.append(q)
-            refs.append(ProposalOrRef.by_reference(ref))
+            refs.append(ProposalOrRef.by_reference(q.ref or b""))
     for p in proposals:
         check_sender_may_propose(p, me)
         if isinstance(p.body, Add):
@@ -176,3 +181,70 @@ def create_commit(
         MLSMessage.wrap(group_info).encode(),
         encode_ratchet_tree(new_epoch.tree.to_nodes()),
     )
+
+
+def _preselect(group: Group, pending: list[QueuedProposal]) -> list[QueuedProposal]:
+    """The committer's choices of §12.2: no own Update or own removal; per leaf a Remove
+    rather than an Update, else the most recent Update; one GroupContextExtensions (the last);
+    one Add per client; one proposal per PSK id."""
+    me = group._own_leaf
+    removes: dict[int, QueuedProposal] = {}
+    updates: dict[int, QueuedProposal] = {}
+    gce: QueuedProposal | None = None
+    adds: dict[bytes, QueuedProposal] = {}
+    psks: dict[bytes, QueuedProposal] = {}
+    others: list[QueuedProposal] = []
+    for q in pending:
+        body = q.proposal.body
+        if isinstance(body, Remove):
+            if body.removed != me:
+                removes.setdefault(body.removed, q)
+        elif isinstance(body, Update):
+            if q.sender.leaf_index != me and q.sender.leaf_index is not None:
+                updates[q.sender.leaf_index] = q  # the most recent wins
+        elif isinstance(body, GroupContextExtensions):
+            gce = q
+        elif isinstance(body, Add):
+            adds.setdefault(body.key_package.leaf_node.signature_key, q)
+        elif isinstance(body, PreSharedKey):
+            psks.setdefault(body.psk.encode(), q)
+        else:
+            others.append(q)
+    keep = {id(q) for q in removes.values()}
+    keep |= {id(q) for leaf, q in updates.items() if leaf not in removes}
+    keep |= {id(q) for q in adds.values()} | {id(q) for q in psks.values()}
+    keep |= {id(q) for q in others}
+    if gce is not None:
+        keep.add(id(gce))
+    return [q for q in pending if id(q) in keep]
+
+
+def select_pending(group: Group, pending: list[QueuedProposal]) -> list[QueuedProposal]:
+    """The cached proposals a commit should cover: all valid ones (§12.4 SHOULD), chosen as
+    §12.2 recommends; any that still fail validation are left out one by one."""
+    chosen = _preselect(group, pending)
+    me = Sender.member(group._own_leaf)
+    epoch = group._epoch
+
+    def valid(candidate: list[QueuedProposal]) -> bool:
+        try:
+            apply_proposals(
+                group._cs,
+                epoch.context,
+                epoch.tree.copy(),
+                candidate,
+                me,
+                now=group._config.now(),
+                psk_available=group._has_psk,
+            )
+        except ValidationError:
+            return False
+        return True
+
+    if valid(chosen):
+        return chosen
+    kept: list[QueuedProposal] = []
+    for q in chosen:
+        if valid([*kept, q]):
+            kept.append(q)
+    return kept

@@ -123,6 +123,10 @@ class _PastEpochs:
             self.epochs.popitem(last=False)
 
 
+# A leaf index no tree reaches, standing for "some other member" in single-proposal checks.
+NOBODY = 0xFFFFFFFF
+
+
 class Group:
     """One member's view of an MLS group."""
 
@@ -144,6 +148,7 @@ class Group:
         self._past = _PastEpochs()
         self._proposals: OrderedDict[bytes, QueuedProposal] = OrderedDict()
         self._own_update_keys: dict[bytes, bytes] = {}
+        self._own_messages: dict[bytes, bytes] = {}  # proposals we sent this epoch -> ref
         self._pending: PendingCommit | None = None
         self._external_psks: dict[bytes, bytes] = dict(external_psks or {})
         self._resumption: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
@@ -412,7 +417,9 @@ class Group:
         # Our own proposals are cached like received ones, so a commit can cover them by ref.
         ref = self._cs.make_proposal_ref(ac.encode())
         self._proposals[ref] = QueuedProposal(proposal, fc.sender, ref)
-        return message.encode()
+        wire = message.encode()
+        self._own_messages[wire] = ref
+        return wire
 
     def propose_add(
         self, key_package: KeyPackage | bytes, authenticated_data: bytes = b""
@@ -593,6 +600,12 @@ class Group:
             self._merge(staged)
             staged.merged = True
             return staged
+        raw = message.encode() if isinstance(message, MLSMessage) else message
+        own_ref = self._own_messages.get(raw)
+        if own_ref is not None and own_ref in self._proposals:
+            # Our own proposal echoed back: already cached when we sent it.
+            q = self._proposals[own_ref]
+            return ProposalReceived(q.proposal, q.sender, own_ref)
         msg = decode_message(message)
         u = unprotect(self._cs, msg, self._epoch, self._past.epochs)
         fc = u.content.content
@@ -636,9 +649,9 @@ class Group:
         """Validate a proposal on receipt by applying it alone to a scratch tree."""
         body = proposal.body
         if isinstance(body, Add | Update | Remove):
-            committer = Sender.member(
-                next((i for i, _ in self._epoch.tree.leaves() if i != sender.leaf_index), 0)
-            )
+            # A committer outside the tree: the committer-specific list rules (its own update,
+            # its own removal) are checked when a real commit covers the proposal.
+            committer = Sender.member(NOBODY)
             scratch = self._epoch.tree.copy()
             apply_proposals(
                 self._cs,
@@ -665,6 +678,7 @@ class Group:
         self._past.add(self._epoch, self._config.max_past_epochs)
         self._proposals.clear()
         self._own_update_keys.clear()
+        self._own_messages.clear()
         self._pending = None
         if staged.self_removed or staged.epoch is None:
             self._active = False
