@@ -31,7 +31,9 @@ def test_hpke_rejects_tampering(cs_id: CipherSuite) -> None:
     with pytest.raises(CryptoError):
         cs.decrypt_with_label(sk, "UpdatePathNode", b"other ctx", kem_output, ct)
     with pytest.raises(CryptoError):
-        cs.decrypt_with_label(sk, "UpdatePathNode", b"ctx", kem_output, ct[:-1] + b"\x00")
+        cs.decrypt_with_label(
+            sk, "UpdatePathNode", b"ctx", kem_output, ct[:-1] + bytes([ct[-1] ^ 1])
+        )
     with pytest.raises(CryptoError):
         cs.decrypt_with_label(sk, "UpdatePathNode", b"ctx", kem_output[:-1], ct)
     with pytest.raises(CryptoError):

@@ -13,6 +13,7 @@ from mlspy.errors import (
     ExternalProposalError,
     FramingError,
     MLSError,
+    PathRequiredError,
     ProtocolVersionError,
     SenderError,
     UsageError,
@@ -83,8 +84,10 @@ def sender_signature_key(context: GroupContext, tree: RatchetTree, content: Fram
         return proposal.body.key_package.leaf_node.signature_key
     # new_member_commit
     commit = content.commit
-    if content.content_type != ContentType.commit or commit is None or commit.path is None:
-        raise CommitError("a new_member_commit must be a commit with a path")
+    if content.content_type != ContentType.commit or commit is None:
+        raise CommitError("a new_member_commit sender may only send commits")
+    if commit.path is None:
+        raise PathRequiredError("an external commit must carry an UpdatePath (§12.4.3.2)")
     return commit.path.leaf_node.signature_key
 
 

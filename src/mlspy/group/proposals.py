@@ -167,9 +167,8 @@ def apply_proposals(
 
     by_type: dict[int, list[QueuedProposal]] = {}
     for q in proposals:
-        check_sender_may_propose(q.proposal, q.sender)
         by_type.setdefault(q.proposal.proposal_type, []).append(q)
-
+    # List rules first (§12.2), then who may propose what (§12.1).
     if external:
         _check_external_list(by_type, proposals)
     else:
@@ -177,6 +176,8 @@ def apply_proposals(
             raise ProposalListError("a regular commit may not contain external_init")
         if ProposalType.reinit in by_type and len(proposals) > 1:
             raise ProposalListError("a reinit must be the only proposal of its commit")
+    for q in proposals:
+        check_sender_may_propose(q.proposal, q.sender)
 
     result = AppliedProposals(extensions=context.extensions)
 
@@ -217,13 +218,13 @@ def apply_proposals(
         body = q.proposal.body
         assert isinstance(body, Remove)
         target = body.removed
+        if target in touched:
+            raise ProposalListError(f"several updates/removes for leaf {target}")
+        if target == committer_leaf:
+            raise ProposalListError("a commit may not remove the committer")
         leaf_node = tree.leaf(LeafIndex(target))
         if leaf_node is None:
             raise ProposalError(f"remove of blank or absent leaf {target}")
-        if target == committer_leaf:
-            raise ProposalListError("a commit may not remove the committer")
-        if target in touched:
-            raise ProposalListError(f"several updates/removes for leaf {target}")
         touched.add(target)
         removed_sig_keys.add(leaf_node.signature_key)
         tree.remove_leaf(LeafIndex(target))
