@@ -19,6 +19,7 @@ write them.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -54,7 +55,9 @@ from mlspy.messages import (
     Proposal,
     ProposalOrRef,
     ProposalType,
+    ProtocolVersion,
     PSKType,
+    ReInit,
     Remove,
     Sender,
     SenderType,
@@ -635,3 +638,39 @@ def forge_external_commit(
     )
     signed = replace(ac, auth=replace(ac.auth, confirmation_tag=tag))
     return MLSMessage.wrap(protect_public_message(cs, signed, ctx, None)).encode()
+
+
+PSK_ID = b"shared psk"
+PSK_VALUE = b"\x42" * 32
+
+
+def new_kp(name: bytes = b"newcomer") -> Proposal:
+    return Proposal(Add(create_key_package(SigningIdentity.generate(name)).key_package))
+
+
+def share_psk(groups: list[Group]) -> None:
+    for g in groups:
+        g.add_external_psk(PSK_ID, PSK_VALUE)
+
+
+def psk_proposal(group: Group, nonce: bytes | None = None) -> Proposal:
+    pid = PreSharedKeyID.external(
+        PSK_ID, os.urandom(group.cipher_suite.nh) if nonce is None else nonce
+    )
+    return Proposal(PreSharedKey(pid))
+
+
+def propose_to_all(groups: list[Group], message: bytes, proposer: Group) -> Ref:
+    """Deliver a proposal to every other member (each caches it) and return its reference."""
+    deliver(groups, message, sender=proposer)
+    return ref_of(proposer, message)
+
+
+def reinit_proposal(group: Group, version: int = ProtocolVersion.mls10) -> Proposal:
+    return Proposal(ReInit(os.urandom(32), version, group.context.cipher_suite, ()))
+
+
+def leaf_of(group: Group, leaf: int) -> LeafNode:
+    node = group.tree.leaf(leaf)  # type: ignore[arg-type]
+    assert node is not None
+    return node

@@ -18,19 +18,24 @@ from dataclasses import replace
 
 import pytest
 from group_helpers import (
+    PSK_ID,
+    PSK_VALUE,
     Ref,
     assert_recovers,
     commit_and_deliver,
-    deliver,
     forge_commit,
     forge_external_commit,
-    forge_key_package,
-    forge_proposal,
+    leaf_of,
     make_group,
+    new_kp,
+    propose_to_all,
+    psk_proposal,
     ref_of,
     reframe,
+    reinit_proposal,
     reject,
     resign_leaf,
+    share_psk,
     snapshot,
     update_leaf,
 )
@@ -48,7 +53,6 @@ from mlspy.errors import (
     ProposalError,
     ProposalListError,
     PskError,
-    RequiredCapabilitiesError,
     SenderError,
     SignatureError,
     UpdatePathError,
@@ -58,33 +62,22 @@ from mlspy.group import (
     GroupConfig,
     SigningIdentity,
     StagedCommit,
-    create_key_package,
     default_capabilities,
     join_external,
 )
 from mlspy.messages import (
-    Add,
     Credential,
     CustomProposal,
-    Extension,
-    ExternalInit,
     FramedContent,
     GroupContextExtensions,
     HPKECiphertext,
-    KeyPackage,
-    LeafNode,
     LeafNodeSource,
-    Lifetime,
     MLSMessage,
     PreSharedKey,
     PreSharedKeyID,
     Proposal,
     ProposalOrRef,
-    ProtocolVersion,
-    ReInit,
     Remove,
-    RequiredCapabilities,
-    ResumptionPSKUsage,
     Sender,
     Update,
     UpdatePath,
@@ -95,416 +88,9 @@ from mlspy.protection import protect_public_message
 ALICE, BOB, CAROL, DAVE = 0, 1, 2, 3
 CUSTOM_TYPE = 0xF0F0
 CUSTOM_CREDENTIAL = 0xF0F1
-PSK_ID = b"shared psk"
-PSK_VALUE = b"\x42" * 32
-
-
-@pytest.fixture
-def groups() -> list[Group]:
-    return make_group(4)
-
-
-def _new_kp(name: bytes = b"newcomer") -> Proposal:
-    return Proposal(Add(create_key_package(SigningIdentity.generate(name)).key_package))
-
-
-def _share_psk(groups: list[Group]) -> None:
-    for g in groups:
-        g.add_external_psk(PSK_ID, PSK_VALUE)
-
-
-def _psk(group: Group, nonce: bytes | None = None) -> Proposal:
-    pid = PreSharedKeyID.external(
-        PSK_ID, os.urandom(group.cipher_suite.nh) if nonce is None else nonce
-    )
-    return Proposal(PreSharedKey(pid))
-
-
-def _propose(groups: list[Group], message: bytes, proposer: Group) -> Ref:
-    """Deliver a proposal to every other member (each caches it) and return its reference."""
-    deliver(groups, message, sender=proposer)
-    return ref_of(proposer, message)
-
-
-def _reinit(group: Group, version: int = ProtocolVersion.mls10) -> Proposal:
-    return Proposal(ReInit(os.urandom(32), version, group.context.cipher_suite, ()))
-
-
-def _leaf_of(group: Group, leaf: int) -> LeafNode:
-    node = group.tree.leaf(leaf)  # type: ignore[arg-type]
-    assert node is not None
-    return node
 
 
 # --- §12.2: proposal list validation, regular commits ---------------------------------------------
-
-
-class TestProposalListRegularCommit:
-    """RFC 9420 §12.2 "Proposal List Validation" for a regular (member) Commit: a list with a
-    committer's Update, a Remove of the committer, several Updates/Removes for one leaf, two
-    Adds of one client, an Add of a member, a repeated PSK, two GroupContextExtensions, a
-    ReInit with company, an ExternalInit, an unsupported proposal type, or one that leaves an
-    invalid tree is rejected."""
-
-    @pytest.mark.parametrize("by_reference", [True, False], ids=["by_ref", "by_value"])
-    def test_update_from_committer(self, groups: list[Group], by_reference: bool) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        if by_reference:
-            item: Proposal | Ref = _propose(groups, bob.propose_update(), bob)
-        else:
-            item = Proposal(Update(update_leaf(bob)))
-        message = forge_commit(bob, [item])
-        reject(carol, message, ProposalListError, "committer's own update")
-        assert_recovers(groups, carol)
-
-    def test_remove_of_committer(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        message = forge_commit(bob, [Proposal(Remove(BOB))])
-        reject(carol, message, ProposalListError, "remove the committer")
-        assert_recovers(groups, carol)
-
-    def test_two_removes_of_one_leaf(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        message = forge_commit(bob, [Proposal(Remove(DAVE)), Proposal(Remove(DAVE))])
-        reject(carol, message, ProposalListError, "several updates/removes")
-        assert_recovers(groups, carol)
-
-    def test_update_and_remove_of_one_leaf(self, groups: list[Group]) -> None:
-        bob, carol, dave = groups[BOB], groups[CAROL], groups[DAVE]
-        update = _propose(groups, dave.propose_update(), dave)
-        message = forge_commit(bob, [update, Proposal(Remove(DAVE))])
-        reject(carol, message, ProposalListError, "several updates/removes")
-        assert_recovers(groups, carol)
-
-    def test_two_updates_of_one_leaf(self, groups: list[Group]) -> None:
-        bob, carol, dave = groups[BOB], groups[CAROL], groups[DAVE]
-        first = _propose(groups, dave.propose_update(), dave)
-        second = _propose(groups, dave.propose_update(), dave)
-        message = forge_commit(bob, [first, second])
-        reject(carol, message, ProposalListError, "several updates/removes")
-        assert_recovers(groups, carol)
-
-    def test_two_adds_of_one_client(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        newcomer = SigningIdentity.generate(b"twice")
-        kps = [create_key_package(newcomer).key_package for _ in range(2)]
-        message = forge_commit(bob, [Proposal(Add(kp)) for kp in kps])
-        reject(carol, message, ProposalListError, "two adds")
-        assert_recovers(groups, carol)
-
-    def test_add_of_a_current_member(self, groups: list[Group]) -> None:
-        bob, carol, dave = groups[BOB], groups[CAROL], groups[DAVE]
-        again = create_key_package(dave.identity).key_package
-        message = forge_commit(bob, [Proposal(Add(again))])
-        reject(carol, message, ProposalListError, "already in the group")
-        assert_recovers(groups, carol)
-
-    def test_add_of_a_member_removed_by_the_same_commit_is_valid(self, groups: list[Group]) -> None:
-        """The exception of the rule above: a Remove of the matching client makes it valid."""
-        bob, carol, dave = groups[BOB], groups[CAROL], groups[DAVE]
-        again = create_key_package(dave.identity).key_package
-        message = forge_commit(bob, [Proposal(Remove(DAVE)), Proposal(Add(again))])
-        staged = carol.process(message)
-        assert isinstance(staged, StagedCommit)
-        assert staged.removed == [DAVE] and [i for i, _ in staged.added] == [DAVE]
-
-    def test_add_whose_encryption_key_is_in_the_tree(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        taken = _leaf_of(carol, CAROL).encryption_key
-        kp = forge_key_package(
-            SigningIdentity.generate(b"copycat"), leaf_changes={"encryption_key": taken}
-        )
-        message = forge_commit(bob, [Proposal(Add(kp))])
-        reject(carol, message, ProposalListError, "encryption key")
-        assert_recovers(groups, carol)
-
-    def test_same_psk_twice(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        _share_psk(groups)
-        psk = _psk(bob)
-        message = forge_commit(bob, [psk, psk], psks={PSK_ID: PSK_VALUE})
-        reject(carol, message, ProposalListError, "same PSK")
-        assert_recovers(groups, carol)
-
-    def test_two_group_context_extensions(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        gce = Proposal(GroupContextExtensions(()))
-        message = forge_commit(bob, [gce, gce])
-        reject(carol, message, ProposalListError, "more than one group_context_extensions")
-        assert_recovers(groups, carol)
-
-    @pytest.mark.parametrize("other", ["remove", "add", "reinit"])
-    def test_reinit_with_another_proposal(self, groups: list[Group], other: str) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        company = {
-            "remove": Proposal(Remove(DAVE)),
-            "add": _new_kp(),
-            "reinit": _reinit(bob),
-        }[other]
-        message = forge_commit(bob, [_reinit(bob), company])
-        reject(carol, message, ProposalListError, "only proposal")
-        assert_recovers(groups, carol)
-
-    def test_external_init_in_regular_commit(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        message = forge_commit(bob, [Proposal(ExternalInit(os.urandom(32)))])
-        reject(carol, message, ProposalListError, "external_init")
-        assert_recovers(groups, carol)
-
-    def test_proposal_type_unsupported_by_a_member(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        message = forge_commit(bob, [Proposal(CustomProposal(CUSTOM_TYPE, b"hello"))])
-        reject(carol, message, ProposalListError, "does not support proposal type")
-        assert_recovers(groups, carol)
-
-    def test_proposal_type_unsupported_only_by_a_removed_member_is_valid(self) -> None:
-        """Members removed by the commit need not support a custom proposal type (§12.2)."""
-        caps = default_capabilities(proposals=(CUSTOM_TYPE,))
-        ids = [SigningIdentity.generate(f"m{i}".encode(), capabilities=caps) for i in range(3)]
-        ids.append(SigningIdentity.generate(b"m3"))  # dave lacks the custom type
-        groups = make_group(identities=ids)
-        bob, carol = groups[BOB], groups[CAROL]
-        custom = Proposal(CustomProposal(CUSTOM_TYPE, b"hello"))
-        reject(carol, forge_commit(bob, [custom]), ProposalListError, "member 3")
-        staged = carol.process(forge_commit(bob, [custom, Proposal(Remove(DAVE))]))
-        assert isinstance(staged, StagedCommit) and staged.removed == [DAVE]
-
-    def test_gce_requiring_a_capability_no_member_has(self, groups: list[Group]) -> None:
-        """After the commit every leaf must support the group's required_capabilities
-        (§12.2 last rule, §7.3, §11.1)."""
-        bob, carol = groups[BOB], groups[CAROL]
-        required = RequiredCapabilities((CUSTOM_TYPE,), (), ()).to_extension()
-        message = forge_commit(bob, [Proposal(GroupContextExtensions((required,)))])
-        reject(carol, message, RequiredCapabilitiesError, "lacks required capabilities")
-        assert_recovers(groups, carol)
-
-    def test_add_with_credential_type_members_do_not_support(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        ident = SigningIdentity.generate(
-            b"exotic",
-            capabilities=default_capabilities(credentials=(1, 2, CUSTOM_CREDENTIAL)),
-        )
-        ident = replace(ident, credential=Credential.custom(CUSTOM_CREDENTIAL, b"exotic"))
-        kp = create_key_package(ident).key_package
-        message = forge_commit(bob, [Proposal(Add(kp))])
-        reject(carol, message, CredentialTypeError, "credential type")
-        assert_recovers(groups, carol)
-
-    def test_add_lacking_a_credential_type_in_use(self) -> None:
-        caps = default_capabilities(credentials=(1, 2, CUSTOM_CREDENTIAL))
-        ids = [SigningIdentity.generate(f"m{i}".encode(), capabilities=caps) for i in range(4)]
-        ids[DAVE] = replace(ids[DAVE], credential=Credential.custom(CUSTOM_CREDENTIAL, b"m3"))
-        groups = make_group(identities=ids)
-        bob, carol = groups[BOB], groups[CAROL]
-        plain = SigningIdentity.generate(b"plain", capabilities=default_capabilities())
-        message = forge_commit(bob, [Proposal(Add(create_key_package(plain).key_package))])
-        reject(carol, message, CredentialTypeError, "credential type")
-        assert_recovers(groups, carol)
-
-
-# --- §12.1: individual proposal validity ----------------------------------------------------------
-
-
-def _bad_key_package(case: str) -> KeyPackage:
-    """A KeyPackage that breaks one rule of §10.1 / §7.3 (so an Add of it breaks §12.1.1)."""
-    ident = SigningIdentity.generate(b"candidate-" + case.encode())
-    if case == "cipher_suite":
-        return forge_key_package(ident, cipher_suite=2)
-    if case == "version":
-        return forge_key_package(ident, version=2)
-    if case == "init_key_equals_encryption_key":
-        return forge_key_package(ident, init_key=lambda kp: kp.leaf_node.encryption_key)
-    if case == "init_key_not_a_key":
-        return forge_key_package(ident, init_key=b"\x01\x02\x03")
-    if case == "key_package_signature":
-        return replace(create_key_package(ident).key_package, signature=os.urandom(64))
-    if case == "leaf_signature":
-        return forge_key_package(ident, leaf_changes={"signature": os.urandom(64)}, sign_leaf=False)
-    if case == "leaf_node_source":
-        changes = {"leaf_node_source": LeafNodeSource.update, "lifetime": None}
-        return forge_key_package(ident, leaf_changes=changes)
-    if case == "expired":
-        return forge_key_package(ident, leaf_changes={"lifetime": Lifetime(0, 1)})
-    if case == "unsupported_leaf_extension":
-        extensions = (Extension(CUSTOM_TYPE, b""),)
-        return forge_key_package(ident, leaf_changes={"extensions": extensions})
-    raise AssertionError(case)
-
-
-KP_CASES = {
-    "cipher_suite": "cipher suite",
-    "version": "version",
-    "init_key_equals_encryption_key": "init_key equals",
-    "init_key_not_a_key": "init_key is not a valid",
-    "key_package_signature": "KeyPackage signature",
-    "leaf_signature": "signature on LeafNode",
-    "leaf_node_source": "leaf_node_source",
-    "expired": "outside",
-    "unsupported_leaf_extension": "extension type",
-}
-
-
-class TestAddProposalValidity:
-    """RFC 9420 §12.1.1: an Add is invalid if its KeyPackage is invalid (§10.1: cipher suite
-    and version of the group, leaf node valid for a KeyPackage per §7.3, KeyPackage signature,
-    init_key distinct from the leaf's encryption_key)."""
-
-    @pytest.mark.parametrize("case", list(KP_CASES))
-    def test_add_by_value_in_commit(self, groups: list[Group], case: str) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        message = forge_commit(bob, [Proposal(Add(_bad_key_package(case)))])
-        reject(carol, message, ProposalError, f"invalid KeyPackage in add: .*{KP_CASES[case]}")
-        assert_recovers(groups, carol)
-
-    @pytest.mark.parametrize("case", ["cipher_suite", "key_package_signature", "expired"])
-    def test_add_proposal_message(self, groups: list[Group], case: str) -> None:
-        """An invalid Add is rejected when it arrives as a proposal, before any commit."""
-        dave, carol = groups[DAVE], groups[CAROL]
-        message = forge_proposal(dave, Proposal(Add(_bad_key_package(case))))
-        reject(carol, message, ProposalError, KP_CASES[case])
-        assert_recovers(groups, carol)
-
-
-def _update_case(name: str, dave: Group, carol: Group) -> LeafNode:
-    if name == "leaf_node_source":
-        return update_leaf(
-            dave,
-            leaf_node_source=LeafNodeSource.key_package,
-            lifetime=Lifetime(0, 2**63),
-        )
-    if name == "signed_for_another_leaf":
-        return update_leaf(dave, leaf_index=ALICE)
-    if name == "same_encryption_key":
-        return update_leaf(dave, encryption_key=_leaf_of(dave, DAVE).encryption_key)
-    if name == "encryption_key_of_another_member":
-        return update_leaf(dave, encryption_key=_leaf_of(dave, CAROL).encryption_key)
-    if name == "signature_key_of_another_member":
-        return update_leaf(
-            dave,
-            signature_key=carol.identity.signature_key,
-            signature_private_key=carol.identity.signature_private_key,
-        )
-    if name == "unsupported_leaf_extension":
-        return update_leaf(dave, extensions=(Extension(CUSTOM_TYPE, b""),))
-    raise AssertionError(name)
-
-
-UPDATE_CASES = {
-    "leaf_node_source": "leaf_node_source",
-    "signed_for_another_leaf": "signature on leaf",
-    "same_encryption_key": "must change the encryption key",
-    "encryption_key_of_another_member": "encryption key is already in the tree",
-    "signature_key_of_another_member": "signature key belongs to another member",
-    "unsupported_leaf_extension": "extension type",
-}
-
-
-class TestUpdateProposalValidity:
-    """RFC 9420 §12.1.2 and §7.3: an Update's LeafNode must be valid for an update
-    (leaf_node_source ``update``, signed for the sender's leaf and group, supported extensions)
-    with a new encryption key and keys unique in the group. Checked when the proposal arrives."""
-
-    @pytest.mark.parametrize("case", list(UPDATE_CASES))
-    def test_update_proposal(self, groups: list[Group], case: str) -> None:
-        dave, carol = groups[DAVE], groups[CAROL]
-        leaf = _update_case(case, dave, carol)
-        message = forge_proposal(dave, Proposal(Update(leaf)))
-        reject(carol, message, ProposalError, UPDATE_CASES[case])
-        assert_recovers(groups, carol)
-
-    def test_update_to_a_credential_type_members_do_not_support(self, groups: list[Group]) -> None:
-        """§7.3: the new credential type must be supported by every member."""
-        dave, carol = groups[DAVE], groups[CAROL]
-        leaf = update_leaf(
-            dave,
-            credential=Credential.custom(CUSTOM_CREDENTIAL, b"dave"),
-            capabilities=default_capabilities(credentials=(1, 2, CUSTOM_CREDENTIAL)),
-        )
-        reject(carol, forge_proposal(dave, Proposal(Update(leaf))), CredentialTypeError)
-        assert_recovers(groups, carol)
-
-    def test_update_valid_alone_but_not_with_an_earlier_one(self, groups: list[Group]) -> None:
-        """Two members' Updates, each valid on arrival, that carry the same encryption key:
-        the second is invalid once the first is applied (§7.3 uniqueness)."""
-        bob, carol, dave, alice = groups[BOB], groups[CAROL], groups[DAVE], groups[ALICE]
-        first_leaf = update_leaf(dave)
-        first = _propose(groups, forge_proposal(dave, Proposal(Update(first_leaf))), dave)
-        clone = update_leaf(alice, encryption_key=first_leaf.encryption_key)
-        second = _propose(groups, forge_proposal(alice, Proposal(Update(clone))), alice)
-        message = forge_commit(bob, [first, second])
-        reject(carol, message, ProposalError, "encryption key is already in the tree")
-        assert_recovers(groups, carol)
-
-
-class TestRemovePskReinitValidity:
-    """RFC 9420 §12.1.3 (a Remove must name a non-blank leaf), §12.1.4 (a PreSharedKey's
-    psk_nonce is KDF.Nh bytes; a resumption PSK with usage reinit or branch only in a
-    reinitialization or branch), §12.1.5 (a ReInit may not lower the version), §12.1.7 (a
-    GroupContextExtensions has no duplicate extension types)."""
-
-    def test_remove_of_blank_leaf(self, groups: list[Group]) -> None:
-        alice, bob, carol = groups[ALICE], groups[BOB], groups[CAROL]
-        commit_and_deliver(groups, alice, [Proposal(Remove(DAVE))])
-        assert not groups[DAVE].active and carol.tree.n_leaves == 4
-        message = forge_commit(bob, [Proposal(Remove(DAVE))])
-        reject(carol, message, ProposalError, "blank or absent leaf 3")
-        assert_recovers(groups, carol)
-
-    def test_remove_of_leaf_outside_the_tree(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        message = forge_commit(bob, [Proposal(Remove(17))])
-        reject(carol, message, ProposalError, "blank or absent leaf 17")
-        assert_recovers(groups, carol)
-
-    def test_remove_proposal_of_blank_leaf(self, groups: list[Group]) -> None:
-        alice, carol, dave = groups[ALICE], groups[CAROL], groups[DAVE]
-        commit_and_deliver(groups, alice, [Proposal(Remove(DAVE))])
-        message = forge_proposal(alice, Proposal(Remove(DAVE)))
-        reject(carol, message, ProposalError, "blank or absent leaf 3")
-        assert not dave.active
-        assert_recovers(groups, carol)
-
-    @pytest.mark.parametrize(("proposer", "target"), [(DAVE, ALICE), (ALICE, BOB)])
-    def test_remove_proposal_of_any_member_is_valid(
-        self, groups: list[Group], proposer: int, target: int
-    ) -> None:
-        """§12.1.3: a Remove is valid when it names a non-blank leaf, whoever will commit it.
-        (Regression: receipt-time checks once used the first other leaf as a stand-in
-        committer and rejected a Remove of it as "a commit may not remove the committer".)"""
-        carol = groups[CAROL]
-        event = carol.process(groups[proposer].propose_remove(target))
-        assert getattr(event, "proposal", None) == Proposal(Remove(target))
-
-    @pytest.mark.parametrize("length", [0, 16, 33])
-    def test_psk_nonce_length(self, groups: list[Group], length: int) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        _share_psk(groups)
-        message = forge_commit(bob, [_psk(bob, os.urandom(length))], psks={PSK_ID: PSK_VALUE})
-        reject(carol, message, ProposalError, "psk_nonce")
-        assert_recovers(groups, carol)
-
-    @pytest.mark.parametrize("usage", [ResumptionPSKUsage.reinit, ResumptionPSKUsage.branch])
-    def test_resumption_psk_with_reinit_or_branch_usage(
-        self, groups: list[Group], usage: ResumptionPSKUsage
-    ) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        pid = PreSharedKeyID.resumption(usage, bob.group_id, bob.epoch, os.urandom(32))
-        message = forge_commit(bob, [Proposal(PreSharedKey(pid))])
-        reject(carol, message, PskError, "reinit or branch")
-        assert_recovers(groups, carol)
-
-    def test_reinit_to_an_older_version(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        message = forge_commit(bob, [_reinit(bob, version=0)])
-        reject(carol, message, ProposalError, "older protocol version")
-        assert_recovers(groups, carol)
-
-    def test_gce_with_duplicate_extension_types(self, groups: list[Group]) -> None:
-        bob, carol = groups[BOB], groups[CAROL]
-        ext = Extension(CUSTOM_TYPE, b"")
-        message = forge_commit(bob, [Proposal(GroupContextExtensions((ext, ext)))])
-        reject(carol, message, ProposalError, "duplicate extension types")
-        assert_recovers(groups, carol)
 
 
 # --- §12.4.2: processing a Commit ---------------------------------------------------------------
@@ -648,8 +234,8 @@ class TestCommitProcessing:
     def test_forged_commit_is_accepted_when_nothing_is_broken(self, groups: list[Group]) -> None:
         """Control: the forging helper builds commits a receiver accepts."""
         bob, carol, dave = groups[BOB], groups[CAROL], groups[DAVE]
-        update = _propose(groups, dave.propose_update(), dave)
-        message = forge_commit(bob, [update, _new_kp(), Proposal(Remove(ALICE))])
+        update = propose_to_all(groups, dave.propose_update(), dave)
+        message = forge_commit(bob, [update, new_kp(), Proposal(Remove(ALICE))])
         staged = carol.process(message)
         assert isinstance(staged, StagedCommit)
         assert staged.updated == [DAVE] and staged.removed == [ALICE]
@@ -671,7 +257,7 @@ class TestCommitProcessing:
     def test_psk_not_available(self, groups: list[Group]) -> None:
         bob, carol = groups[BOB], groups[CAROL]
         bob.add_external_psk(PSK_ID, PSK_VALUE)  # only the committer knows it
-        message = forge_commit(bob, [_psk(bob)], psks={PSK_ID: PSK_VALUE})
+        message = forge_commit(bob, [psk_proposal(bob)], psks={PSK_ID: PSK_VALUE})
         reject(carol, message, PskError, "not available")
         assert_recovers(groups, carol)
 
@@ -684,7 +270,7 @@ class TestCommitProcessing:
         bob, carol, dave = groups[BOB], groups[CAROL], groups[DAVE]
         proposals: list[Proposal | Ref] = []
         if what == "update":
-            proposals = [_propose(groups, dave.propose_update(), dave)]
+            proposals = [propose_to_all(groups, dave.propose_update(), dave)]
         elif what == "remove":
             proposals = [Proposal(Remove(DAVE))]
         elif what == "gce":
@@ -698,8 +284,8 @@ class TestCommitProcessing:
     def test_path_may_be_omitted_for_add_psk_reinit(self, groups: list[Group]) -> None:
         """Control: Add, PreSharedKey and ReInit do not require a path (§12.4)."""
         bob, carol = groups[BOB], groups[CAROL]
-        _share_psk(groups)
-        for proposals in ([_new_kp()], [_psk(bob)], [_reinit(bob)]):
+        share_psk(groups)
+        for proposals in ([new_kp()], [psk_proposal(bob)], [reinit_proposal(bob)]):
             message = forge_commit(bob, proposals, path=False, psks={PSK_ID: PSK_VALUE})
             assert isinstance(carol.process(message), StagedCommit)
 
@@ -762,14 +348,14 @@ class TestCommitProcessing:
 
     def test_committer_leaf_keeps_its_encryption_key(self, groups: list[Group]) -> None:
         bob, carol = groups[BOB], groups[CAROL]
-        tweak = _with_leaf(bob, encryption_key=_leaf_of(bob, BOB).encryption_key)
+        tweak = _with_leaf(bob, encryption_key=leaf_of(bob, BOB).encryption_key)
         message = forge_commit(bob, tweak_path=tweak)
         reject(carol, message, UpdatePathError, "new encryption key")
         assert_recovers(groups, carol)
 
     def test_path_key_already_in_the_tree(self, groups: list[Group]) -> None:
         bob, carol = groups[BOB], groups[CAROL]
-        taken = _leaf_of(carol, CAROL).encryption_key
+        taken = leaf_of(carol, CAROL).encryption_key
 
         def tweak(path: UpdatePath) -> UpdatePath:
             node = replace(path.nodes[0], encryption_key=taken)
@@ -867,7 +453,7 @@ class TestExternalCommit:
 
     def test_proposal_by_reference(self, groups: list[Group], joiner: SigningIdentity) -> None:
         alice, carol = groups[ALICE], groups[CAROL]
-        ref = _propose(groups, alice.propose_remove(DAVE), alice)
+        ref = propose_to_all(groups, alice.propose_remove(DAVE), alice)
         message = forge_external_commit(carol, joiner, extra=[ref])
         reject(carol, message, ProposalListError, "by reference")
         assert_recovers(groups, carol)
@@ -878,9 +464,9 @@ class TestExternalCommit:
     ) -> None:
         carol = groups[CAROL]
         extra = {
-            "add": _new_kp(),
+            "add": new_kp(),
             "group_context_extensions": Proposal(GroupContextExtensions(())),
-            "reinit": _reinit(carol),
+            "reinit": reinit_proposal(carol),
         }[kind]
         message = forge_external_commit(carol, joiner, extra=[extra])
         reject(carol, message, ProposalListError, "may not contain proposal types")
