@@ -67,11 +67,9 @@ def create_commit(
     ratchet_tree_in_welcome: bool | None = None,
     resumption_usage: ResumptionPSKUsage | None = None,
 ) -> CommitOutput:
-    """Create a Commit covering the cached proposals (by reference) and ``proposals`` (by
-    value). The group does not change until :meth:`merge_pending_commit`.
-
-    ``resumption_usage`` admits a reinit or branch resumption PSK, which is only valid in
-    the first commit of a successor group (§11.2, §11.3)."""
+    """:meth:`Group.commit`: apply the proposals to a copy of the tree, refresh our path if
+    needed, run the key schedule, sign and protect, and build the Welcome; the result waits in
+    ``group._pending``."""
     group._require_active()
     if group._pending is not None:
         raise GroupStateError("a commit is already pending: merge or clear it first")

@@ -17,7 +17,7 @@ from mlspy.messages import (
     Sender,
     WireFormat,
 )
-from mlspy.schedule.key_schedule import EpochSecrets, advance_epoch
+from mlspy.schedule.key_schedule import EpochSecrets, advance_epoch, secrets_from_epoch_secret
 from mlspy.schedule.secret_tree import DEFAULT_MAX_FORWARD, DEFAULT_MAX_RETAINED, SecretTree
 from mlspy.schedule.transcript import confirmation_tag, interim_transcript_hash
 from mlspy.tree.math import LeafIndex
@@ -104,21 +104,7 @@ def first_epoch(
     """Epoch 0 of a new group (§11): a random epoch secret, empty confirmed transcript.
 
     There is no joiner or welcome secret for epoch 0: nobody joins it by Welcome."""
-    d = cs.derive_secret
-    secrets = EpochSecrets(
-        joiner_secret=b"",
-        welcome_secret=b"",
-        epoch_secret=epoch_secret,
-        sender_data_secret=d(epoch_secret, "sender data"),
-        encryption_secret=d(epoch_secret, "encryption"),
-        exporter_secret=d(epoch_secret, "exporter"),
-        external_secret=d(epoch_secret, "external"),
-        confirmation_key=d(epoch_secret, "confirm"),
-        membership_key=d(epoch_secret, "membership"),
-        resumption_psk=d(epoch_secret, "resumption"),
-        epoch_authenticator=d(epoch_secret, "authentication"),
-        init_secret=d(epoch_secret, "init"),
-    )
+    secrets = secrets_from_epoch_secret(cs, epoch_secret, b"", b"")
     return build_epoch(cs, config, context=context, tree=tree, private=private, secrets=secrets)
 
 

@@ -67,10 +67,19 @@ def epoch_from_joiner(
     """Derive an epoch's secrets from its joiner secret (the path a new member takes)."""
     member = _member_secret(cs, joiner_secret, psk_secret)
     epoch_secret = cs.expand_with_label(member, "epoch", group_context, cs.nh)
+    return secrets_from_epoch_secret(
+        cs, epoch_secret, joiner_secret, cs.derive_secret(member, "welcome")
+    )
+
+
+def secrets_from_epoch_secret(
+    cs: CipherSuiteProvider, epoch_secret: bytes, joiner_secret: bytes, welcome_secret: bytes
+) -> EpochSecrets:
+    """Every epoch-derived secret of the table in §8 from ``epoch_secret``."""
     d = cs.derive_secret
     return EpochSecrets(
         joiner_secret=joiner_secret,
-        welcome_secret=cs.derive_secret(member, "welcome"),
+        welcome_secret=welcome_secret,
         epoch_secret=epoch_secret,
         sender_data_secret=d(epoch_secret, "sender data"),
         encryption_secret=d(epoch_secret, "encryption"),

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mlspy.crypto import CipherSuiteProvider
 from mlspy.errors import CryptoError, ParentHashError, UpdatePathError, UsageError
@@ -107,31 +107,11 @@ def sign_leaf_node(
     leaf_index: int | None,
 ) -> LeafNode:
     """Return ``leaf`` with its signature over LeafNodeTBS (§7.2) replaced."""
-    unsigned = LeafNode(
-        leaf.encryption_key,
-        leaf.signature_key,
-        leaf.credential,
-        leaf.capabilities,
-        leaf.leaf_node_source,
-        leaf.lifetime,
-        leaf.parent_hash,
-        leaf.extensions,
-        b"",
-    )
+    unsigned = replace(leaf, signature=b"")
     signature = cs.sign_with_label(
         signature_private_key, LEAF_NODE_TBS, unsigned.tbs(group_id, leaf_index)
     )
-    return LeafNode(
-        leaf.encryption_key,
-        leaf.signature_key,
-        leaf.credential,
-        leaf.capabilities,
-        leaf.leaf_node_source,
-        leaf.lifetime,
-        leaf.parent_hash,
-        leaf.extensions,
-        signature,
-    )
+    return replace(unsigned, signature=signature)
 
 
 def _excluding(resolution: list[NodeIndex], excluded: Collection[int]) -> list[NodeIndex]:
