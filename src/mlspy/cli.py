@@ -94,3 +94,16 @@ def _run(path: Path, kind: str | None, quiet: bool) -> runner.FileResult:
                 click.echo("\r\x1b[K", nl=False, err=True)
 
     return runner.run_file(path, kind, progress)
+
+
+@main.command(
+    "bench",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """Benchmark group operations by group size (see mlspy bench --help)."""
+    from mlspy.bench.main import main as bench_main
+
+    sys.exit(bench_main(ctx.args))

@@ -68,8 +68,16 @@ class Reader:
         self._pos = pos + n
         return pos
 
+    def span(self, start: int, end: int) -> bytes:
+        """The raw bytes between two positions of this reader (to keep a decoded struct's
+        encoding instead of encoding it again)."""
+        return self._data[start:end]
+
     def uint8(self) -> int:
-        pos = self._take(1, "uint8")
+        pos = self._pos
+        if pos >= self._end:
+            raise DecodeError("truncated uint8: need 1 bytes, have 0", pos)
+        self._pos = pos + 1
         return self._data[pos]
 
     def uint16(self) -> int:
@@ -111,9 +119,24 @@ class Reader:
 
     def opaque(self) -> bytes:
         """``opaque data<V>``."""
-        n = self.varint()
-        pos = self._take(n, "opaque<V> body")
-        return self._data[pos : pos + n]
+        # The header is parsed inline: this is the hottest path of every decoder.
+        data = self._data
+        pos = self._pos
+        end = self._end
+        if pos >= end:
+            raise DecodeError("truncated vector length header: need 1 bytes, have 0", pos)
+        first = data[pos]
+        prefix = first >> 6
+        if prefix == 0:
+            n = first
+            pos += 1
+        else:
+            n = self.varint()
+            pos = self._pos
+        if n > end - pos:
+            raise DecodeError(f"truncated opaque<V> body: need {n} bytes, have {end - pos}", pos)
+        self._pos = pos + n
+        return data[pos : pos + n]
 
     def sub(self) -> Reader:
         """A child reader over the body of the next vector; this reader skips past it."""

@@ -53,6 +53,17 @@ class Signer:
         self._ecdsa = ec.ECDSA(self._ec[1]) if self._ec is not None else ec.ECDSA(hashes.SHA256())
 
     def load_private(self, sk: bytes) -> SigningKey:
+        # Loading a signing key derives its public key (tens of µs); a client signs with the
+        # same long-term key again and again, so loaded keys are kept (bounded).
+        key = _SIGNING_KEYS.get((self.scheme, sk))
+        if key is None:
+            key = self._load_private(sk)
+            if len(_SIGNING_KEYS) >= _SIGNING_KEYS_MAX:
+                _SIGNING_KEYS.pop(next(iter(_SIGNING_KEYS)))
+            _SIGNING_KEYS[(self.scheme, sk)] = key
+        return key
+
+    def _load_private(self, sk: bytes) -> SigningKey:
         try:
             if self._ec is not None:
                 curve, _, size = self._ec
@@ -118,6 +129,10 @@ class Signer:
         return True
 
 
+_SIGNING_KEYS: dict[tuple[SignatureScheme, bytes], SigningKey] = {}
+_SIGNING_KEYS_MAX = 256
+
+
 class _VerifiedCache:
     """Remembers signatures that verified, keyed by (scheme, key, SHA-256 of message,
     signature). Verification is deterministic, so a hit is as good as verifying again; this
@@ -137,10 +152,13 @@ class _VerifiedCache:
 _VERIFIED = _VerifiedCache(1 << 16)
 
 
-def set_verification_cache(capacity: int) -> None:
-    """Size the cache of verified signatures; 0 disables it (e.g. for benchmarks)."""
+def set_verification_cache(capacity: int) -> int:
+    """Size the cache of verified signatures; 0 disables it (e.g. for benchmarks). Returns the
+    previous capacity."""
+    previous = _VERIFIED.capacity
     _VERIFIED.capacity = capacity
     _VERIFIED.entries.clear()
+    return previous
 
 
 def _serialize_public(pk: VerifyingKey) -> bytes:

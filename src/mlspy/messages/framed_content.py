@@ -7,7 +7,7 @@ the content type as a parameter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlspy.codec import Reader, Struct, Writer
 from mlspy.errors import UsageError
@@ -175,6 +175,9 @@ class FramedContent(Struct):
     application_data: bytes | None = None
     proposal: Proposal | None = None
     commit: Commit | None = None
+    # The encoding, kept from decoding or computed once: a FramedContent is encoded for its
+    # signature, membership tag and transcript hash, and a commit's can be large.
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_content(
@@ -182,6 +185,15 @@ class FramedContent(Struct):
         )
 
     def encode_to(self, w: Writer) -> None:
+        encoded = self._encoded
+        if encoded is None:
+            inner = Writer()
+            self._write(inner)
+            encoded = inner.getvalue()
+            object.__setattr__(self, "_encoded", encoded)
+        w.fixed(encoded)
+
+    def _write(self, w: Writer) -> None:
         w.opaque(self.group_id)
         w.uint64(self.epoch)
         self.sender.encode_to(w)
@@ -191,13 +203,18 @@ class FramedContent(Struct):
 
     @classmethod
     def decode_from(cls, r: Reader) -> FramedContent:
+        start = r.position
         group_id = r.opaque()
         epoch = r.uint64()
         sender = Sender.decode_from(r)
         authenticated_data = r.opaque()
         content_type = read_enum8(r, CONTENT_TYPE_BY_VALUE, "content_type")
         app, proposal, commit = decode_content_body(r, content_type)
-        return cls(group_id, epoch, sender, authenticated_data, content_type, app, proposal, commit)
+        value = cls(
+            group_id, epoch, sender, authenticated_data, content_type, app, proposal, commit
+        )
+        object.__setattr__(value, "_encoded", r.span(start, r.position))
+        return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,6 +159,7 @@ class LeafNode(Struct):
 
     @classmethod
     def decode_from(cls, r: Reader) -> LeafNode:
+        start = r.position
         encryption_key = r.opaque()
         signature_key = r.opaque()
         credential = Credential.decode_from(r)
@@ -170,7 +171,9 @@ class LeafNode(Struct):
             lifetime = Lifetime.decode_from(r)
         elif source is LeafNodeSource.commit:
             parent_hash = r.opaque()
-        return cls(
+        extensions = read_extensions(r)
+        content_end = r.position
+        value = cls(
             encryption_key,
             signature_key,
             credential,
@@ -178,9 +181,11 @@ class LeafNode(Struct):
             source,
             lifetime,
             parent_hash,
-            read_extensions(r),
+            extensions,
             r.opaque(),
         )
+        object.__setattr__(value, "_content", r.span(start, content_end))
+        return value
 
     def tbs(self, group_id: bytes | None = None, leaf_index: int | None = None) -> bytes:
         """The encoded LeafNodeTBS, the content signed with label "LeafNodeTBS" (§7.2)::

@@ -44,6 +44,7 @@ class RatchetTree:
         "_hashes",
         "_leaves",
         "_parents",
+        "_resolutions",
         "_sig_index",
         "hash_computations",
     )
@@ -61,10 +62,12 @@ class RatchetTree:
         self._leaves = leaves
         self._parents = parents
         self._hashes: list[bytes | None] = [None] * node_width(n)
+        # Resolutions are cached and invalidated exactly like tree hashes.
+        self._resolutions: list[tuple[NodeIndex, ...] | None] = [None] * node_width(n)
         self.hash_computations = 0
         # Key -> node indexes, built on first lookup and then maintained by every mutation.
-        self._enc_index: dict[bytes, list[int]] | None = None
-        self._sig_index: dict[bytes, list[int]] | None = None
+        self._enc_index: dict[bytes, tuple[int, ...]] | None = None
+        self._sig_index: dict[bytes, tuple[int, ...]] | None = None
 
     # --- Construction and encoding (§12.4.3.3) ---------------------------------------------
 
@@ -121,9 +124,11 @@ class RatchetTree:
         clone._leaves = list(self._leaves)
         clone._parents = list(self._parents)
         clone._hashes = list(self._hashes)
+        clone._resolutions = list(self._resolutions)
         clone.hash_computations = 0
-        clone._enc_index = _copy_index(self._enc_index)
-        clone._sig_index = _copy_index(self._sig_index)
+        # Index values are tuples, so a shallow copy is independent.
+        clone._enc_index = dict(self._enc_index) if self._enc_index is not None else None
+        clone._sig_index = dict(self._sig_index) if self._sig_index is not None else None
         return clone
 
     # --- Accessors ---------------------------------------------------------------------------
@@ -185,30 +190,30 @@ class RatchetTree:
     def resolution(self, x: NodeIndex) -> list[NodeIndex]:
         """The resolution of node ``x``: its non-blank descendants covering its subtree, with a
         non-blank parent contributing itself and its unmerged leaves (§4.1.2)."""
-        out: list[NodeIndex] = []
-        self._resolve(x, out)
-        return out
+        return list(self._resolution(x))
 
-    def _resolve(self, x: NodeIndex, out: list[NodeIndex]) -> None:
+    def _resolution(self, x: NodeIndex) -> tuple[NodeIndex, ...]:
+        cached = self._resolutions[x]
+        if cached is not None:
+            return cached
+        value: tuple[NodeIndex, ...]
         if x & 1 == 0:
-            if self._leaves[x >> 1] is not None:
-                out.append(x)
-            return
-        p = self._parents[x >> 1]
-        if p is not None:
-            out.append(x)
-            out.extend(NodeIndex(2 * u) for u in p.unmerged_leaves)
-            return
-        self._resolve(left(x), out)
-        self._resolve(right(x), out)
+            value = (x,) if self._leaves[x >> 1] is not None else ()
+        else:
+            p = self._parents[x >> 1]
+            if p is not None:
+                value = (x, *(NodeIndex(2 * u) for u in p.unmerged_leaves))
+            else:
+                value = self._resolution(left(x)) + self._resolution(right(x))
+        self._resolutions[x] = value
+        return value
+
+    def resolution_size(self, x: NodeIndex) -> int:
+        return len(self._resolution(x))
 
     def has_non_blank_descendant(self, x: NodeIndex) -> bool:
-        """Whether the resolution of ``x`` is non-empty (without building it)."""
-        if x & 1 == 0:
-            return self._leaves[x >> 1] is not None
-        if self._parents[x >> 1] is not None:
-            return True
-        return self.has_non_blank_descendant(left(x)) or self.has_non_blank_descendant(right(x))
+        """Whether the resolution of ``x`` is non-empty."""
+        return bool(self._resolution(x))
 
     def direct_path(self, leaf: LeafIndex) -> list[NodeIndex]:
         return direct_path(NodeIndex(2 * leaf), len(self._leaves))
@@ -231,17 +236,17 @@ class RatchetTree:
 
     # --- Key indexes -------------------------------------------------------------------------
 
-    def _build_indexes(self) -> tuple[dict[bytes, list[int]], dict[bytes, list[int]]]:
+    def _build_indexes(self) -> tuple[dict[bytes, tuple[int, ...]], dict[bytes, tuple[int, ...]]]:
         if self._enc_index is None or self._sig_index is None:
-            enc: dict[bytes, list[int]] = {}
-            sig: dict[bytes, list[int]] = {}
+            enc: dict[bytes, tuple[int, ...]] = {}
+            sig: dict[bytes, tuple[int, ...]] = {}
             for i, leaf in enumerate(self._leaves):
                 if leaf is not None:
-                    enc.setdefault(leaf.encryption_key, []).append(2 * i)
-                    sig.setdefault(leaf.signature_key, []).append(i)
+                    _index(enc, leaf.encryption_key, 2 * i)
+                    _index(sig, leaf.signature_key, i)
             for i, p in enumerate(self._parents):
                 if p is not None:
-                    enc.setdefault(p.encryption_key, []).append(2 * i + 1)
+                    _index(enc, p.encryption_key, 2 * i + 1)
             self._enc_index, self._sig_index = enc, sig
         return self._enc_index, self._sig_index
 
@@ -265,8 +270,8 @@ class RatchetTree:
             _unindex(enc, old.encryption_key, 2 * i)
             _unindex(sig, old.signature_key, i)
         if node is not None:
-            enc.setdefault(node.encryption_key, []).append(2 * i)
-            sig.setdefault(node.signature_key, []).append(i)
+            _index(enc, node.encryption_key, 2 * i)
+            _index(sig, node.signature_key, i)
 
     def _put_parent(self, x: int, node: ParentNode | None) -> None:
         old = self._parents[x >> 1]
@@ -277,20 +282,23 @@ class RatchetTree:
         if old is not None:
             _unindex(enc, old.encryption_key, x)
         if node is not None:
-            enc.setdefault(node.encryption_key, []).append(x)
+            _index(enc, node.encryption_key, x)
 
     # --- Mutation ---------------------------------------------------------------------------
 
     def _invalidate(self, x: NodeIndex) -> None:
         """Drop the cached hashes of ``x`` and all its ancestors."""
         hashes = self._hashes
+        resolutions = self._resolutions
         r = root(len(self._leaves))
         hashes[x] = None
+        resolutions[x] = None
         while x != r:
             k = level(x)
             b = (x >> (k + 1)) & 0x01
             x = NodeIndex((x | (1 << k)) ^ (b << (k + 1)))
             hashes[x] = None
+            resolutions[x] = None
 
     def set_leaf(self, leaf: LeafIndex, node: LeafNode | None) -> None:
         self._put_leaf(leaf, node)
@@ -314,6 +322,7 @@ class RatchetTree:
         self._leaves.extend([None] * n)
         self._parents.extend([None] * n)
         self._hashes.extend([None] * (2 * n))
+        self._resolutions.extend([None] * (2 * n))
         # The new root's hash depends on everything; the left subtree's caches stay valid.
 
     def truncate(self) -> None:
@@ -333,6 +342,7 @@ class RatchetTree:
         del self._leaves[n:]
         del self._parents[n - 1 :]
         del self._hashes[node_width(n) :]
+        del self._resolutions[node_width(n) :]
 
     def add_leaf(self, node: LeafNode) -> LeafIndex:
         """Insert at the leftmost blank leaf, extending the tree if full (§12.1.1), and add the
@@ -434,17 +444,16 @@ class RatchetTree:
         )
 
 
-def _unindex(index: dict[bytes, list[int]], key: bytes, node: int) -> None:
+def _index(index: dict[bytes, tuple[int, ...]], key: bytes, node: int) -> None:
+    index[key] = (*index.get(key, ()), node)
+
+
+def _unindex(index: dict[bytes, tuple[int, ...]], key: bytes, node: int) -> None:
     nodes = index.get(key)
     if nodes is None:
         return
-    if node in nodes:
-        nodes.remove(node)
-    if not nodes:
+    rest = tuple(x for x in nodes if x != node)
+    if rest:
+        index[key] = rest
+    else:
         del index[key]
-
-
-def _copy_index(index: dict[bytes, list[int]] | None) -> dict[bytes, list[int]] | None:
-    if index is None:
-        return None
-    return {k: list(v) for k, v in index.items()}
