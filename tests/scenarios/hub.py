@@ -84,6 +84,7 @@ class Hub:
         ratchet_tree_extension: bool = True,
         padding_block: int = 0,
         public_view: bool | None = None,
+        reload: bool = False,
     ) -> None:
         self.cipher_suite = cipher_suite
         self.config = GroupConfig(
@@ -102,6 +103,8 @@ class Hub:
         self.ds_signature_private_key = ds.signature_private_key
         self.ds_signature_key = ds.signature_key
         self.steps = 0
+        # Save and reload every member's state after every step (state-at-rest round trip).
+        self.reload = reload
 
     # --- Clients ----------------------------------------------------------------------------
 
@@ -340,6 +343,12 @@ class Hub:
     def check(self) -> None:
         """Every member agrees with every other, and with the public view."""
         self.steps += 1
+        if self.reload:
+            for client in self.clients.values():
+                if client.group is not None:
+                    saved = client.group.to_bytes()
+                    client.group = Group.from_bytes(saved)
+                    assert client.group.to_bytes() == saved, "reloading changed the state"
         names = self.members()
         assert names, "the group is empty"
         groups = [self.group(n) for n in names]

@@ -4,9 +4,11 @@ operations of the table on them."""
 from __future__ import annotations
 
 import random
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from mlspy.bench.floor import CryptoCosts
 from mlspy.bench.timing import Timer
@@ -20,6 +22,7 @@ from mlspy.group import (
     join_external,
 )
 from mlspy.messages import Add, MLSMessage, Proposal, Remove
+from mlspy.storage import GroupStore, SQLiteStore
 from mlspy.tree.math import LeafIndex, NodeIndex, common_ancestor
 
 
@@ -175,6 +178,11 @@ def time_operations(
     floor["join (external)"] = costs.cost(
         verify=len(a.members()) + 1, seal=ciphertexts + 1, derive=nodes + 1, sign=2
     )
+    with tempfile.TemporaryDirectory() as tmp:
+        groups = GroupStore(SQLiteStore(Path(tmp) / "state.db"))
+        stored = groups.adopt(b)
+        seconds["state save"] = timer.measure(stored.save)
+        seconds["state load"] = timer.measure(lambda: groups.load(b.group_id))
     for label, size in (("100 B", 100), ("10 KB", big_payload)):
         payload = b"x" * size
         messages: list[bytes] = []

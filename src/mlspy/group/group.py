@@ -255,6 +255,21 @@ class Group:
             group.add_resumption_psk(*key, value)
         return group
 
+    # --- State at rest ---------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The whole state, private keys included, as versioned bytes (see ``serialize``)."""
+        from mlspy.group.serialize import serialize_group
+
+        return serialize_group(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Group:
+        """Restore a state saved with :meth:`to_bytes`."""
+        from mlspy.group.serialize import deserialize_group
+
+        return deserialize_group(data)
+
     # --- Read-only views ------------------------------------------------------------------
 
     @property

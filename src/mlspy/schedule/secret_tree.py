@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from mlspy.codec import Reader, Writer
 from mlspy.crypto import CipherSuiteProvider
-from mlspy.errors import SecretTreeError, UsageError
+from mlspy.errors import DecodeError, SecretTreeError, UsageError
 from mlspy.tree.math import LeafIndex, NodeIndex, left, level, right, root
 
 # Defaults comparable to other stacks: how far ahead of the current generation a received
@@ -229,3 +230,64 @@ def sender_data_key_nonce(
         cs.expand_with_label(sender_data_secret, "key", sample, cs.nk),
         cs.expand_with_label(sender_data_secret, "nonce", sample, cs.nn),
     )
+
+
+def encode_secret_tree(tree: SecretTree, w: Writer) -> None:
+    """The full state of a secret tree, for storage: unconsumed node secrets, ratchet
+    positions and retained keys (private: never sent)."""
+    w.uint32(tree._n_leaves)
+    w.uint32(tree._max_forward)
+    w.uint32(tree._max_retained)
+    w.vector(sorted(tree._nodes.items()), _write_node_secret)
+    ratchets = sorted(
+        (
+            (leaf, 0 if t is RatchetType.HANDSHAKE else 1, r)
+            for (leaf, t), r in tree._ratchets.items()
+        ),
+        key=lambda item: (item[0], item[1]),
+    )
+    w.vector(ratchets, _write_ratchet)
+
+
+def _write_node_secret(w: Writer, item: tuple[int, bytes]) -> None:
+    w.uint32(item[0])
+    w.opaque(item[1])
+
+
+def _write_ratchet(w: Writer, item: tuple[int, int, HashRatchet]) -> None:
+    leaf, kind, r = item
+    w.uint32(leaf)
+    w.uint8(kind)
+    w.opaque(r.secret)
+    w.uint32(r.generation)
+    w.vector(sorted((r.retained or {}).items()), _write_retained)
+
+
+def _write_retained(w: Writer, item: tuple[int, tuple[bytes, bytes]]) -> None:
+    w.uint32(item[0])
+    w.opaque(item[1][0])
+    w.opaque(item[1][1])
+
+
+def decode_secret_tree(cs: CipherSuiteProvider, r: Reader) -> SecretTree:
+    n_leaves = r.uint32()
+    max_forward = r.uint32()
+    max_retained = r.uint32()
+    if n_leaves < 1 or n_leaves & (n_leaves - 1):
+        raise DecodeError(f"stored secret tree has {n_leaves} leaves", r.position)
+    tree = SecretTree(cs, b"", n_leaves, max_forward=max_forward, max_retained=max_retained)
+    tree._nodes = dict(r.vector(lambda rr: (rr.uint32(), rr.opaque())))
+
+    def read_ratchet(rr: Reader) -> tuple[tuple[int, RatchetType], HashRatchet]:
+        leaf = rr.uint32()
+        kind = rr.uint8()
+        if kind > 1:
+            raise DecodeError(f"stored ratchet type {kind}", rr.position)
+        secret = rr.opaque()
+        generation = rr.uint32()
+        retained = dict(rr.vector(lambda r3: (r3.uint32(), (r3.opaque(), r3.opaque()))))
+        t = RatchetType.HANDSHAKE if kind == 0 else RatchetType.APPLICATION
+        return (leaf, t), HashRatchet(secret, generation, retained or None)
+
+    tree._ratchets = dict(r.vector(read_ratchet))
+    return tree

@@ -1,0 +1,132 @@
+"""The SQLite store: stdlib ``sqlite3``, WAL journal, one transaction per batch.
+
+A batch runs inside ``BEGIN IMMEDIATE`` … ``COMMIT``: either every row of a state transition is
+durable or none is (``synchronous=FULL``), whatever kills the process. Optionally every value is
+encrypted at rest with AES-256-GCM under an application key, with the row's key as associated
+data so a blob cannot be moved to another row.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from mlspy.errors import StorageError
+from mlspy.storage.base import Versioned, Write, check_versions
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blobs (
+    key TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    value BLOB NOT NULL
+) WITHOUT ROWID
+"""
+
+
+class SQLiteStore:
+    """Versioned blobs in one SQLite file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        encryption_key: bytes | None = None,
+        on_write: Callable[[str], None] | None = None,
+    ) -> None:
+        """``encryption_key`` (32 bytes) turns on encryption at rest. ``on_write`` is called
+        with "begin", "written" and "committed" around each batch (used by crash tests)."""
+        if encryption_key is not None and len(encryption_key) != 32:
+            raise StorageError("the encryption key must be 32 bytes (AES-256-GCM)")
+        self._aead = AESGCM(encryption_key) if encryption_key is not None else None
+        self._on_write = on_write
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the SQLite store {path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _seal(self, key: str, value: bytes) -> bytes:
+        if self._aead is None:
+            return value
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, value, key.encode())
+
+    def _open(self, key: str, blob: bytes) -> bytes:
+        if self._aead is None:
+            return blob
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], key.encode())
+        except (InvalidTag, ValueError):
+            raise StorageError(f"cannot decrypt stored {key!r}: wrong key or tampered") from None
+
+    def get(self, key: str) -> Versioned | None:
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    "SELECT version, value FROM blobs WHERE key = ?", (key,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot read {key!r}: {exc}") from None
+        if row is None:
+            return None
+        return Versioned(self._open(key, bytes(row[1])), int(row[0]))
+
+    def keys(self, prefix: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key FROM blobs WHERE key >= ? AND key < ? ORDER BY key",
+                (prefix, prefix + "\U0010ffff"),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def _hook(self, point: str) -> None:
+        if self._on_write is not None:
+            self._on_write(point)
+
+    def write(self, batch: Mapping[str, Write]) -> dict[str, int]:
+        sealed = {k: (None if v is None else self._seal(k, v), e) for k, (v, e) in batch.items()}
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                self._hook("begin")
+
+                def current(key: str) -> int | None:
+                    row = db.execute("SELECT version FROM blobs WHERE key = ?", (key,)).fetchone()
+                    return int(row[0]) if row else None
+
+                check_versions(batch, current)
+                out: dict[str, int] = {}
+                for key, (value, expected) in sealed.items():
+                    version = (expected or 0) + 1
+                    if value is None:
+                        db.execute("DELETE FROM blobs WHERE key = ?", (key,))
+                    else:
+                        db.execute(
+                            "INSERT OR REPLACE INTO blobs (key, version, value) VALUES (?, ?, ?)",
+                            (key, version, value),
+                        )
+                    out[key] = version
+                self._hook("written")
+                db.execute("COMMIT")
+            except StorageError:
+                db.execute("ROLLBACK")
+                raise
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StorageError(f"cannot write the state: {exc}") from None
+        self._hook("committed")
+        return out
