@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mlspy.errors import StorageError
 from mlspy.storage.base import Versioned, Write, check_versions
 
+CHECKPOINT_EVERY = 64
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
     key TEXT PRIMARY KEY,
@@ -46,16 +48,29 @@ class SQLiteStore:
         self._aead = AESGCM(encryption_key) if encryption_key is not None else None
         self._on_write = on_write
         self._lock = threading.Lock()
+        self._writes = 0
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # Overwrite freed pages so consumed keys do not linger in the database file.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute(_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the SQLite store {path}: {exc}") from None
 
     def close(self) -> None:
+        self.checkpoint()
         self._db.close()
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database and truncate it: old page images (which may hold
+        consumed keys) leave the WAL. Runs every ``CHECKPOINT_EVERY`` writes and on close."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot checkpoint the store: {exc}") from None
 
     def _seal(self, key: str, value: bytes) -> bytes:
         if self._aead is None:
@@ -129,4 +144,7 @@ class SQLiteStore:
                     db.execute("ROLLBACK")
                 raise StorageError(f"cannot write the state: {exc}") from None
         self._hook("committed")
+        self._writes += 1
+        if self._writes % CHECKPOINT_EVERY == 0:
+            self.checkpoint()
         return out
