@@ -60,6 +60,14 @@ def write_json(results: Results, path: Path) -> None:
     path.write_text(json.dumps(results, indent=2, sort_keys=True))
 
 
+_COLORS = {
+    ("mlspy", "sparse"): "tab:blue",
+    ("mls-rs", "sparse"): "tab:orange",
+    ("mlspy", "full"): "tab:green",
+    ("mls-rs", "full"): "tab:red",
+}
+
+
 def plot(results: Results, path: Path) -> bool:
     """A log-log plot of time against group size per operation; False without matplotlib."""
     try:
@@ -79,6 +87,7 @@ def plot(results: Results, path: Path) -> bool:
             by_size = results["groups"][shape]
             sizes = sorted(by_size, key=int)
             for impl, marker in (("mlspy", "o"), ("mls-rs", "s")):
+                color = _COLORS[(impl, shape)]
                 pts = [
                     (int(s), by_size[s][impl][op])
                     for s in sizes
@@ -86,7 +95,7 @@ def plot(results: Results, path: Path) -> bool:
                 ]
                 if pts:
                     xs, ys = zip(*pts, strict=True)
-                    ax.plot(xs, ys, style, marker=marker, label=f"{impl} {shape}")
+                    ax.plot(xs, ys, style, marker=marker, color=color, label=f"{impl} {shape}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(op, fontsize=9)
