@@ -107,3 +107,23 @@ def bench(ctx: click.Context) -> None:
     from mlspy.bench.main import main as bench_main
 
     sys.exit(bench_main(ctx.args))
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
+@click.option(
+    "--database",
+    help="SQLite file path (default: ~/.local/share/mlspy/ds.sqlite) or postgresql://… URL.",
+)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key.")
+def serve_command(
+    host: str, port: int, database: str | None, tls_cert: str | None, tls_key: str | None
+) -> None:
+    """Run the Delivery Service and Authentication Service (HTTP + WebSocket)."""
+    from mlspy.ds.server import serve
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    serve(host, port, database, tls_cert, tls_key)

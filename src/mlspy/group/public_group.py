@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
+from mlspy.codec import Reader, Writer, decode_all, write_struct
 from mlspy.crypto import CipherSuiteProvider, suite
 from mlspy.errors import (
     CommitError,
@@ -24,6 +25,7 @@ from mlspy.errors import (
     PathRequiredError,
     ProposalError,
     ProposalListError,
+    StorageError,
     UsageError,
     WelcomeError,
 )
@@ -276,4 +278,57 @@ class PublicGroup:
             self._closed = True
 
 
-__all__ = ["PublicGroup", "PublicProposal", "PublicStagedCommit"]
+def serialize_public_group(group: PublicGroup) -> bytes:
+    """The public state (no secrets) of a followed group, for the Delivery Service's store."""
+    w = Writer()
+    w.fixed(b"MLSp")
+    w.uint16(1)
+    group._context.encode_to(w)
+    w.uint32(group._tree.n_leaves)
+    w.opaque(encode_ratchet_tree(group._tree.to_nodes()))
+    w.opaque(group._interim)
+
+    def write_proposal(w: Writer, p: PublicProposal) -> None:
+        w.opaque(p.ref)
+        write_struct(w, p.proposal)
+        write_struct(w, p.sender)
+
+    w.vector(list(group._proposals.values()), write_proposal)
+    w.uint8(int(group._closed))
+    return w.getvalue()
+
+
+def deserialize_public_group(data: bytes, *, now: int | None = None) -> PublicGroup:
+    def read(r: Reader) -> PublicGroup:
+        if r.fixed(4) != b"MLSp" or r.uint16() != 1:
+            raise DecodeError("not a stored public group state")
+        context = GroupContext.decode_from(r)
+        cs = suite(context.cipher_suite)
+        n_leaves = r.uint32()
+        tree = RatchetTree.from_nodes(cs, decode_ratchet_tree(r.opaque()))
+        while tree.n_leaves < n_leaves:
+            tree._extend()
+        group = PublicGroup(context, tree, r.opaque(), now=now)
+        for p in r.vector(_read_public_proposal):
+            group._proposals[p.ref] = p
+        group._closed = bool(r.uint8())
+        return group
+
+    try:
+        return decode_all(data, read, "stored public group")
+    except DecodeError as exc:
+        raise StorageError(f"corrupt stored public group: {exc}") from None
+
+
+def _read_public_proposal(r: Reader) -> PublicProposal:
+    ref = r.opaque()
+    return PublicProposal(Proposal.decode_from(r), Sender.decode_from(r), ref)
+
+
+__all__ = [
+    "PublicGroup",
+    "PublicProposal",
+    "PublicStagedCommit",
+    "deserialize_public_group",
+    "serialize_public_group",
+]

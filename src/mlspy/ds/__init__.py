@@ -1,0 +1,1 @@
+"""The Delivery Service and Authentication Service (RFC 9750): ``mlspy serve``."""

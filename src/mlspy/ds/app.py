@@ -1,0 +1,333 @@
+"""The Delivery Service's HTTP API and WebSocket push (Starlette, served by uvicorn).
+
+JSON bodies carry MLS bytes base64-encoded. Every route but ``/healthz``, ``/openapi.json`` and
+the authentication handshake needs ``Authorization: Bearer <token>``. Errors are JSON
+``{"error": message, ...}`` with the status of the :class:`DSError` raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from mlspy.ds.service import BadRequest, ClientInfo, DeliveryService, DSError, TooLarge
+
+log = logging.getLogger("mlspy.ds")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(value: object, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest(f"{field} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{field} is not valid base64") from None
+
+
+def _hex(value: str, field: str) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise BadRequest(f"{field} must be hex") from None
+
+
+class _Push:
+    """WebSocket connections by client id, woken when their queue grows."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, set[asyncio.Event]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self, client_ids: set[str]) -> None:
+        loop = self.loop
+        if loop is None:
+            return
+        for cid in client_ids:
+            for event in self.events.get(cid, ()):
+                loop.call_soon_threadsafe(event.set)
+
+
+def create_app(service: DeliveryService, *, max_body: int | None = None) -> Starlette:
+    push = _Push()
+    previous = service.on_queued
+
+    def on_queued(ids: set[str]) -> None:
+        previous(ids)
+        push.wake(ids)
+
+    service.on_queued = on_queued
+    limit = max_body or service.max_message * 3
+
+    async def body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if len(raw) > limit:
+            raise TooLarge(f"request body exceeds {limit} bytes")
+        try:
+            data = json.loads(raw or b"{}")
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"malformed JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadRequest("the body must be a JSON object")
+        return data
+
+    async def client_of(request: Request) -> ClientInfo:
+        header = request.headers.get("authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
+        return await run_in_threadpool(service.authenticate, token)
+
+    def route(fn: Callable[[Request], Awaitable[Any]]) -> Handler:
+        async def handler(request: Request) -> Response:
+            try:
+                result = await fn(request)
+            except DSError as exc:
+                log.info(
+                    "%s %s -> %d %s", request.method, request.url.path, exc.status, exc.message
+                )
+                return JSONResponse({"error": exc.message, **exc.details}, status_code=exc.status)
+            return result if isinstance(result, Response) else JSONResponse(result)
+
+        return handler
+
+    # --- Authentication Service ---------------------------------------------------------
+
+    async def challenge(request: Request) -> dict[str, Any]:
+        return {"challenge": b64(await run_in_threadpool(service.challenge))}
+
+    async def register(request: Request) -> dict[str, Any]:
+        d = await body(request)
+        client = await run_in_threadpool(
+            service.register,
+            unb64(d.get("credential"), "credential"),
+            unb64(d.get("signature_key"), "signature_key"),
+            int(d.get("cipher_suite", 1)),
+            unb64(d.get("challenge"), "challenge"),
+            unb64(d.get("signature"), "signature"),
+        )
+        return {"client_id": client.id}
+
+    async def token(request: Request) -> dict[str, Any]:
+        d = await body(request)
+        tok = await run_in_threadpool(
+            service.issue_token,
+            unb64(d.get("signature_key"), "signature_key"),
+            unb64(d.get("challenge"), "challenge"),
+            unb64(d.get("signature"), "signature"),
+        )
+        return {"token": tok}
+
+    async def identity(request: Request) -> dict[str, Any]:
+        await client_of(request)
+        ident = _hex(request.path_params["identity"], "identity")
+        found = await run_in_threadpool(service.lookup_identity, ident)
+        if found is None:
+            return JSONResponse({"error": "unknown identity"}, status_code=404)  # type: ignore[return-value]
+        return {"credential": b64(found[0]), "signature_key": b64(found[1])}
+
+    # --- KeyPackages ------------------------------------------------------------------
+
+    async def upload(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        d = await body(request)
+        items = d.get("key_packages")
+        if not isinstance(items, list):
+            raise BadRequest("key_packages must be a list")
+        n = await run_in_threadpool(
+            service.upload_key_packages, client, [unb64(x, "key_packages[]") for x in items]
+        )
+        return {"stored": n}
+
+    async def claim(request: Request) -> dict[str, Any]:
+        await client_of(request)
+        d = await body(request)
+        kp = await run_in_threadpool(
+            service.claim_key_package,
+            unb64(d.get("identity"), "identity"),
+            int(d.get("cipher_suite", 1)),
+        )
+        return {"key_package": b64(kp)}
+
+    async def count(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        cs = int(request.query_params.get("cipher_suite", "1"))
+        n, last_resort = await run_in_threadpool(service.count_key_packages, client, cs)
+        return {"count": n, "last_resort": last_resort}
+
+    # --- Groups -------------------------------------------------------------------------
+
+    async def create_group(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        d = await body(request)
+        tree = d.get("ratchet_tree")
+        epoch = await run_in_threadpool(
+            service.create_group,
+            client,
+            unb64(d.get("group_info"), "group_info"),
+            unb64(tree, "ratchet_tree") if tree is not None else None,
+            bool(d.get("encrypted_handshakes", False)),
+        )
+        return {"epoch": epoch}
+
+    async def submit(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        gid = _hex(request.path_params["group_id"], "group_id")
+        d = await body(request)
+        opt = {k: unb64(d[k], k) for k in ("welcome", "group_info") if d.get(k) is not None}
+        seq = await run_in_threadpool(
+            lambda: service.submit(
+                client,
+                gid,
+                unb64(d.get("message"), "message"),
+                welcome=opt.get("welcome"),
+                group_info=opt.get("group_info"),
+                adds=[unb64(x, "adds[]") for x in d.get("adds", [])],
+                removes=[unb64(x, "removes[]") for x in d.get("removes", [])],
+            )
+        )
+        return {"seq": seq}
+
+    async def group_info(request: Request) -> dict[str, Any]:
+        await client_of(request)
+        gid = _hex(request.path_params["group_id"], "group_id")
+        return {"group_info": b64(await run_in_threadpool(service.group_info, gid))}
+
+    # --- Queues -----------------------------------------------------------------------
+
+    async def fetch(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        after = int(request.query_params.get("after", "0"))
+        items = await run_in_threadpool(service.fetch, client, after)
+        return {"messages": [_wire(m) for m in items]}
+
+    async def ack(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        d = await body(request)
+        seqs = d.get("seqs")
+        if not isinstance(seqs, list) or not all(isinstance(s, int) for s in seqs):
+            raise BadRequest("seqs must be a list of integers")
+        await run_in_threadpool(service.ack, client, seqs)
+        return {"acked": len(seqs)}
+
+    async def healthz(request: Request) -> dict[str, Any]:
+        return {"status": "ok"}
+
+    async def openapi(request: Request) -> dict[str, Any]:
+        return OPENAPI
+
+    async def ws(socket: WebSocket) -> None:
+        """Push: sends every queued message (JSON) in order; the client acks over HTTP or by
+        sending ``{"ack": [seq, ...]}``."""
+        push.loop = asyncio.get_running_loop()
+        try:
+            client = await run_in_threadpool(service.authenticate, socket.query_params.get("token"))
+        except DSError as exc:
+            await socket.close(code=4401, reason=exc.message)
+            return
+        await socket.accept()
+        event = asyncio.Event()
+        push.events.setdefault(client.id, set()).add(event)
+        last = 0
+
+        async def reader() -> None:
+            while True:
+                msg = await socket.receive_json()
+                if isinstance(msg, dict) and isinstance(msg.get("ack"), list):
+                    await run_in_threadpool(service.ack, client, [int(s) for s in msg["ack"]])
+
+        read_task = asyncio.create_task(reader())
+        try:
+            while True:
+                items = await run_in_threadpool(service.fetch, client, last)
+                for m in items:
+                    await socket.send_json(_wire(m))
+                    last = m.seq
+                if read_task.done():
+                    break
+                event.clear()
+                if not items:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(event.wait(), timeout=15)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            read_task.cancel()
+            push.events.get(client.id, set()).discard(event)
+
+    routes = [
+        Route("/healthz", route(healthz)),
+        Route("/openapi.json", route(openapi)),
+        Route("/v1/auth/challenge", route(challenge), methods=["POST"]),
+        Route("/v1/auth/register", route(register), methods=["POST"]),
+        Route("/v1/auth/token", route(token), methods=["POST"]),
+        Route("/v1/identities/{identity}", route(identity)),
+        Route("/v1/key_packages", route(upload), methods=["POST"]),
+        Route("/v1/key_packages/claim", route(claim), methods=["POST"]),
+        Route("/v1/key_packages/count", route(count)),
+        Route("/v1/groups", route(create_group), methods=["POST"]),
+        Route("/v1/groups/{group_id}/messages", route(submit), methods=["POST"]),
+        Route("/v1/groups/{group_id}/group_info", route(group_info)),
+        Route("/v1/queue", route(fetch)),
+        Route("/v1/queue/ack", route(ack), methods=["POST"]),
+        WebSocketRoute("/v1/ws", ws),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        push.loop = asyncio.get_running_loop()
+        yield
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _wire(m: Any) -> dict[str, Any]:
+    return {
+        "seq": m.seq,
+        "kind": m.kind,
+        "group_id": m.group_id.hex(),
+        "epoch": m.epoch,
+        "data": b64(m.data),
+    }
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "mlspy Delivery Service", "version": "1"},
+    "paths": {
+        "/healthz": {"get": {"summary": "liveness"}},
+        "/v1/auth/challenge": {"post": {"summary": "a fresh challenge to sign"}},
+        "/v1/auth/register": {
+            "post": {"summary": "bind a credential to a signature key (proof of possession)"}
+        },
+        "/v1/auth/token": {"post": {"summary": "a bearer token for a signed challenge"}},
+        "/v1/identities/{identity}": {"get": {"summary": "credential and key of an identity"}},
+        "/v1/key_packages": {"post": {"summary": "upload KeyPackages"}},
+        "/v1/key_packages/claim": {"post": {"summary": "claim one KeyPackage of an identity"}},
+        "/v1/key_packages/count": {"get": {"summary": "unclaimed KeyPackages left"}},
+        "/v1/groups": {"post": {"summary": "register a group from its GroupInfo"}},
+        "/v1/groups/{group_id}/messages": {
+            "post": {"summary": "submit a handshake or application message (409: lost epoch)"}
+        },
+        "/v1/groups/{group_id}/group_info": {"get": {"summary": "latest GroupInfo"}},
+        "/v1/queue": {"get": {"summary": "queued messages after a sequence number"}},
+        "/v1/queue/ack": {"post": {"summary": "acknowledge delivered messages"}},
+        "/v1/ws": {"get": {"summary": "WebSocket push of queued messages"}},
+    },
+}

@@ -1,0 +1,153 @@
+"""A small synchronous client of the Delivery Service's HTTP API (httpx)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from mlspy.crypto import suite
+from mlspy.ds.service import CHALLENGE_LABEL
+from mlspy.errors import MLSError
+from mlspy.group import KeyPackageBundle, SigningIdentity
+from mlspy.messages import MLSMessage
+
+
+class DSRequestError(MLSError):
+    """The Delivery Service refused a request."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+        super().__init__(f"{status}: {body.get('error', body)}")
+
+
+class DSConflict(DSRequestError):
+    """409: another commit won this epoch (``epoch`` is the group's epoch now)."""
+
+    @property
+    def epoch(self) -> int | None:
+        value = self.body.get("epoch")
+        return int(value) if value is not None else None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class DSClient:
+    def __init__(
+        self, base_url: str, identity: SigningIdentity, *, verify: bool | str = True
+    ) -> None:
+        self.identity = identity
+        self.http = httpx.Client(base_url=base_url, verify=verify, timeout=30)
+        self.token: str | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+        response = self.http.request(method, path, headers=headers, **kwargs)
+        data: dict[str, Any] = response.json() if response.content else {}
+        if response.status_code == 409:
+            raise DSConflict(409, data)
+        if response.status_code >= 400:
+            raise DSRequestError(response.status_code, data)
+        return data
+
+    def _signed_challenge(self) -> tuple[bytes, bytes]:
+        challenge = base64.b64decode(self._call("POST", "/v1/auth/challenge")["challenge"])
+        cs = suite(self.identity.cipher_suite)
+        sig = cs.sign_with_label(self.identity.signature_private_key, CHALLENGE_LABEL, challenge)
+        return challenge, sig
+
+    def register(self) -> str:
+        challenge, sig = self._signed_challenge()
+        out = self._call(
+            "POST",
+            "/v1/auth/register",
+            json={
+                "credential": _b64(self.identity.credential.encode()),
+                "signature_key": _b64(self.identity.signature_key),
+                "cipher_suite": self.identity.cipher_suite,
+                "challenge": _b64(challenge),
+                "signature": _b64(sig),
+            },
+        )
+        return str(out["client_id"])
+
+    def login(self) -> None:
+        challenge, sig = self._signed_challenge()
+        self.token = str(
+            self._call(
+                "POST",
+                "/v1/auth/token",
+                json={
+                    "signature_key": _b64(self.identity.signature_key),
+                    "challenge": _b64(challenge),
+                    "signature": _b64(sig),
+                },
+            )["token"]
+        )
+
+    def upload_key_packages(self, bundles: Sequence[KeyPackageBundle]) -> int:
+        items = [_b64(MLSMessage.wrap(b.key_package).encode()) for b in bundles]
+        return int(self._call("POST", "/v1/key_packages", json={"key_packages": items})["stored"])
+
+    def claim_key_package(self, identity: bytes, cipher_suite: int = 1) -> bytes:
+        out = self._call(
+            "POST",
+            "/v1/key_packages/claim",
+            json={"identity": _b64(identity), "cipher_suite": cipher_suite},
+        )
+        return base64.b64decode(out["key_package"])
+
+    def count_key_packages(self, cipher_suite: int = 1) -> tuple[int, bool]:
+        out = self._call("GET", "/v1/key_packages/count", params={"cipher_suite": cipher_suite})
+        return int(out["count"]), bool(out["last_resort"])
+
+    def create_group(self, group_info: bytes, *, encrypted_handshakes: bool = False) -> int:
+        out = self._call(
+            "POST",
+            "/v1/groups",
+            json={"group_info": _b64(group_info), "encrypted_handshakes": encrypted_handshakes},
+        )
+        return int(out["epoch"])
+
+    def submit(
+        self,
+        group_id: bytes,
+        message: bytes,
+        *,
+        welcome: bytes | None = None,
+        group_info: bytes | None = None,
+        adds: Sequence[bytes] = (),
+        removes: Sequence[bytes] = (),
+    ) -> int:
+        body: dict[str, Any] = {"message": _b64(message)}
+        if welcome is not None:
+            body["welcome"] = _b64(welcome)
+        if group_info is not None:
+            body["group_info"] = _b64(group_info)
+        if adds:
+            body["adds"] = [_b64(a) for a in adds]
+        if removes:
+            body["removes"] = [_b64(r) for r in removes]
+        return int(self._call("POST", f"/v1/groups/{group_id.hex()}/messages", json=body)["seq"])
+
+    def group_info(self, group_id: bytes) -> bytes:
+        out = self._call("GET", f"/v1/groups/{group_id.hex()}/group_info")
+        return base64.b64decode(out["group_info"])
+
+    def fetch(self, after: int = 0) -> list[dict[str, Any]]:
+        items = self._call("GET", "/v1/queue", params={"after": after})["messages"]
+        for item in items:
+            item["data"] = base64.b64decode(item["data"])
+            item["group_id"] = bytes.fromhex(item["group_id"])
+        return list(items)
+
+    def ack(self, seqs: Sequence[int]) -> None:
+        self._call("POST", "/v1/queue/ack", json={"seqs": list(seqs)})

@@ -1,0 +1,212 @@
+"""The Delivery Service's database: one schema, SQLite (default) or PostgreSQL.
+
+Every request that changes state runs in one transaction that is durable before the request is
+acknowledged. SQLite serializes writers (``BEGIN IMMEDIATE``, WAL, ``synchronous=FULL``);
+PostgreSQL runs transactions at SERIALIZABLE-safe row locks (``SELECT … FOR UPDATE`` on the
+group row), so several DS processes can share one database. SQL is written once with ``?``
+placeholders and translated for psycopg.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from mlspy.errors import StorageError
+
+Row = tuple[Any, ...]
+
+_TABLES = [
+    """CREATE TABLE IF NOT EXISTS clients (
+        id TEXT PRIMARY KEY,
+        identity {blob} NOT NULL UNIQUE,
+        signature_key {blob} NOT NULL UNIQUE,
+        credential {blob} NOT NULL,
+        cipher_suite INTEGER NOT NULL,
+        created DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS challenges (
+        nonce {blob} PRIMARY KEY,
+        expires DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS tokens (
+        token TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        expires DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS key_packages (
+        ref {blob} PRIMARY KEY,
+        owner TEXT NOT NULL,
+        cipher_suite INTEGER NOT NULL,
+        data {blob} NOT NULL,
+        last_resort INTEGER NOT NULL,
+        claimed INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE INDEX IF NOT EXISTS key_packages_owner
+        ON key_packages (owner, cipher_suite, claimed)""",
+    """CREATE TABLE IF NOT EXISTS groups (
+        group_id {blob} PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        mode TEXT NOT NULL,
+        public_state {blob},
+        group_info {blob},
+        created DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS group_members (
+        group_id {blob} NOT NULL,
+        client_id TEXT NOT NULL,
+        PRIMARY KEY (group_id, client_id))""",
+    """CREATE TABLE IF NOT EXISTS messages (
+        seq {serial},
+        group_id {blob} NOT NULL,
+        epoch BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        data {blob} NOT NULL,
+        created DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS queue (
+        client_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (client_id, seq))""",
+]
+
+
+class Tx(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def insert_returning_seq(self, sql: str, params: Sequence[Any]) -> int: ...
+
+    def lock_group(self, group_id: bytes) -> Row | None: ...
+
+
+class Database(Protocol):
+    dialect: str
+
+    def transaction(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class _SQLiteTx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._db.execute(sql, tuple(params)).fetchall()
+
+    def insert_returning_seq(self, sql: str, params: Sequence[Any]) -> int:
+        cur = self._db.execute(sql, tuple(params))
+        return int(cur.lastrowid or 0)
+
+    def lock_group(self, group_id: bytes) -> Row | None:
+        # BEGIN IMMEDIATE already holds the single writer lock.
+        rows = self.execute(
+            "SELECT epoch, mode, public_state, group_info FROM groups WHERE group_id = ?",
+            (group_id,),
+        )
+        return rows[0] if rows else None
+
+
+class SQLiteDatabase:
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._lock = threading.Lock()
+        for sql in _TABLES:
+            self._db.execute(sql.format(blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SQLiteTx]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SQLiteTx(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _PgTx:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cur = self._conn.execute(sql.replace("?", "%s"), tuple(params))
+        if cur.description is None:
+            return []
+        return [
+            tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+            for row in cur.fetchall()
+        ]
+
+    def insert_returning_seq(self, sql: str, params: Sequence[Any]) -> int:
+        rows = self.execute(sql + " RETURNING seq", params)
+        return int(rows[0][0])
+
+    def lock_group(self, group_id: bytes) -> Row | None:
+        rows = self.execute(
+            "SELECT epoch, mode, public_state, group_info FROM groups "
+            "WHERE group_id = ? FOR UPDATE",
+            (group_id,),
+        )
+        return rows[0] if rows else None
+
+
+class PostgresDatabase:
+    """PostgreSQL through psycopg 3; a small pool of connections, one per transaction."""
+
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str, pool_size: int = 8) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise StorageError("PostgreSQL needs psycopg: pip install -e '.[postgres]'") from None
+        self._psycopg = psycopg
+        self._dsn = dsn
+        self._pool: queue.Queue[Any] = queue.Queue()
+        try:
+            for _ in range(pool_size):
+                self._pool.put(psycopg.connect(dsn))
+            with self.transaction() as tx:
+                tx.execute("SELECT pg_advisory_xact_lock(424242)")  # one migrator at a time
+                for sql in _TABLES:
+                    tx.execute(sql.format(blob="BYTEA", serial="BIGSERIAL PRIMARY KEY"))
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot use PostgreSQL at {dsn}: {exc}") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[_PgTx]:
+        conn = self._pool.get()
+        try:
+            with conn.transaction():
+                yield _PgTx(conn)
+        finally:
+            self._pool.put(conn)
+
+    def notify(self, channel: str, payload: str) -> None:
+        with self.transaction() as tx:
+            tx.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+    def listen_connection(self) -> Any:
+        return self._psycopg.connect(self._dsn, autocommit=True)
+
+    def close(self) -> None:
+        while not self._pool.empty():
+            self._pool.get().close()
+
+
+def open_database(url: str) -> SQLiteDatabase | PostgresDatabase:
+    """``postgresql://…`` or a path / ``sqlite:///path`` for SQLite."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(url)
+    return SQLiteDatabase(url.removeprefix("sqlite:///").removeprefix("sqlite://"))

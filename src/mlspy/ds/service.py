@@ -1,0 +1,576 @@
+"""The Delivery Service and Authentication Service logic (RFC 9750 §5, §4), without HTTP.
+
+Theory of operation. Clients register a credential and signature key, proving possession of the
+key by signing a fresh challenge (``SignWithLabel(., "DS Challenge", nonce)``); later
+challenges buy short-lived bearer tokens. KeyPackages are validated on upload and claimed
+atomically: a non-last-resort KeyPackage is handed out at most once.
+
+Groups are strictly ordered: a submitted handshake is checked against the group's current
+epoch inside a transaction that locks the group row, so exactly one commit per epoch wins and
+later ones get :class:`Conflict` naming the epoch they lost to. For groups whose handshakes are
+PublicMessages the DS follows the group with the library's public view and rejects anything a
+member would reject; for encrypted handshakes it orders by the clear epoch and records the
+roster changes the committer declares. An accepted message is stored once and queued for every
+member but the sender; a Welcome is released to the owners of the KeyPackages it names only
+once its commit has won.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from mlspy.codec import decode_all
+from mlspy.crypto import suite
+from mlspy.ds.db import Database, Tx
+from mlspy.errors import DecodeError, MLSError, ValidationError
+from mlspy.group import key_package_ref, validate_key_package
+from mlspy.group.public_group import (
+    PublicGroup,
+    PublicStagedCommit,
+    deserialize_public_group,
+    serialize_public_group,
+)
+from mlspy.messages import (
+    ContentType,
+    Credential,
+    CredentialType,
+    LastResort,
+    MLSMessage,
+)
+
+CHALLENGE_LABEL = "DS Challenge"
+CHALLENGE_TTL = 300.0
+TOKEN_TTL = 3600.0
+MAX_MESSAGE = 1 << 20
+
+
+class DSError(Exception):
+    """An error answered to the client; ``status`` is the HTTP status."""
+
+    status = 400
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(DSError):
+    status = 400
+
+
+class Unauthorized(DSError):
+    status = 401
+
+
+class Forbidden(DSError):
+    status = 403
+
+
+class NotFound(DSError):
+    status = 404
+
+
+class Conflict(DSError):
+    status = 409
+
+
+class TooLarge(DSError):
+    status = 413
+
+
+class RateLimited(DSError):
+    status = 429
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    id: str
+    identity: bytes
+    signature_key: bytes
+    cipher_suite: int
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    seq: int
+    kind: str  # "message" | "welcome"
+    group_id: bytes
+    epoch: int
+    data: bytes
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class DeliveryService:
+    db: Database
+    clock: Callable[[], float] = time.time
+    max_message: int = MAX_MESSAGE
+    rate_per_second: float = 200.0
+    rate_burst: float = 400.0
+    # Called after a commit with the client ids that have new queued messages.
+    on_queued: Callable[[set[str]], None] = lambda _: None
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    # --- Authentication Service (RFC 9750 §4) -----------------------------------------
+
+    def challenge(self) -> bytes:
+        nonce = os.urandom(32)
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM challenges WHERE expires < ?", (self.clock(),))
+            tx.execute(
+                "INSERT INTO challenges (nonce, expires) VALUES (?, ?)",
+                (nonce, self.clock() + CHALLENGE_TTL),
+            )
+        return nonce
+
+    def _consume_challenge(self, tx: Tx, nonce: bytes) -> None:
+        rows = tx.execute("SELECT expires FROM challenges WHERE nonce = ?", (nonce,))
+        if not rows or float(rows[0][0]) < self.clock():
+            raise Unauthorized("unknown or expired challenge: ask for a new one")
+        tx.execute("DELETE FROM challenges WHERE nonce = ?", (nonce,))
+
+    @staticmethod
+    def _check_possession(
+        cipher_suite: int, signature_key: bytes, challenge: bytes, signature: bytes
+    ) -> None:
+        try:
+            cs = suite(cipher_suite)
+        except MLSError as exc:
+            raise BadRequest(str(exc)) from None
+        if not cs.verify_with_label(signature_key, CHALLENGE_LABEL, challenge, signature):
+            raise Unauthorized("the challenge signature does not verify with this key")
+
+    def register(
+        self,
+        credential: bytes,
+        signature_key: bytes,
+        cipher_suite: int,
+        challenge: bytes,
+        signature: bytes,
+    ) -> ClientInfo:
+        """Bind an identity to a signature key (Basic credentials: first come, first bound)."""
+        try:
+            cred = Credential.decode(credential)
+        except DecodeError as exc:
+            raise BadRequest(f"malformed credential: {exc}") from None
+        if cred.credential_type != CredentialType.basic or cred.identity is None:
+            raise BadRequest("only basic credentials are accepted by this Authentication Service")
+        self._check_possession(cipher_suite, signature_key, challenge, signature)
+        client_id = _client_id(signature_key)
+        with self.db.transaction() as tx:
+            self._consume_challenge(tx, challenge)
+            taken = tx.execute(
+                "SELECT id, signature_key FROM clients WHERE identity = ?", (cred.identity,)
+            )
+            if taken:
+                if bytes(taken[0][1]) == signature_key:
+                    return ClientInfo(client_id, cred.identity, signature_key, cipher_suite)
+                raise Conflict("this identity is already bound to another signature key")
+            if tx.execute("SELECT 1 FROM clients WHERE signature_key = ?", (signature_key,)):
+                raise Conflict("this signature key is already registered")
+            tx.execute(
+                "INSERT INTO clients (id, identity, signature_key, credential, cipher_suite, "
+                "created) VALUES (?, ?, ?, ?, ?, ?)",
+                (client_id, cred.identity, signature_key, credential, cipher_suite, self.clock()),
+            )
+        return ClientInfo(client_id, cred.identity, signature_key, cipher_suite)
+
+    def issue_token(self, signature_key: bytes, challenge: bytes, signature: bytes) -> str:
+        with self.db.transaction() as tx:
+            rows = tx.execute(
+                "SELECT id, cipher_suite FROM clients WHERE signature_key = ?", (signature_key,)
+            )
+            if not rows:
+                raise Unauthorized("unknown signature key: register first")
+            self._check_possession(int(rows[0][1]), signature_key, challenge, signature)
+            self._consume_challenge(tx, challenge)
+            token = _secrets.token_urlsafe(32)
+            tx.execute("DELETE FROM tokens WHERE expires < ?", (self.clock(),))
+            tx.execute(
+                "INSERT INTO tokens (token, client_id, expires) VALUES (?, ?, ?)",
+                (token, str(rows[0][0]), self.clock() + TOKEN_TTL),
+            )
+        return token
+
+    def authenticate(self, token: str | None) -> ClientInfo:
+        if not token:
+            raise Unauthorized("missing bearer token")
+        with self.db.transaction() as tx:
+            rows = tx.execute(
+                "SELECT c.id, c.identity, c.signature_key, c.cipher_suite, t.expires "
+                "FROM tokens t JOIN clients c ON c.id = t.client_id WHERE t.token = ?",
+                (token,),
+            )
+        if not rows or float(rows[0][4]) < self.clock():
+            raise Unauthorized("invalid or expired token: authenticate again")
+        r = rows[0]
+        client = ClientInfo(str(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]))
+        self._rate_limit(client.id)
+        return client
+
+    def _rate_limit(self, client_id: str) -> None:
+        now = self.clock()
+        bucket = self._buckets.setdefault(client_id, _Bucket(self.rate_burst, now))
+        bucket.tokens = min(
+            self.rate_burst, bucket.tokens + (now - bucket.updated) * self.rate_per_second
+        )
+        bucket.updated = now
+        if bucket.tokens < 1:
+            raise RateLimited("too many requests: slow down")
+        bucket.tokens -= 1
+
+    def lookup_identity(self, identity: bytes) -> tuple[bytes, bytes] | None:
+        """(credential, signature key) bound to ``identity``, for CredentialValidators."""
+        with self.db.transaction() as tx:
+            rows = tx.execute(
+                "SELECT credential, signature_key FROM clients WHERE identity = ?", (identity,)
+            )
+        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    # --- KeyPackage directory (RFC 9750 §5.1) --------------------------------------
+
+    def upload_key_packages(self, client: ClientInfo, messages: Sequence[bytes]) -> int:
+        rows = []
+        now = int(self.clock())
+        for data in messages:
+            self._check_size(data)
+            msg = _decode(data)
+            kp = msg.key_package
+            if kp is None:
+                raise BadRequest("expected MLSMessage(KeyPackage)")
+            try:
+                validate_key_package(kp, now=now)
+            except ValidationError as exc:
+                raise BadRequest(f"invalid KeyPackage: {exc}") from None
+            if kp.leaf_node.signature_key != client.signature_key:
+                raise Forbidden("a KeyPackage must be signed with your registered key")
+            last = LastResort.find_in(kp.extensions) is not None
+            rows.append((key_package_ref(kp), client.id, kp.cipher_suite, data, int(last)))
+        with self.db.transaction() as tx:
+            for row in rows:
+                tx.execute("DELETE FROM key_packages WHERE ref = ?", (row[0],))
+                tx.execute(
+                    "INSERT INTO key_packages (ref, owner, cipher_suite, data, last_resort) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    row,
+                )
+        return len(rows)
+
+    def claim_key_package(self, identity: bytes, cipher_suite: int) -> bytes:
+        """One KeyPackage of the client bound to ``identity``: an unclaimed ordinary one
+        (marked claimed in the same transaction), else its last-resort one."""
+        skip = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
+        with self.db.transaction() as tx:
+            owner = tx.execute("SELECT id FROM clients WHERE identity = ?", (identity,))
+            if not owner:
+                raise NotFound("no client with this identity")
+            rows = tx.execute(
+                "SELECT ref, data FROM key_packages WHERE owner = ? AND cipher_suite = ? "
+                "AND claimed = 0 AND last_resort = 0 ORDER BY ref LIMIT 1" + skip,
+                (owner[0][0], cipher_suite),
+            )
+            if rows:
+                tx.execute("UPDATE key_packages SET claimed = 1 WHERE ref = ?", (rows[0][0],))
+                return bytes(rows[0][1])
+            rows = tx.execute(
+                "SELECT data FROM key_packages WHERE owner = ? AND cipher_suite = ? "
+                "AND last_resort = 1 LIMIT 1",
+                (owner[0][0], cipher_suite),
+            )
+            if rows:
+                return bytes(rows[0][0])
+        raise NotFound("no KeyPackage left for this identity and cipher suite")
+
+    def count_key_packages(self, client: ClientInfo, cipher_suite: int) -> tuple[int, bool]:
+        with self.db.transaction() as tx:
+            rows = tx.execute(
+                "SELECT last_resort, COUNT(*) FROM key_packages WHERE owner = ? AND "
+                "cipher_suite = ? AND claimed = 0 GROUP BY last_resort",
+                (client.id, cipher_suite),
+            )
+        counts = {int(r[0]): int(r[1]) for r in rows}
+        return counts.get(0, 0), counts.get(1, 0) > 0
+
+    # --- Groups (RFC 9750 §5.2) -----------------------------------------------------
+
+    def _check_size(self, data: bytes) -> None:
+        if len(data) > self.max_message:
+            raise TooLarge(f"message of {len(data)} bytes exceeds the {self.max_message} limit")
+
+    def create_group(
+        self,
+        client: ClientInfo,
+        group_info: bytes,
+        ratchet_tree: bytes | None = None,
+        encrypted_handshakes: bool = False,
+    ) -> int:
+        """Register a group from its GroupInfo; the caller must be one of its members."""
+        self._check_size(group_info)
+        try:
+            public = PublicGroup.from_group_info(group_info, ratchet_tree=ratchet_tree)
+        except MLSError as exc:
+            raise BadRequest(f"invalid GroupInfo: {exc}") from None
+        members = {m.signature_key for m in public.members()}
+        if client.signature_key not in members:
+            raise Forbidden("you are not a member of this group")
+        mode = "private" if encrypted_handshakes else "public"
+        with self.db.transaction() as tx:
+            if tx.lock_group(public.group_id) is not None:
+                raise Conflict("the group already exists", epoch=public.epoch)
+            tx.execute(
+                "INSERT INTO groups (group_id, epoch, mode, public_state, group_info, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    public.group_id,
+                    public.epoch,
+                    mode,
+                    serialize_public_group(public) if mode == "public" else None,
+                    group_info,
+                    self.clock(),
+                ),
+            )
+            self._set_roster(tx, public.group_id, members)
+        return public.epoch
+
+    def _set_roster(self, tx: Tx, group_id: bytes, signature_keys: set[bytes]) -> None:
+        tx.execute("DELETE FROM group_members WHERE group_id = ?", (group_id,))
+        for key in signature_keys:
+            tx.execute(
+                "INSERT INTO group_members (group_id, client_id) VALUES (?, ?)",
+                (group_id, _client_id(key)),
+            )
+
+    def _members(self, tx: Tx, group_id: bytes) -> set[str]:
+        rows = tx.execute("SELECT client_id FROM group_members WHERE group_id = ?", (group_id,))
+        return {str(r[0]) for r in rows}
+
+    def group_info(self, group_id: bytes) -> bytes:
+        with self.db.transaction() as tx:
+            rows = tx.execute("SELECT group_info FROM groups WHERE group_id = ?", (group_id,))
+        if not rows or rows[0][0] is None:
+            raise NotFound("unknown group")
+        return bytes(rows[0][0])
+
+    def submit(
+        self,
+        client: ClientInfo,
+        group_id: bytes,
+        message: bytes,
+        *,
+        welcome: bytes | None = None,
+        group_info: bytes | None = None,
+        adds: Sequence[bytes] = (),
+        removes: Sequence[bytes] = (),
+    ) -> int:
+        """Accept a message for ``group_id`` in order; returns its sequence number."""
+        for part in (message, welcome or b"", group_info or b""):
+            self._check_size(part)
+        msg = _decode(message)
+        body = msg.public_message or msg.private_message
+        if body is None:
+            raise BadRequest("expected a PublicMessage or PrivateMessage")
+        if msg.public_message is not None:
+            fc = msg.public_message.content
+            msg_group, epoch, content_type = fc.group_id, fc.epoch, fc.content_type
+        else:
+            pm = msg.private_message
+            if pm is None:  # pragma: no cover - checked above
+                raise BadRequest("expected a PublicMessage or PrivateMessage")
+            msg_group, epoch, content_type = pm.group_id, pm.epoch, pm.content_type
+        if msg_group != group_id:
+            raise BadRequest("the message is for another group")
+        notify: set[str] = set()
+        with self.db.transaction() as tx:
+            row = tx.lock_group(group_id)
+            if row is None:
+                raise NotFound("unknown group")
+            current, mode, public_state = int(row[0]), str(row[1]), row[2]
+            members = self._members(tx, group_id)
+            is_commit = content_type == ContentType.commit
+            external = (
+                is_commit
+                and msg.public_message is not None
+                and msg.public_message.content.sender.sender_type.name == "new_member_commit"
+            )
+            if (
+                client.id not in members
+                and not external
+                and not (
+                    msg.public_message is not None
+                    and msg.public_message.content.sender.sender_type.name
+                    in ("external", "new_member_proposal")
+                )
+            ):
+                raise Forbidden("you are not a member of this group")
+            if content_type != ContentType.application and epoch != current:
+                if is_commit and epoch < current:
+                    winner = tx.execute(
+                        "SELECT seq FROM messages WHERE group_id = ? AND epoch = ? AND "
+                        "kind = 'commit'",
+                        (group_id, epoch),
+                    )
+                    raise Conflict(
+                        f"epoch {epoch} already has a commit; the group is at epoch {current}",
+                        epoch=current,
+                        winner=int(winner[0][0]) if winner else None,
+                    )
+                raise Conflict(f"the group is at epoch {current}, not {epoch}", epoch=current)
+            if content_type == ContentType.application and epoch > current:
+                raise Conflict(f"the group is at epoch {current}, not {epoch}", epoch=current)
+            new_members = set(members)
+            public: PublicGroup | None = None
+            staged: PublicStagedCommit | None = None
+            if mode == "public" and content_type != ContentType.application:
+                if msg.public_message is None:
+                    raise BadRequest("this group's handshakes must be PublicMessages")
+                public = deserialize_public_group(bytes(public_state))
+                try:
+                    event = public.process(msg)
+                except MLSError as exc:
+                    raise BadRequest(f"rejected: {exc}") from None
+                if isinstance(event, PublicStagedCommit):
+                    staged = event
+                    public.merge(staged)
+                    new_members = {_client_id(m.signature_key) for m in public.members()}
+            elif is_commit:
+                new_members |= {_client_id_for_identity(tx, i) for i in adds} - {""}
+                new_members -= {_client_id_for_identity(tx, i) for i in removes}
+                if external:
+                    new_members.add(client.id)
+            kind = (
+                "commit"
+                if is_commit
+                else ("proposal" if content_type == ContentType.proposal else "application")
+            )
+            seq = tx.insert_returning_seq(
+                "INSERT INTO messages (group_id, epoch, kind, sender, data, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (group_id, epoch, kind, client.id, message, self.clock()),
+            )
+            recipients = members - {client.id}
+            for member in recipients:
+                tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (member, seq))
+            notify |= recipients
+            if is_commit:
+                tx.execute(
+                    "UPDATE groups SET epoch = ?, public_state = ?, group_info = COALESCE(?, "
+                    "group_info) WHERE group_id = ?",
+                    (
+                        current + 1,
+                        serialize_public_group(public) if public is not None else public_state,
+                        group_info,
+                        group_id,
+                    ),
+                )
+                if welcome is not None:
+                    new_members |= self._release_welcome(tx, group_id, current + 1, welcome, notify)
+                self._set_roster_ids(tx, group_id, new_members)
+            elif public is not None:
+                tx.execute(
+                    "UPDATE groups SET public_state = ? WHERE group_id = ?",
+                    (serialize_public_group(public), group_id),
+                )
+        self.on_queued(notify)
+        return int(seq)
+
+    def _set_roster_ids(self, tx: Tx, group_id: bytes, client_ids: set[str]) -> None:
+        tx.execute("DELETE FROM group_members WHERE group_id = ?", (group_id,))
+        for cid in client_ids:
+            tx.execute(
+                "INSERT INTO group_members (group_id, client_id) VALUES (?, ?)", (group_id, cid)
+            )
+
+    def _release_welcome(
+        self, tx: Tx, group_id: bytes, epoch: int, welcome: bytes, notify: set[str]
+    ) -> set[str]:
+        """Queue the Welcome for the owners of the KeyPackages it names; returns them."""
+        msg = _decode(welcome)
+        if msg.welcome is None:
+            raise BadRequest("expected MLSMessage(Welcome)")
+        owners: set[str] = set()
+        for entry in msg.welcome.secrets:
+            rows = tx.execute("SELECT owner FROM key_packages WHERE ref = ?", (entry.new_member,))
+            if rows:
+                owners.add(str(rows[0][0]))
+        if not owners:
+            return owners
+        seq = tx.insert_returning_seq(
+            "INSERT INTO messages (group_id, epoch, kind, sender, data, created) "
+            "VALUES (?, ?, 'welcome', '', ?, ?)",
+            (group_id, epoch, welcome, self.clock()),
+        )
+        for owner in owners:
+            tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (owner, seq))
+        notify |= owners
+        return owners
+
+    # --- Queues -------------------------------------------------------------------------
+
+    def fetch(self, client: ClientInfo, after: int = 0, limit: int = 500) -> list[QueuedMessage]:
+        with self.db.transaction() as tx:
+            rows = tx.execute(
+                "SELECT m.seq, m.kind, m.group_id, m.epoch, m.data FROM queue q "
+                "JOIN messages m ON m.seq = q.seq WHERE q.client_id = ? AND q.seq > ? "
+                "ORDER BY q.seq LIMIT ?",
+                (client.id, after, limit),
+            )
+        return [
+            QueuedMessage(
+                int(r[0]),
+                "welcome" if r[1] == "welcome" else "message",
+                bytes(r[2]),
+                int(r[3]),
+                bytes(r[4]),
+            )
+            for r in rows
+        ]
+
+    def ack(self, client: ClientInfo, seqs: Sequence[int]) -> None:
+        """Drop acknowledged messages from the client's queue (idempotent)."""
+        with self.db.transaction() as tx:
+            for seq in seqs:
+                tx.execute("DELETE FROM queue WHERE client_id = ? AND seq = ?", (client.id, seq))
+
+
+def _decode(data: bytes) -> MLSMessage:
+    try:
+        msg = decode_all(data, MLSMessage.decode_from, "MLSMessage")
+    except DecodeError as exc:
+        raise BadRequest(f"malformed MLS message: {exc}") from None
+    if msg.version != 1:
+        raise BadRequest("unsupported protocol version")
+    return msg
+
+
+def _client_id(signature_key: bytes) -> str:
+    return suite(1).hash(signature_key).hex()[:32]
+
+
+def _client_id_for_identity(tx: Tx, identity: bytes) -> str:
+    rows = tx.execute("SELECT id FROM clients WHERE identity = ?", (identity,))
+    return str(rows[0][0]) if rows else ""
+
+
+__all__ = [
+    "BadRequest",
+    "ClientInfo",
+    "Conflict",
+    "DSError",
+    "DeliveryService",
+    "Forbidden",
+    "NotFound",
+    "QueuedMessage",
+    "RateLimited",
+    "TooLarge",
+    "Unauthorized",
+]
