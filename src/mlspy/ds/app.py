@@ -239,6 +239,8 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         try:
             client = await run_in_threadpool(service.authenticate, socket.query_params.get("token"))
         except DSError as exc:
+            # Accept first so the client sees why: close code 4401 (cf. HTTP 401).
+            await socket.accept()
             await socket.close(code=4401, reason=exc.message)
             return
         await socket.accept()
@@ -263,8 +265,12 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
                     break
                 event.clear()
                 if not items:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(event.wait(), timeout=15)
+                    # Sleep until new messages are queued or the client goes away.
+                    waiter = asyncio.ensure_future(event.wait())
+                    await asyncio.wait(
+                        {waiter, read_task}, timeout=15, return_when="FIRST_COMPLETED"
+                    )
+                    waiter.cancel()
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:

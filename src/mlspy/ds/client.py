@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +43,10 @@ class DSClient:
         self, base_url: str, identity: SigningIdentity, *, verify: bool | str = True
     ) -> None:
         self.identity = identity
-        self.http = httpx.Client(base_url=base_url, verify=verify, timeout=30)
+        context: bool | ssl.SSLContext = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+        self.http = httpx.Client(base_url=base_url, verify=context, timeout=30)
         self.token: str | None = None
 
     def close(self) -> None:

@@ -83,6 +83,7 @@ class InProcessServer:
             ssl_keyfile=tls_key,
             ws="websockets-sansio",
             lifespan="on",
+            timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

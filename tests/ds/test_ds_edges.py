@@ -1,0 +1,218 @@
+"""Bad input, authentication, push, TLS, external joins, encrypted handshakes, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from ds_helpers import Member
+
+from mlspy.ds.app import create_app
+from mlspy.ds.client import DSClient, DSRequestError
+from mlspy.ds.db import SQLiteDatabase
+from mlspy.ds.server import InProcessServer
+from mlspy.ds.service import DeliveryService
+from mlspy.group import GroupConfig, SigningIdentity, join_external
+from mlspy.messages import MLSMessage, WireFormat
+from mlspy.protection import authenticate, protect_public_message
+
+
+def _status(fn: object) -> int:
+    try:
+        fn()  # type: ignore[operator]
+    except DSRequestError as exc:
+        return exc.status
+    return 200
+
+
+def test_bad_requests_get_clear_4xx_and_change_nothing(ds: InProcessServer) -> None:
+    alice, bob, eve = (Member.new(ds.url, n) for n in ("alice", "bob", "eve"))
+    alice.create()
+    alice.add(bob)
+    bob.sync()
+    assert alice.group is not None
+    gid = alice.group.group_id
+    anon = httpx.Client(base_url=ds.url)
+    assert anon.get("/v1/queue").status_code == 401
+    assert anon.get("/v1/queue", headers={"authorization": "Bearer nope"}).status_code == 401
+    assert anon.get("/healthz").json() == {"status": "ok"}
+    assert "/v1/groups" in anon.get("/openapi.json").json()["paths"]
+    # Malformed MLS bytes: 400 naming the decode error.
+    with pytest.raises(DSRequestError) as info:
+        alice.client.submit(gid, b"\x00\x01\x00")
+    assert info.value.status == 400 and "malformed MLS message" in info.value.body["error"]
+    # Unknown group: 404. Not a member: 403.
+    assert _status(
+        lambda: alice.client.submit(b"\x99" * 16, alice.group.encrypt_application(b"x"))
+    ) in (400, 404)
+    assert _status(lambda: eve.client.group_info(b"\x77" * 16)) == 404
+    out = alice.group.commit()
+    assert _status(lambda: eve.client.submit(gid, out.commit)) == 403
+    # A commit whose signature was broken is rejected by the public view (400), and the
+    # real commit is still accepted afterwards.
+    msg = MLSMessage.decode(out.commit)
+    pm = msg.public_message
+    assert pm is not None
+    forged = replace(pm, auth=replace(pm.auth, signature=b"\x00" * 64))
+    with pytest.raises(DSRequestError) as info:
+        alice.client.submit(gid, MLSMessage.wrap(forged).encode())
+    assert info.value.status == 400 and "rejected" in info.value.body["error"]
+    alice.client.submit(gid, out.commit)
+    alice.group.merge_pending_commit()
+    bob.sync()
+    assert bob.group is not None and bob.group.epoch == alice.group.epoch
+    # Oversized message: 413.
+    assert _status(lambda: alice.client.submit(gid, b"\x00" * (2 << 20))) == 413
+
+
+def test_rate_limit(tmp_path: Path) -> None:
+    service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"), rate_burst=5)
+    with InProcessServer(create_app(service)) as server:
+        m = Member.new(server.url, "busy", key_packages=0)
+        statuses = [_status(lambda: m.client.fetch()) for _ in range(20)]
+        assert 429 in statuses
+
+
+def test_websocket_push_and_ack(ds: InProcessServer) -> None:
+    alice, bob = Member.new(ds.url, "alice"), Member.new(ds.url, "bob")
+    alice.create()
+    alice.add(bob)
+    bob.sync()
+
+    async def listen() -> dict[str, object]:
+        async with websockets.connect(f"{ds.ws_url}/v1/ws?token={bob.client.token}") as sock:
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(alice.send, b"pushed")
+            item = json.loads(await asyncio.wait_for(sock.recv(), timeout=10))
+            await sock.send(json.dumps({"ack": [item["seq"]]}))
+            await asyncio.sleep(0.2)
+            return item
+
+    item = asyncio.run(listen())
+    assert item["kind"] == "message"
+    assert bob.client.fetch(bob.last_seq) == []  # acked over the WebSocket
+
+
+def test_websocket_needs_a_token(ds: InProcessServer) -> None:
+    async def connect() -> None:
+        async with websockets.connect(f"{ds.ws_url}/v1/ws?token=bad") as sock:
+            await sock.recv()
+
+    with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+        asyncio.run(connect())
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+
+
+def test_external_join_through_the_ds(ds: InProcessServer) -> None:
+    alice, bob = Member.new(ds.url, "alice"), Member.new(ds.url, "bob")
+    carol = Member.new(ds.url, "carol", key_packages=0)
+    alice.create()
+    alice.add(bob)
+    bob.sync()
+    assert alice.group is not None
+    gi = carol.client.group_info(alice.group.group_id)
+    carol.group, commit = join_external(gi, carol.identity)
+    carol.client.submit(carol.group.group_id, commit, group_info=carol.group.group_info())
+    alice.sync()
+    bob.sync()
+    assert alice.group.epoch_authenticator == carol.group.epoch_authenticator
+    alice.send(b"welcome carol")
+    carol.sync()
+    assert carol.received == [b"welcome carol"]
+
+
+def test_encrypted_handshakes_are_ordered_by_epoch(ds: InProcessServer) -> None:
+    config = GroupConfig(handshake_wire_format=WireFormat.mls_private_message)
+    alice, bob = Member.new(ds.url, "alice"), Member.new(ds.url, "bob")
+    from mlspy.group import Group
+
+    alice.group = Group.create(alice.identity, config=config)
+    alice.client.create_group(alice.group.group_info(), encrypted_handshakes=True)
+    kp = MLSMessage.decode(alice.client.claim_key_package(b"bob")).key_package
+    assert kp is not None
+    from mlspy.messages import Add, Proposal
+
+    out = alice.group.commit([Proposal(Add(kp))])
+    alice.client.submit(alice.group.group_id, out.commit, welcome=out.welcome, adds=[b"bob"])
+    alice.group.merge_pending_commit()
+    bob.sync()
+    assert bob.group is not None
+    out = bob.group.commit()
+    bob.client.submit(bob.group.group_id, out.commit)
+    bob.group.merge_pending_commit()
+    stale = alice.group.commit()
+    assert _status(lambda: alice.client.submit(alice.group.group_id, stale.commit)) == 409
+    alice.group.clear_pending_commit()
+    alice.sync()
+    assert alice.group.epoch_authenticator == bob.group.epoch_authenticator
+
+
+def test_accepted_messages_survive_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "ds.sqlite"
+    with InProcessServer(create_app(DeliveryService(SQLiteDatabase(db)))) as server:
+        alice, bob = Member.new(server.url, "alice"), Member.new(server.url, "bob")
+        alice.create()
+        alice.add(bob)
+        bob.sync()
+        alice.send(b"before the restart")
+    with InProcessServer(create_app(DeliveryService(SQLiteDatabase(db)))) as server:
+        bob.client = DSClient(server.url, bob.identity)
+        bob.client.login()
+        bob.sync()
+        assert bob.received == [b"before the restart"]
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"))
+    with InProcessServer(create_app(service), tls_cert=str(cert), tls_key=str(key)) as server:
+        assert server.url.startswith("https://")
+        client = DSClient(server.url, SigningIdentity.generate(b"tls"), verify=str(cert))
+        client.register()
+        client.login()
+        assert client.fetch() == []
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.url}/healthz")  # untrusted without the test's certificate
+    assert authenticate and protect_public_message  # imported for forging helpers
