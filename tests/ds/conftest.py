@@ -1,21 +1,80 @@
-"""A real Delivery Service on loopback, per test (SQLite in a temporary directory)."""
+"""A real Delivery Service on loopback, per test: SQLite in a temporary directory, and — when
+``MLSPY_TEST_POSTGRES`` names a database (``.ci/run`` starts one) — two DS nodes sharing one
+PostgreSQL database, with clients spread over both nodes."""
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mlspy.ds.app import create_app
-from mlspy.ds.db import SQLiteDatabase
+from mlspy.ds.db import PostgresDatabase, SQLiteDatabase
 from mlspy.ds.server import InProcessServer
 from mlspy.ds.service import DeliveryService
 
+POSTGRES = os.environ.get("MLSPY_TEST_POSTGRES")
+BACKENDS = [
+    "sqlite",
+    pytest.param(
+        "postgres",
+        marks=pytest.mark.skipif(
+            not POSTGRES, reason="MLSPY_TEST_POSTGRES is not set (.ci/run sets it)"
+        ),
+    ),
+]
 
-@pytest.fixture
-def ds(tmp_path: Path) -> Iterator[InProcessServer]:
-    service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"))
-    with InProcessServer(create_app(service)) as server:
-        server.service = service  # type: ignore[attr-defined]
-        yield server
+
+class Cluster:
+    """One or more DS nodes; each ``url`` access hands out the next node."""
+
+    def __init__(self, servers: list[InProcessServer]) -> None:
+        self.servers = servers
+        self._next = itertools.cycle(range(len(servers)))
+
+    @property
+    def url(self) -> str:
+        return self.servers[next(self._next)].url
+
+    @property
+    def ws_url(self) -> str:
+        return self.servers[next(self._next)].ws_url
+
+
+def _reset_postgres(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in (
+            "queue",
+            "messages",
+            "group_members",
+            "groups",
+            "key_packages",
+            "tokens",
+            "challenges",
+            "clients",
+        ):
+            conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def ds(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    if request.param == "sqlite":
+        service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"))
+        with InProcessServer(create_app(service)) as server:
+            yield Cluster([server])
+        return
+    assert POSTGRES is not None
+    _reset_postgres(POSTGRES)
+    nodes = [DeliveryService(PostgresDatabase(POSTGRES)) for _ in range(2)]
+    with (
+        InProcessServer(create_app(nodes[0])) as a,
+        InProcessServer(create_app(nodes[1])) as b,
+    ):
+        yield Cluster([a, b])
+    for node in nodes:
+        node.db.close()

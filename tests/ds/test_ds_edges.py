@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from ds_helpers import Member
 
+from conftest import Cluster
 from mlspy.ds.app import create_app
 from mlspy.ds.client import DSClient, DSRequestError
 from mlspy.ds.db import SQLiteDatabase
@@ -35,7 +36,7 @@ def _status(fn: object) -> int:
     return 200
 
 
-def test_bad_requests_get_clear_4xx_and_change_nothing(ds: InProcessServer) -> None:
+def test_bad_requests_get_clear_4xx_and_change_nothing(ds: Cluster) -> None:
     alice, bob, eve = (Member.new(ds.url, n) for n in ("alice", "bob", "eve"))
     alice.create()
     alice.add(bob)
@@ -83,7 +84,7 @@ def test_rate_limit(tmp_path: Path) -> None:
         assert 429 in statuses
 
 
-def test_websocket_push_and_ack(ds: InProcessServer) -> None:
+def test_websocket_push_and_ack(ds: Cluster) -> None:
     alice, bob = Member.new(ds.url, "alice"), Member.new(ds.url, "bob")
     alice.create()
     alice.add(bob)
@@ -103,7 +104,7 @@ def test_websocket_push_and_ack(ds: InProcessServer) -> None:
     assert bob.client.fetch(bob.last_seq) == []  # acked over the WebSocket
 
 
-def test_websocket_needs_a_token(ds: InProcessServer) -> None:
+def test_websocket_needs_a_token(ds: Cluster) -> None:
     async def connect() -> None:
         async with websockets.connect(f"{ds.ws_url}/v1/ws?token=bad") as sock:
             await sock.recv()
@@ -113,7 +114,7 @@ def test_websocket_needs_a_token(ds: InProcessServer) -> None:
     assert info.value.rcvd is not None and info.value.rcvd.code == 4401
 
 
-def test_external_join_through_the_ds(ds: InProcessServer) -> None:
+def test_external_join_through_the_ds(ds: Cluster) -> None:
     alice, bob = Member.new(ds.url, "alice"), Member.new(ds.url, "bob")
     carol = Member.new(ds.url, "carol", key_packages=0)
     alice.create()
@@ -131,7 +132,7 @@ def test_external_join_through_the_ds(ds: InProcessServer) -> None:
     assert carol.received == [b"welcome carol"]
 
 
-def test_encrypted_handshakes_are_ordered_by_epoch(ds: InProcessServer) -> None:
+def test_encrypted_handshakes_are_ordered_by_epoch(ds: Cluster) -> None:
     config = GroupConfig(handshake_wire_format=WireFormat.mls_private_message)
     alice, bob = Member.new(ds.url, "alice"), Member.new(ds.url, "bob")
     from mlspy.group import Group

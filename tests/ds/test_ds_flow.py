@@ -7,11 +7,11 @@ import threading
 import pytest
 from ds_helpers import Member
 
+from conftest import Cluster
 from mlspy.ds.client import DSConflict, DSRequestError
-from mlspy.ds.server import InProcessServer
 
 
-def test_group_life_over_the_ds(ds: InProcessServer) -> None:
+def test_group_life_over_the_ds(ds: Cluster) -> None:
     alice, bob, carol = (Member.new(ds.url, n) for n in ("alice", "bob", "carol"))
     alice.create()
     alice.add(bob, carol)
@@ -25,7 +25,7 @@ def test_group_life_over_the_ds(ds: InProcessServer) -> None:
     assert bob.sync() == []  # no echo of our own messages
 
 
-def test_identity_binding_and_tokens(ds: InProcessServer) -> None:
+def test_identity_binding_and_tokens(ds: Cluster) -> None:
     Member.new(ds.url, "dave")
     impostor = Member.__new__(Member)
     from mlspy.ds.client import DSClient
@@ -42,7 +42,7 @@ def test_identity_binding_and_tokens(ds: InProcessServer) -> None:
     del impostor
 
 
-def test_concurrent_claims_of_one_key_package(ds: InProcessServer) -> None:
+def test_concurrent_claims_of_one_key_package(ds: Cluster) -> None:
     owner = Member.new(ds.url, "owner", key_packages=1)
     claimers = [Member.new(ds.url, f"claimer{i}", key_packages=0) for i in range(8)]
     results: list[bytes | Exception] = []
@@ -64,7 +64,7 @@ def test_concurrent_claims_of_one_key_package(ds: InProcessServer) -> None:
     assert owner.client.count_key_packages() == (0, False)
 
 
-def test_ten_members_commit_the_same_epoch(ds: InProcessServer) -> None:
+def test_ten_members_commit_the_same_epoch(ds: Cluster) -> None:
     members = [Member.new(ds.url, f"m{i}") for i in range(10)]
     members[0].create()
     members[0].add(*members[1:])
@@ -106,7 +106,7 @@ def test_ten_members_commit_the_same_epoch(ds: InProcessServer) -> None:
     assert members[5].received == [b"after the race"]
 
 
-def test_welcome_of_a_losing_commit_is_never_delivered(ds: InProcessServer) -> None:
+def test_welcome_of_a_losing_commit_is_never_delivered(ds: Cluster) -> None:
     alice, bob, carol, dave = (Member.new(ds.url, n) for n in ("alice", "bob", "carol", "dave"))
     alice.create()
     alice.add(bob)
@@ -125,7 +125,7 @@ def test_welcome_of_a_losing_commit_is_never_delivered(ds: InProcessServer) -> N
     assert dave.sync() == ["joined"]
 
 
-def test_offline_member_catches_up_in_order(ds: InProcessServer) -> None:
+def test_offline_member_catches_up_in_order(ds: Cluster) -> None:
     alice, bob = Member.new(ds.url, "alice"), Member.new(ds.url, "bob")
     alice.create()
     alice.add(bob)

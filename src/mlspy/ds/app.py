@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -295,12 +296,58 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         WebSocketRoute("/v1/ws", ws),
     ]
 
+    listener = _CrossNodeListener(service, push)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         push.loop = asyncio.get_running_loop()
+        listener.start()
         yield
+        listener.stop()
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+class _CrossNodeListener:
+    """With PostgreSQL, several DS nodes share the groups: each NOTIFYs the client ids whose
+    queues grew, and every node LISTENs so it can wake its own WebSocket clients."""
+
+    CHANNEL = "mlspy_queue"
+
+    def __init__(self, service: DeliveryService, push: _Push) -> None:
+        self.db = service.db
+        self.push = push
+        self.enabled = hasattr(self.db, "listen_connection")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.enabled:
+            previous = service.on_queued
+
+            def on_queued(ids: set[str]) -> None:
+                previous(ids)
+                ordered = sorted(ids)
+                for i in range(0, len(ordered), 200):  # NOTIFY payloads are small
+                    self.db.notify(self.CHANNEL, ",".join(ordered[i : i + 200]))  # type: ignore[attr-defined]
+
+            service.on_queued = on_queued
+
+    def start(self) -> None:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        conn = self.db.listen_connection()  # type: ignore[attr-defined]
+        try:
+            conn.execute(f"LISTEN {self.CHANNEL}")
+            while not self._stop.is_set():
+                for note in conn.notifies(timeout=0.5, stop_after=50):
+                    self.push.wake(set(note.payload.split(",")))
+        finally:
+            conn.close()
 
 
 def _wire(m: Any) -> dict[str, Any]:
