@@ -217,3 +217,47 @@ def test_tls(tmp_path: Path) -> None:
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{server.url}/healthz")  # untrusted without the test's certificate
     assert authenticate and protect_public_message  # imported for forging helpers
+
+
+def test_members_check_credentials_with_the_as(ds: Cluster) -> None:
+    from mlspy.credentials import CredentialError
+    from mlspy.ds.client import ASCredentialValidator
+    from mlspy.group import Group, create_key_package
+    from mlspy.messages import Add, Proposal
+
+    alice, bob = Member.new(ds.url, "alice"), Member.new(ds.url, "bob")
+    config = GroupConfig(credential_validator=ASCredentialValidator(alice.client))
+    alice.group = Group.create(alice.identity, config=config)
+    alice.client.create_group(alice.group.group_info())
+    alice.add(bob)
+    bob_config = GroupConfig(credential_validator=ASCredentialValidator(bob.client))
+    items = bob.client.fetch()
+    bob.group = Group.join(items[0]["data"], bob.bundles, config=bob_config)
+    assert bob.group.epoch_authenticator == alice.group.epoch_authenticator
+    # Mallory never registered: her KeyPackage is refused before any commit is made.
+    mallory = create_key_package(SigningIdentity.generate(b"mallory"))
+    with pytest.raises(CredentialError, match="not registered"):
+        alice.group.commit([Proposal(Add(mallory.key_package))])
+    # An impostor using bob's identity with another key is refused too.
+    fake_bob = create_key_package(SigningIdentity.generate(b"bob"))
+    with pytest.raises(CredentialError, match="another signature key"):
+        alice.group.commit([Proposal(Add(fake_bob.key_package))])
+
+
+def test_x509_registration(tmp_path: Path) -> None:
+    from mlspy.credentials import X509Validator
+    from x509_helpers import make_ca, x509_identity
+
+    ca_key, ca = make_ca()
+    service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"), x509=X509Validator([ca]))
+    with InProcessServer(create_app(service)) as server:
+        ident = x509_identity(ca_key, ca, "alice@example.org")
+        client = DSClient(server.url, ident)
+        client.register()
+        client.login()
+        assert service.lookup_identity(b"alice@example.org") is not None
+        other_key, other_ca = make_ca()
+        rogue = DSClient(server.url, x509_identity(other_key, other_ca, "eve@example.org"))
+        with pytest.raises(DSRequestError) as info:
+            rogue.register()
+        assert info.value.status == 400 and "X.509" in info.value.body["error"]

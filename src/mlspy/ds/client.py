@@ -9,11 +9,12 @@ from typing import Any
 
 import httpx
 
+from mlspy.credentials import CredentialError
 from mlspy.crypto import suite
 from mlspy.ds.service import CHALLENGE_LABEL
 from mlspy.errors import MLSError
 from mlspy.group import KeyPackageBundle, SigningIdentity
-from mlspy.messages import MLSMessage
+from mlspy.messages import Credential, CredentialType, MLSMessage
 
 
 class DSRequestError(MLSError):
@@ -155,3 +156,32 @@ class DSClient:
 
     def ack(self, seqs: Sequence[int]) -> None:
         self._call("POST", "/v1/queue/ack", json={"seqs": list(seqs)})
+
+
+class ASCredentialValidator:
+    """A :class:`~mlspy.credentials.CredentialValidator` that asks the Authentication
+    Service: a credential is valid when the AS binds its identity to that very signature key
+    (§5.3.1). Answers are cached for the life of the validator."""
+
+    def __init__(self, client: DSClient) -> None:
+        self.client = client
+        self._seen: dict[bytes, bytes] = {}
+
+    def validate(self, credential: Credential, signature_key: bytes) -> None:
+        identity = credential.identity
+        if credential.credential_type != CredentialType.basic or identity is None:
+            raise CredentialError("this Authentication Service only vouches for basic credentials")
+        bound = self._seen.get(identity)
+        if bound is None:
+            try:
+                out = self.client._call("GET", f"/v1/identities/{identity.hex()}")
+            except DSRequestError as exc:
+                if exc.status == 404:
+                    raise CredentialError(
+                        f"identity {identity!r} is not registered with the AS"
+                    ) from None
+                raise
+            bound = base64.b64decode(out["signature_key"])
+            self._seen[identity] = bound
+        if bound != signature_key:
+            raise CredentialError(f"the AS binds identity {identity!r} to another signature key")

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mlspy.codec import decode_all
+from mlspy.credentials import CredentialError, X509Validator
 from mlspy.crypto import suite
 from mlspy.ds.db import Database, Tx
 from mlspy.errors import DecodeError, MLSError, ValidationError
@@ -119,6 +120,8 @@ class DeliveryService:
     rate_burst: float = 400.0
     # Called after a commit with the client ids that have new queued messages.
     on_queued: Callable[[set[str]], None] = lambda _: None
+    # X.509 credentials are accepted when trust anchors are configured.
+    x509: X509Validator | None = None
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
 
     # --- Authentication Service (RFC 9750 §4) -----------------------------------------
@@ -163,27 +166,38 @@ class DeliveryService:
             cred = Credential.decode(credential)
         except DecodeError as exc:
             raise BadRequest(f"malformed credential: {exc}") from None
-        if cred.credential_type != CredentialType.basic or cred.identity is None:
-            raise BadRequest("only basic credentials are accepted by this Authentication Service")
+        identity = self._identity_of(cred, signature_key)
         self._check_possession(cipher_suite, signature_key, challenge, signature)
         client_id = _client_id(signature_key)
         with self.db.transaction() as tx:
             self._consume_challenge(tx, challenge)
             taken = tx.execute(
-                "SELECT id, signature_key FROM clients WHERE identity = ?", (cred.identity,)
+                "SELECT id, signature_key FROM clients WHERE identity = ?", (identity,)
             )
             if taken:
                 if bytes(taken[0][1]) == signature_key:
-                    return ClientInfo(client_id, cred.identity, signature_key, cipher_suite)
+                    return ClientInfo(client_id, identity, signature_key, cipher_suite)
                 raise Conflict("this identity is already bound to another signature key")
             if tx.execute("SELECT 1 FROM clients WHERE signature_key = ?", (signature_key,)):
                 raise Conflict("this signature key is already registered")
             tx.execute(
                 "INSERT INTO clients (id, identity, signature_key, credential, cipher_suite, "
                 "created) VALUES (?, ?, ?, ?, ?, ?)",
-                (client_id, cred.identity, signature_key, credential, cipher_suite, self.clock()),
+                (client_id, identity, signature_key, credential, cipher_suite, self.clock()),
             )
-        return ClientInfo(client_id, cred.identity, signature_key, cipher_suite)
+        return ClientInfo(client_id, identity, signature_key, cipher_suite)
+
+    def _identity_of(self, cred: Credential, signature_key: bytes) -> bytes:
+        """Basic: the identity as claimed (first come, first bound). X.509: validated
+        against the configured trust anchors (expiry, key usage, the key itself)."""
+        if cred.credential_type == CredentialType.basic and cred.identity is not None:
+            return cred.identity
+        if cred.credential_type == CredentialType.x509 and self.x509 is not None:
+            try:
+                return self.x509.identity(cred, signature_key)
+            except CredentialError as exc:
+                raise BadRequest(f"X.509 credential rejected: {exc}") from None
+        raise BadRequest("unsupported credential (X.509 needs trust anchors on this DS)")
 
     def issue_token(self, signature_key: bytes, challenge: bytes, signature: bytes) -> str:
         with self.db.transaction() as tx:

@@ -102,6 +102,7 @@ def create_commit(
         now=group._config.now(),
         psk_available=group._has_psk,
         resumption_usage=resumption_usage,
+        credential_validator=group._config.credential_validator,
     )
     private = epoch.private.copy() if epoch.private is not None else None
     if private is None:

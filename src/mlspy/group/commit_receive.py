@@ -83,6 +83,7 @@ def stage_commit(group: Group, u: Unprotected) -> StagedCommit:
         sender,
         now=group._config.now(),
         psk_available=group._has_psk,
+        credential_validator=group._config.credential_validator,
     )
     if (applied.path_required or external) and commit.path is None:
         raise PathRequiredError("the commit's proposals require an UpdatePath")
@@ -169,6 +170,9 @@ def _validate_path_leaf(
     except LeafNodeError as exc:
         raise CommitError(f"invalid committer leaf: {exc}") from None
     check_leaf_supports_group(leaf, applied.extensions)
+    validator = group._config.credential_validator
+    if validator is not None:
+        validator.validate(leaf.credential, leaf.signature_key)
     holder = tree.find_signature_key(leaf.signature_key)
     if holder is not None and holder != committer:
         raise CommitError("the committer's new signature key belongs to another member")

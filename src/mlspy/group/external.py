@@ -103,7 +103,13 @@ def join_external(
     if ext_pub is None:
         raise ExternalCommitError("the GroupInfo has no external_pub extension")
     verify_group_info(cs, gi, tree)
-    validate_tree(tree, group_id=ctx.group_id, tree_hash=ctx.tree_hash, now=config.now())
+    validate_tree(
+        tree,
+        group_id=ctx.group_id,
+        tree_hash=ctx.tree_hash,
+        now=config.now(),
+        credential_validator=config.credential_validator,
+    )
 
     kem_output, init_secret = cs.hpke.send_export(
         ext_pub.external_pub, b"", EXTERNAL_INIT_LABEL, cs.nh

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from mlspy.credentials import CredentialValidator
 from mlspy.crypto import CipherSuiteProvider, suite
 from mlspy.errors import (
     CommitError,
@@ -264,11 +265,16 @@ class Group:
         return serialize_group(self)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Group:
-        """Restore a state saved with :meth:`to_bytes`."""
+    def from_bytes(
+        cls, data: bytes, *, credential_validator: CredentialValidator | None = None
+    ) -> Group:
+        """Restore a state saved with :meth:`to_bytes` (the validator is not stored)."""
         from mlspy.group.serialize import deserialize_group
 
-        return deserialize_group(data)
+        group = deserialize_group(data)
+        if credential_validator is not None:
+            group._config = replace(group._config, credential_validator=credential_validator)
+        return group
 
     # --- Read-only views ------------------------------------------------------------------
 
@@ -675,6 +681,7 @@ class Group:
                 [QueuedProposal(proposal, sender, b"")],
                 committer,
                 now=self._config.now(),
+                credential_validator=self._config.credential_validator,
             )
 
     def _receive_commit(self, u: Unprotected) -> StagedCommit:

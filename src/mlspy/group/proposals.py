@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from mlspy.credentials import CredentialValidator
 from mlspy.crypto import CipherSuiteProvider
 from mlspy.errors import (
     KeyPackageError,
@@ -159,6 +160,7 @@ def apply_proposals(
     now: int | None = None,
     psk_available: Callable[[PreSharedKeyID], bool] | None = None,
     resumption_usage: ResumptionPSKUsage | None = None,
+    credential_validator: CredentialValidator | None = None,
 ) -> AppliedProposals:
     """Validate ``proposals`` for a Commit by ``committer`` and apply them to ``tree``
     (mutated: pass a copy). Raises a :class:`ValidationError` subclass for any broken rule."""
@@ -211,6 +213,8 @@ def apply_proposals(
             raise ProposalListError(f"several updates/removes for leaf {leaf}")
         touched.add(leaf)
         _validate_update(cs, context, tree, LeafIndex(leaf), body.leaf_node, result.extensions, now)
+        if credential_validator is not None:
+            credential_validator.validate(body.leaf_node.credential, body.leaf_node.signature_key)
         tree.update_leaf(LeafIndex(leaf), body.leaf_node)
         result.updated.append(LeafIndex(leaf))
     removed_sig_keys: set[bytes] = set()
@@ -241,6 +245,8 @@ def apply_proposals(
         except KeyPackageError as exc:
             raise ProposalError(f"invalid KeyPackage in add: {exc}") from None
         check_leaf_supports_group(kp.leaf_node, result.extensions)
+        if credential_validator is not None:
+            credential_validator.validate(kp.leaf_node.credential, kp.leaf_node.signature_key)
         sig = kp.leaf_node.signature_key
         if sig in added_sig_keys:
             raise ProposalListError("two adds for the same client (signature key)")

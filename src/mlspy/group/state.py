@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from mlspy.credentials import CredentialValidator
 from mlspy.crypto import CipherSuiteProvider
 from mlspy.messages import (
     Credential,
@@ -43,6 +44,9 @@ class GroupConfig:
     check_lifetimes: bool = True
     max_resumption_psks: int = 16
     clock: Callable[[], int] = field(default=lambda: int(time.time()), compare=False)
+    # The Authentication Service hook (§5.3.1): asked about every leaf we join with and every
+    # new or changed leaf. Not stored with the state; pass it again when loading.
+    credential_validator: CredentialValidator | None = field(default=None, compare=False)
 
     def now(self) -> int | None:
         return self.clock() if self.check_lifetimes else None

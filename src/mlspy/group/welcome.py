@@ -207,7 +207,13 @@ def join_from_welcome(
 
     tree = _decode_tree(cs, group_info, ratchet_tree(cs) if ratchet_tree else None)
     verify_group_info(cs, group_info, tree)
-    validate_tree(tree, group_id=context.group_id, tree_hash=context.tree_hash, now=config.now())
+    validate_tree(
+        tree,
+        group_id=context.group_id,
+        tree_hash=context.tree_hash,
+        now=config.now(),
+        credential_validator=config.credential_validator,
+    )
     own_leaf = next((i for i, leaf in tree.leaves() if leaf == bundle.key_package.leaf_node), None)
     if own_leaf is None:
         raise WelcomeError("our KeyPackage's leaf is not in the tree")

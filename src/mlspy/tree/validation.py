@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+from mlspy.credentials import CredentialValidator
 from mlspy.crypto import CipherSuiteProvider
 from mlspy.errors import (
     CapabilitiesError,
@@ -169,6 +170,7 @@ def validate_tree(
     tree_hash: bytes,
     required_capabilities: RequiredCapabilities | None = None,
     now: int | None = None,
+    credential_validator: CredentialValidator | None = None,
 ) -> None:
     """Validate a ratchet tree received when joining (§12.4.3.1).
 
@@ -191,3 +193,5 @@ def validate_tree(
             required_capabilities=required_capabilities,
             now=now,
         )
+        if credential_validator is not None:
+            credential_validator.validate(leaf.credential, leaf.signature_key)
