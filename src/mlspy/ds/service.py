@@ -272,6 +272,12 @@ class DeliveryService:
             rows.append((key_package_ref(kp), client.id, kp.cipher_suite, data, int(last)))
         with self.db.transaction() as tx:
             for row in rows:
+                if row[4]:  # a new last-resort KeyPackage replaces the previous one
+                    tx.execute(
+                        "DELETE FROM key_packages WHERE owner = ? AND cipher_suite = ? "
+                        "AND last_resort = 1",
+                        (row[1], row[2]),
+                    )
                 tx.execute("DELETE FROM key_packages WHERE ref = ?", (row[0],))
                 tx.execute(
                     "INSERT INTO key_packages (ref, owner, cipher_suite, data, last_resort) "

@@ -134,6 +134,8 @@ class GroupStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Whether the last join used a last-resort KeyPackage (the client then rotates it).
+        self.used_last_resort = False
 
     # --- KeyPackages -------------------------------------------------------------------
 
@@ -179,6 +181,7 @@ class GroupStore:
         group = Group.join(welcome, bundles, **options)  # type: ignore[arg-type]
         own = group.tree.leaf(group.own_leaf_index)
         used = next(b for b in bundles if b.key_package.leaf_node == own)
+        self.used_last_resort = used.is_last_resort
         extra: dict[str, Write] = {}
         if not used.is_last_resort:
             key = _kp_key(used.ref())

@@ -1,0 +1,392 @@
+"""The client SDK: one :class:`Client` per device, talking to a Delivery Service.
+
+Theory of operation. A client registers its identity with the Authentication Service, keeps a
+pool of KeyPackages on the DS (topping it up and replacing a used last-resort one), and holds
+its groups in a :class:`~mlspy.storage.GroupStore`, so every state transition is durable. One
+background task receives: it wakes on the DS's WebSocket push (and polls as a fallback),
+fetches the queue in order, processes each message (joining from Welcomes, merging commits,
+decrypting application messages), acknowledges, and emits :class:`Event` values on
+:attr:`Client.events`.
+
+The hard cases are handled here so applications need not: a commit that loses its epoch (409)
+is dropped, the winning commit is processed, and the caller's intent is retried if it still
+applies; a client that was offline catches up in order; a removal ends the group; a client that
+lost a group's state rejoins by external commit, removing its stale leaf (RFC 9750 §6.6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlspy.codec import Reader, Writer, decode_all
+from mlspy.ds.client import DSClient, DSConflict, DSRequestError
+from mlspy.errors import MLSError, UsageError
+from mlspy.group import (
+    ApplicationMessage,
+    CommitOutput,
+    Group,
+    GroupConfig,
+    SigningIdentity,
+    StagedCommit,
+    create_key_package,
+    join_external,
+)
+from mlspy.messages import Add, Capabilities, Credential, MLSMessage, Proposal, Remove
+from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup
+
+COMMIT_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened in a group: ``kind`` is one of "message", "joined",
+    "member_joined", "member_left", "epoch", "removed"."""
+
+    kind: str
+    group_id: bytes
+    epoch: int
+    sender: str = ""
+    text: str = ""
+    members: tuple[str, ...] = ()
+
+
+def _name(credential: Credential) -> str:
+    return (credential.identity or b"?").decode(errors="replace")
+
+
+def member_names(group: Group) -> tuple[str, ...]:
+    return tuple(_name(m.credential) for m in group.members())
+
+
+def _encode_identity(identity: SigningIdentity) -> bytes:
+    w = Writer()
+    w.uint16(identity.cipher_suite)
+    identity.credential.encode_to(w)
+    w.opaque(identity.signature_private_key)
+    w.opaque(identity.signature_key)
+    identity.capabilities.encode_to(w)
+    return w.getvalue()
+
+
+def _decode_identity(data: bytes) -> SigningIdentity:
+    def read(r: Reader) -> SigningIdentity:
+        return SigningIdentity(
+            r.uint16(),
+            Credential.decode_from(r),
+            r.opaque(),
+            r.opaque(),
+            Capabilities.decode_from(r),
+        )
+
+    return decode_all(data, read, "stored identity")
+
+
+class Client:
+    """A device: identity, KeyPackages, groups, and the receive loop."""
+
+    def __init__(
+        self,
+        server: str,
+        name: str,
+        *,
+        store: Store | None = None,
+        cipher_suite: int = 1,
+        key_packages: int = 3,
+        config: GroupConfig | None = None,
+        poll_interval: float = 1.0,
+        verify: bool | str = True,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.name = name
+        self.store = store or MemoryStore()
+        self.groups = GroupStore(self.store)
+        self.config = config or GroupConfig()
+        self.pool_size = key_packages
+        self.poll_interval = poll_interval
+        stored = self.store.get("identity")
+        self.identity = (
+            _decode_identity(stored.value)
+            if stored is not None
+            else SigningIdentity.generate(name.encode(), cipher_suite)
+        )
+        if stored is None:
+            self.store.write({"identity": (_encode_identity(self.identity), None)})
+        self.ds = DSClient(self.server, self.identity, verify=verify)
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    # --- Lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register (first time) and log in, top up KeyPackages, start receiving."""
+        try:
+            await asyncio.to_thread(self.ds.register)
+        except DSRequestError as exc:
+            if exc.status != 409:
+                raise
+        await asyncio.to_thread(self.ds.login)
+        await self.replenish()
+        await self.sync()
+        self._task = asyncio.create_task(self._receive_loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await asyncio.to_thread(self.ds.close)
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def next_event(self, timeout: float = 10.0) -> Event:
+        return await asyncio.wait_for(self.events.get(), timeout)
+
+    async def iter_events(self) -> AsyncIterator[Event]:
+        while True:
+            yield await self.events.get()
+
+    # --- KeyPackages ----------------------------------------------------------------
+
+    async def replenish(self, *, rotate_last_resort: bool = False) -> None:
+        """Keep ``pool_size`` unclaimed KeyPackages and one last-resort on the DS."""
+        count, last_resort = await asyncio.to_thread(
+            self.ds.count_key_packages, self.identity.cipher_suite
+        )
+        bundles = [create_key_package(self.identity) for _ in range(self.pool_size - count)]
+        if not last_resort or rotate_last_resort:
+            bundles.append(create_key_package(self.identity, last_resort=True))
+        if bundles:
+            for b in bundles:
+                self.groups.add_key_package(b)
+            await asyncio.to_thread(self.ds.upload_key_packages, bundles)
+
+    # --- Groups -----------------------------------------------------------------------
+
+    def group(self, group_id: bytes) -> StoredGroup:
+        return self.groups.load(group_id)
+
+    def group_ids(self) -> list[bytes]:
+        return self.groups.group_ids()
+
+    def members(self, group_id: bytes) -> tuple[str, ...]:
+        return member_names(self.group(group_id).group)
+
+    async def create_group(self) -> bytes:
+        stored = self.groups.create_group(self.identity, config=self.config)
+        await asyncio.to_thread(self.ds.create_group, stored.group.group_info())
+        return stored.group.group_id
+
+    async def _commit(
+        self, group_id: bytes, make: Callable[[StoredGroup], list[Proposal] | None]
+    ) -> CommitOutput | None:
+        """Commit ``make(group)``'s proposals; on a lost race process the winner and ask
+        ``make`` again (it returns None when the intent no longer applies)."""
+        async with self._lock:
+            for _ in range(COMMIT_RETRIES):
+                stored = self.group(group_id)
+                proposals = make(stored)
+                if proposals is None:
+                    return None
+                out = stored.commit(proposals)
+                try:
+                    await asyncio.to_thread(
+                        self.ds.submit,
+                        group_id,
+                        out.commit,
+                        welcome=out.welcome,
+                        group_info=out.group_info,
+                    )
+                except DSConflict:
+                    stored.clear_pending_commit()
+                    await self._sync_locked()
+                    continue
+                except BaseException:
+                    stored.clear_pending_commit()
+                    raise
+                staged = stored.merge_pending_commit()
+                await self._emit_commit(group_id, stored.group, staged, self.name)
+                return out
+        raise UsageError(f"could not win a commit after {COMMIT_RETRIES} races")
+
+    async def invite(self, group_id: bytes, user: str) -> None:
+        kp_bytes = await asyncio.to_thread(
+            self.ds.claim_key_package, user.encode(), self.identity.cipher_suite
+        )
+        kp = MLSMessage.decode(kp_bytes).key_package
+        if kp is None:
+            raise UsageError("the DS returned something that is not a KeyPackage")
+
+        def add(stored: StoredGroup) -> list[Proposal] | None:
+            if user in member_names(stored.group):
+                return None
+            return [Proposal(Add(kp))]
+
+        await self._commit(group_id, add)
+
+    async def remove(self, group_id: bytes, user: str) -> None:
+        def remove(stored: StoredGroup) -> list[Proposal] | None:
+            for m in stored.group.members():
+                if _name(m.credential) == user and m.leaf_index != stored.group.own_leaf_index:
+                    return [Proposal(Remove(m.leaf_index))]
+            return None
+
+        await self._commit(group_id, remove)
+
+    async def update(self, group_id: bytes) -> None:
+        """An empty commit with a fresh path (post-compromise security for us)."""
+        await self._commit(group_id, lambda stored: [])
+
+    async def send(self, group_id: bytes, text: str) -> None:
+        async with self._lock:
+            stored = self.group(group_id)
+            data = stored.encrypt_application(text.encode())
+            await asyncio.to_thread(self.ds.submit, group_id, data)
+
+    async def join_external(self, group_id: bytes, *, resync: bool = False) -> None:
+        """Join (or, with ``resync``, rejoin after losing state) by external commit."""
+        async with self._lock:
+            for _ in range(COMMIT_RETRIES):
+                info = await asyncio.to_thread(self.ds.group_info, group_id)
+                prior = None
+                if resync:
+                    prior = next(
+                        (leaf for leaf, name in _tree_members(info) if name == self.name), None
+                    )
+                group, commit = join_external(
+                    info, self.identity, remove_prior=prior, config=self.config
+                )
+                try:
+                    await asyncio.to_thread(
+                        self.ds.submit, group_id, commit, group_info=group.group_info()
+                    )
+                except DSConflict:
+                    await asyncio.sleep(0.05)
+                    continue
+                with contextlib.suppress(MLSError):
+                    self.groups.delete_group(group_id)
+                self.groups.adopt(group)
+                await self.events.put(
+                    Event("joined", group_id, group.epoch, members=member_names(group))
+                )
+                return
+        raise UsageError("could not win an external commit")
+
+    # --- Receiving --------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        async with self._lock:
+            await self._sync_locked()
+
+    def _cursor(self) -> int:
+        stored = self.store.get("cursor")
+        return int(stored.value) if stored is not None else 0
+
+    def _set_cursor(self, seq: int) -> None:
+        stored = self.store.get("cursor")
+        self.store.write({"cursor": (str(seq).encode(), stored.version if stored else None)})
+
+    async def _sync_locked(self) -> None:
+        while True:
+            items = await asyncio.to_thread(self.ds.fetch, self._cursor())
+            if not items:
+                return
+            for item in items:
+                await self._handle(item)
+                self._set_cursor(item["seq"])
+            await asyncio.to_thread(self.ds.ack, [i["seq"] for i in items])
+
+    async def _handle(self, item: dict[str, Any]) -> None:
+        gid: bytes = item["group_id"]
+        if item["kind"] == "welcome":
+            try:
+                stored = self.groups.join(item["data"], config=self.config)
+            except MLSError:
+                return  # not for a KeyPackage we still hold
+            g = stored.group
+            # Top up first, so the pool is full by the time anyone sees the join; a used
+            # last-resort KeyPackage is replaced by a fresh one.
+            await self.replenish(rotate_last_resort=self.groups.used_last_resort)
+            await self.events.put(Event("joined", gid, g.epoch, members=member_names(g)))
+            return
+        if gid not in self.group_ids():
+            return
+        stored = self.group(gid)
+        try:
+            event = stored.process(item["data"])
+        except MLSError:
+            return  # a message we cannot use (e.g. from before we joined)
+        if isinstance(event, ApplicationMessage):
+            sender = stored.group.tree.leaf(event.sender)
+            name = _name(sender.credential) if sender else "?"
+            await self.events.put(
+                Event(
+                    "message",
+                    gid,
+                    event.epoch,
+                    sender=name,
+                    text=event.data.decode(errors="replace"),
+                )
+            )
+        elif isinstance(event, StagedCommit):
+            before = set(member_names(stored.group))
+            stored.merge_staged_commit(event)
+            if event.self_removed:
+                self.groups.delete_group(gid)
+                await self.events.put(Event("removed", gid, stored.group.epoch))
+                return
+            await self._emit_commit(gid, stored.group, event, "", before)
+
+    async def _emit_commit(
+        self,
+        gid: bytes,
+        group: Group,
+        staged: StagedCommit,
+        sender: str,
+        before: set[str] | None = None,
+    ) -> None:
+        after = member_names(group)
+        if before is not None:
+            for name in sorted(set(after) - before):
+                await self.events.put(Event("member_joined", gid, group.epoch, sender=name))
+            for name in sorted(before - set(after)):
+                await self.events.put(Event("member_left", gid, group.epoch, sender=name))
+        await self.events.put(Event("epoch", gid, group.epoch, sender=sender, members=after))
+
+    async def _receive_loop(self) -> None:
+        ws_url = self.server.replace("http", "ws", 1) + f"/v1/ws?token={self.ds.token}"
+        while True:
+            try:
+                import websockets
+
+                async with websockets.connect(ws_url) as sock:
+                    while True:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(sock.recv(), timeout=self.poll_interval)
+                        await self.sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(self.poll_interval)
+                with contextlib.suppress(Exception):
+                    await self.sync()
+
+
+def _tree_members(group_info: bytes) -> list[tuple[int, str]]:
+    from mlspy.group.public_group import PublicGroup
+
+    public = PublicGroup.from_group_info(group_info)
+    return [(int(m.leaf_index), _name(m.credential)) for m in public.members()]
+
+
+__all__ = ["Client", "Event", "member_names"]
