@@ -127,3 +127,75 @@ def serve_command(
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     serve(host, port, database, tls_cert, tls_key)
+
+
+@main.command("demo")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable transcript.")
+def demo_command(as_json: bool) -> None:
+    """Run a narrated MLS conversation over an embedded Delivery Service."""
+    from mlspy.tools.demo import run
+
+    sys.exit(run(as_json))
+
+
+@main.command("tree")
+@click.argument("ratchet_tree", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--suite", default=1, show_default=True, help="Cipher suite of the tree file.")
+@click.option("--store", type=click.Path(exists=True, dir_okay=False), help="A state database.")
+@click.option("--group", "group_hex", help="Group id (hex) in --store.")
+@click.option("--committer", type=int, help="Leaf whose commit path to mark.")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG.")
+@click.option("--svg", type=click.Path(dir_okay=False, path_type=Path), help="Write an SVG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the nodes as JSON.")
+def tree_command(
+    ratchet_tree: str | None,
+    suite: int,
+    store: str | None,
+    group_hex: str | None,
+    committer: int | None,
+    png: Path | None,
+    svg: Path | None,
+    as_json: bool,
+) -> None:
+    """Draw a ratchet tree: from a file of ratchet_tree bytes, or a group in a state store."""
+    from mlspy.crypto import suite as get_suite
+    from mlspy.messages import decode_ratchet_tree
+    from mlspy.tools.tree_picture import commit_path, render_image, render_text
+    from mlspy.tree.ratchet_tree import RatchetTree
+
+    held: set[int] = set()
+    try:
+        if store:
+            from mlspy.storage import GroupStore, SQLiteStore
+
+            groups = GroupStore(SQLiteStore(store))
+            ids = groups.group_ids()
+            if group_hex is None and len(ids) != 1:
+                raise click.UsageError(f"--group is needed: the store holds {len(ids)} groups")
+            group = groups.load(bytes.fromhex(group_hex) if group_hex else ids[0]).group
+            tree = group.tree
+            private = group._epoch.private
+            held = set(private.keys) if private is not None else set()
+        elif ratchet_tree:
+            data = Path(ratchet_tree).read_bytes()
+            tree = RatchetTree.from_nodes(get_suite(suite), decode_ratchet_tree(data))
+        else:
+            raise click.UsageError("give a RATCHET_TREE file or --store")
+    except MLSError as exc:
+        raise click.ClickException(f"cannot read the tree: {exc}") from None
+    path = commit_path(tree, committer) if committer is not None else set()
+    if as_json:
+        nodes = [
+            {"node": x, "blank": tree.is_blank(x), "held": x in held}  # type: ignore[arg-type]
+            for x in range(2 * tree.n_leaves - 1)
+        ]
+        click.echo(json.dumps({"n_leaves": tree.n_leaves, "nodes": nodes}, indent=2))
+    else:
+        click.echo(render_text(tree, held=held, path=path))
+    for out in (png, svg):
+        if out is not None:
+            try:
+                render_image(tree, out, held=held, path=path)
+            except RuntimeError as exc:
+                raise click.ClickException(str(exc)) from None
+            click.echo(f"wrote {out}", err=True)

@@ -1,0 +1,1 @@
+"""Tools behind the ``mlspy`` command: demo, tree pictures."""
