@@ -199,3 +199,14 @@ def tree_command(
             except RuntimeError as exc:
                 raise click.ClickException(str(exc)) from None
             click.echo(f"wrote {out}", err=True)
+
+
+@main.command("chat")
+@click.option("--server", required=True, help="Delivery Service URL, e.g. http://127.0.0.1:8080")
+@click.option("--user", required=True, help="Your user name (your identity at the AS).")
+@click.option("--state", type=click.Path(dir_okay=False), help="SQLite file for your state.")
+def chat_command(server: str, user: str, state: str | None) -> None:
+    """An interactive end-to-end encrypted terminal chat."""
+    from mlspy.tools.chat import run
+
+    run(server, user, state)

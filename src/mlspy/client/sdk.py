@@ -247,6 +247,15 @@ class Client:
         """An empty commit with a fresh path (post-compromise security for us)."""
         await self._commit(group_id, lambda stored: [])
 
+    async def leave(self, group_id: bytes) -> None:
+        """Ask to be removed: a Remove proposal for our own leaf, which another member
+        commits (a member cannot commit its own removal, RFC 9420 §12.2)."""
+        async with self._lock:
+            stored = self.group(group_id)
+            own = stored.group.own_leaf_index
+            proposal = stored.propose(lambda g: g.propose_remove(own))
+            await asyncio.to_thread(self.ds.submit, group_id, proposal)
+
     async def send(self, group_id: bytes, text: str) -> None:
         async with self._lock:
             stored = self.group(group_id)

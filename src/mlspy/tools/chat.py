@@ -1,0 +1,160 @@
+"""``mlspy chat``: an interactive end-to-end encrypted terminal chat (Textual) over a DS.
+
+Type a line to send it to the current group; commands: ``/create``, ``/invite USER``,
+``/join GROUP`` (external join, group id in hex), ``/remove USER``, ``/leave``,
+``/members``, ``/tree``, ``/update``, ``/help``.
+"""
+
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Footer, Header, Input, RichLog, Static
+
+from mlspy.client import Client, Event
+from mlspy.errors import MLSError
+from mlspy.storage import Store
+from mlspy.tools.tree_picture import render_text
+
+HELP = (
+    "commands: /create  /invite USER  /join GROUP_HEX  /remove USER  /leave  /members  "
+    "/tree  /update  /help — anything else is sent to the group"
+)
+
+
+class ChatApp(App[None]):
+    CSS = """
+    #log { width: 3fr; border: round $accent; }
+    #members { width: 1fr; border: round $secondary; padding: 0 1; }
+    """
+    TITLE = "mlspy chat"
+
+    def __init__(self, server: str, user: str, *, store: Store | None = None) -> None:
+        super().__init__()
+        self.client = Client(server, user, store=store, poll_interval=0.3)
+        self.user = user
+        self.group_id: bytes | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal():
+            yield RichLog(id="log", wrap=True, markup=False)
+            yield Static("", id="members")
+        yield Input(placeholder=f"{self.user}: message or /command", id="input")
+        yield Footer()
+
+    @property
+    def log_view(self) -> RichLog:
+        return self.query_one("#log", RichLog)
+
+    def say(self, text: str) -> None:
+        self.log_view.write(text)
+
+    async def on_mount(self) -> None:
+        self.sub_title = self.user
+        try:
+            await self.client.start()
+        except Exception as exc:  # e.g. the server is not reachable
+            self.say(f"cannot connect: {exc}")
+            return
+        ids = self.client.group_ids()
+        if ids:
+            self.group_id = ids[0]
+        self.say(f"connected as {self.user}. {HELP}")
+        self.refresh_members()
+        self.run_worker(self.pump_events(), exclusive=True)
+
+    async def on_unmount(self) -> None:
+        await self.client.stop()
+
+    async def pump_events(self) -> None:
+        async for event in self.client.iter_events():
+            self.show(event)
+
+    def show(self, event: Event) -> None:
+        if event.kind == "message":
+            self.say(f"{event.sender}: {event.text}")
+        elif event.kind == "joined":
+            self.group_id = event.group_id
+            self.say(f"* joined group {event.group_id.hex()[:16]} (epoch {event.epoch})")
+        elif event.kind == "member_joined":
+            self.say(f"* {event.sender} joined")
+        elif event.kind == "member_left":
+            self.say(f"* {event.sender} left")
+        elif event.kind == "removed":
+            self.say("* you were removed from the group")
+            self.group_id = None
+        elif event.kind == "epoch":
+            self.say(f"* epoch {event.epoch}")
+        self.refresh_members()
+
+    def refresh_members(self) -> None:
+        view = self.query_one("#members", Static)
+        if self.group_id is None or self.group_id not in self.client.group_ids():
+            view.update("(no group)")
+            return
+        group = self.client.group(self.group_id).group
+        names = "\n".join(self.client.members(self.group_id))
+        view.update(f"group {self.group_id.hex()[:8]}\nepoch {group.epoch}\n\n{names}")
+
+    async def on_input_submitted(self, message: Input.Submitted) -> None:
+        text = message.value.strip()
+        message.input.value = ""
+        if not text:
+            return
+        try:
+            await self.handle(text)
+        except (MLSError, ValueError) as exc:
+            self.say(f"! {exc}")
+        self.refresh_members()
+
+    async def handle(self, text: str) -> None:
+        if not text.startswith("/"):
+            gid = self._need_group()
+            await self.client.send(gid, text)
+            self.say(f"{self.user}: {text}")
+            return
+        command, _, arg = text.partition(" ")
+        arg = arg.strip()
+        if command == "/help":
+            self.say(HELP)
+        elif command == "/create":
+            self.group_id = await self.client.create_group()
+            self.say(f"* created group {self.group_id.hex()}")
+        elif command == "/invite" and arg:
+            await self.client.invite(self._need_group(), arg)
+            self.say(f"* invited {arg}")
+        elif command == "/join" and arg:
+            gid = bytes.fromhex(arg)
+            await self.client.join_external(gid)
+            self.group_id = gid
+        elif command == "/remove" and arg:
+            await self.client.remove(self._need_group(), arg)
+            self.say(f"* removed {arg}")
+        elif command == "/leave":
+            await self.client.leave(self._need_group())
+            self.say("* asked the group to remove you")
+        elif command == "/members":
+            self.say("members: " + ", ".join(self.client.members(self._need_group())))
+        elif command == "/tree":
+            group = self.client.group(self._need_group()).group
+            self.say(render_text(group.tree))
+        elif command == "/update":
+            await self.client.update(self._need_group())
+            self.say("* updated your keys")
+        else:
+            self.say(f"! unknown command or missing argument: {text}. {HELP}")
+
+    def _need_group(self) -> bytes:
+        if self.group_id is None:
+            raise ValueError("no group yet: /create one or wait for an invitation")
+        return self.group_id
+
+
+def run(server: str, user: str, store_path: str | None = None) -> None:
+    store = None
+    if store_path:
+        from mlspy.storage import SQLiteStore
+
+        store = SQLiteStore(store_path)
+    ChatApp(server, user, store=store).run()
