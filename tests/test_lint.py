@@ -24,11 +24,11 @@ def _run(*args: str) -> None:
 
 
 def test_ruff_check() -> None:
-    _run(_tool("ruff"), "check", "src", "tests", "benchmarks")
+    _run(_tool("ruff"), "check", "src", "tests", "benchmarks", "fuzz")
 
 
 def test_ruff_format() -> None:
-    _run(_tool("ruff"), "format", "--check", "src", "tests", "benchmarks")
+    _run(_tool("ruff"), "format", "--check", "src", "tests", "benchmarks", "fuzz")
 
 
 def test_mypy_strict() -> None:
