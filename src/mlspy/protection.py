@@ -198,6 +198,9 @@ class OpenedPrivateMessage:
     sender_data: SenderData
     lookup: Lookup
 
+    def __repr__(self) -> str:  # holds the message key
+        return f"OpenedPrivateMessage(sender={self.sender_data.leaf_index}, <secret>)"
+
 
 def decrypt_sender_data(
     cs: CipherSuiteProvider, message: PrivateMessage, sender_data_secret: bytes

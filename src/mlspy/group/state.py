@@ -68,6 +68,9 @@ class EpochState:
     def epoch(self) -> int:
         return self.context.epoch
 
+    def __repr__(self) -> str:  # never show secrets
+        return f"EpochState(epoch={self.epoch}, members={self.tree.member_count()}, <secret>)"
+
 
 def build_epoch(
     cs: CipherSuiteProvider,
@@ -224,3 +227,6 @@ class PendingCommit:
     content_bytes: bytes
     message_bytes: bytes
     staged: StagedCommit
+
+    def __repr__(self) -> str:  # its staged epoch holds secrets
+        return f"PendingCommit({self.staged!r})"

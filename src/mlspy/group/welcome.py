@@ -137,6 +137,9 @@ class JoinedEpoch:
     group_info: GroupInfo
     group_secrets: GroupSecrets
 
+    def __repr__(self) -> str:  # holds the joiner secret
+        return f"JoinedEpoch(epoch={self.epoch!r}, own_leaf={self.own_leaf}, <secret>)"
+
 
 def _decode_tree(
     cs: CipherSuiteProvider, group_info: GroupInfo, ratchet_tree: RatchetTree | None

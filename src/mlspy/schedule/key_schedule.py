@@ -36,6 +36,9 @@ class EpochSecrets:
     epoch_authenticator: bytes
     init_secret: bytes
 
+    def __repr__(self) -> str:  # never show secrets
+        return "EpochSecrets(<secret>)"
+
 
 def compute_joiner_secret(
     cs: CipherSuiteProvider, init_secret: bytes, commit_secret: bytes, group_context: bytes

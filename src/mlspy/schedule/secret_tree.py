@@ -39,6 +39,9 @@ class RatchetKey:
     key: bytes
     nonce: bytes
 
+    def __repr__(self) -> str:  # never show key material
+        return f"RatchetKey(generation={self.generation}, <secret>)"
+
 
 @dataclass(slots=True)
 class HashRatchet:
@@ -47,6 +50,9 @@ class HashRatchet:
     secret: bytes
     generation: int = 0
     retained: dict[int, tuple[bytes, bytes]] | None = None
+
+    def __repr__(self) -> str:  # never show key material
+        return f"HashRatchet(generation={self.generation}, <secret>)"
 
 
 def _derive(cs: CipherSuiteProvider, secret: bytes, generation: int) -> tuple[bytes, bytes, bytes]:
@@ -68,6 +74,9 @@ class Lookup:
     # Secret and generation after consuming, and keys skipped on the way (None: from cache).
     next_secret: bytes | None
     skipped: tuple[RatchetKey, ...]
+
+    def __repr__(self) -> str:  # never show key material
+        return f"Lookup(leaf={self.leaf}, generation={self.key.generation}, <secret>)"
 
 
 class SecretTree:

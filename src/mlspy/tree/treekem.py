@@ -79,6 +79,9 @@ class TreePrivateKeys:
             path_secret = next_path_secret(cs, path_secret)
         return path_secret
 
+    def __repr__(self) -> str:  # never show private keys
+        return f"TreePrivateKeys(leaf={self.leaf}, nodes={sorted(self.keys)}, <secret>)"
+
 
 @dataclass(frozen=True, slots=True)
 class LeafNodeParams:
@@ -97,6 +100,9 @@ class CreatedUpdatePath:
     # The path secret of each filtered-direct-path node, for Welcome messages (§12.4.3.1).
     path_secrets: dict[NodeIndex, bytes]
     private: TreePrivateKeys
+
+    def __repr__(self) -> str:  # never show path secrets
+        return f"CreatedUpdatePath(nodes={sorted(self.path_secrets)}, <secret>)"
 
 
 def sign_leaf_node(
