@@ -210,3 +210,25 @@ def chat_command(server: str, user: str, state: str | None) -> None:
     from mlspy.tools.chat import run
 
     run(server, user, state)
+
+
+@main.command("interop-server")
+@click.option("--port", default=50051, show_default=True, type=int, help="gRPC port.")
+def interop_server_command(port: int) -> None:
+    """Serve the MLS community's interop gRPC interface (mls_client.proto)."""
+    from mlspy.interop.server import serve
+
+    serve(port)
+
+
+@main.command(
+    "interop-run",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def interop_run_command(ctx: click.Context) -> None:
+    """Run interop scenarios against gRPC clients (see mlspy interop-run --help)."""
+    from mlspy.interop.runner import main as run_main
+
+    sys.exit(run_main(list(ctx.args)))

@@ -1,0 +1,672 @@
+"""Run interop scenarios against ``MLSClient`` gRPC servers (mlspy's or any other stack's).
+
+A scenario file is ``{"scripts": {name: [step, ...]}}`` in the community harness's format.
+Each step is ``{"action": ..., ...}``; a step's output (a KeyPackage, proposal, commit,
+ciphertext or PSK id) is referred to by later steps through the step's index. Actors are
+assigned to clients round-robin (rotated once per client, so every client plays every role),
+and every script runs for each cipher suite all clients support, with encrypted and plaintext
+handshakes. After every step all current members must agree on the epoch authenticator
+(``StateAuth``); ``unprotect`` must return the exact plaintext and authenticated data.
+
+Actions: createGroup, createKeyPackage, externalJoin, installExternalPSK, addProposal,
+updateProposal, removeProposal, externalPSKProposal (alias preSharedKeyProposal),
+resumptionPSKProposal, groupContextExtensionsProposal, newMemberAddProposal,
+addExternalSigner, externalSignerProposal, fullCommit, protect, unprotect, export, reinit,
+branch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import itertools
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlspy.interop._proto import load
+
+grpc: Any = importlib.import_module("grpc")
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+
+
+class StepError(Exception):
+    """A step failed: an RPC error or a disagreement between clients."""
+
+
+@dataclass
+class _Member:
+    client: int
+    state_id: int
+
+
+@dataclass
+class _Run:
+    """One execution of one script."""
+
+    stubs: list[Any]
+    pb2: Any
+    suite: int
+    encrypt: bool
+    actors: dict[str, int]  # actor -> client index
+    suites: list[int]
+    members: dict[str, _Member] = field(default_factory=dict)
+    outputs: dict[int, Any] = field(default_factory=dict)
+    transactions: dict[str, tuple[int, int]] = field(default_factory=dict)  # actor->(client,id)
+    signers: dict[str, tuple[int, int, bytes]] = field(default_factory=dict)
+    signer_index: dict[str, int] = field(default_factory=dict)
+    signer_count: int = 0
+    group_id: bytes = b""
+    messages: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    psk_secrets: dict[bytes, bytes] = field(default_factory=dict)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def call(self, client: int, rpc: str, request: Any) -> Any:
+        try:
+            return getattr(self.stubs[client], rpc)(request)
+        except grpc.RpcError as exc:
+            raise StepError(
+                f"{rpc} on client {client}: {exc.code().name}: {exc.details()}"
+            ) from None
+
+    def client_of(self, actor: str) -> int:
+        if actor not in self.actors:
+            raise StepError(f"actor {actor!r} has no client")
+        return self.actors[actor]
+
+    def member(self, actor: str) -> _Member:
+        if actor not in self.members:
+            raise StepError(f"{actor!r} is not a member")
+        return self.members[actor]
+
+    def rpc(self, actor: str, name: str, **fields: Any) -> Any:
+        m = self.member(actor)
+        req = getattr(self.pb2, _request_type(name))(state_id=m.state_id, **fields)
+        return self.call(m.client, name, req)
+
+    def identity(self, actor: str) -> bytes:
+        return actor.encode()
+
+    def extensions(self, items: Sequence[dict[str, Any]]) -> list[Any]:
+        return [
+            self.pb2.Extension(
+                extension_type=int(e["extension_type"]),
+                extension_data=base64.b64decode(e.get("extension_data", "")),
+            )
+            for e in items
+        ]
+
+    def output(self, index: int) -> Any:
+        if index not in self.outputs:
+            raise StepError(f"step {index} produced no output")
+        return self.outputs[index]
+
+    def description(self, d: dict[str, Any]) -> Any:
+        kind = d["proposalType"]
+        desc = self.pb2.ProposalDescription(proposal_type=kind.encode())
+        if kind == "add":
+            desc.key_package = self.output(d["keyPackage"])
+        elif kind == "remove":
+            desc.removed_id = self.identity(d["removed"])
+        elif kind == "externalPSK":
+            desc.psk_id = self.output(d["pskID"])
+        elif kind == "resumptionPSK":
+            desc.epoch_id = int(d["epochID"])
+        elif kind == "groupContextExtensions":
+            desc.extensions.extend(self.extensions(d.get("extensions", [])))
+        elif kind == "reinit":
+            gid, suite, exts = self.reinit_params(d)
+            desc.group_id, desc.cipher_suite = gid, suite
+            desc.extensions.extend(exts)
+        else:
+            raise StepError(f"unknown proposalType {kind!r}")
+        return desc
+
+    def reinit_params(self, d: dict[str, Any]) -> tuple[bytes, int, list[Any]]:
+        gid = os.urandom(16) if d.get("changeGroupID") else self.group_id
+        suite = self.suite
+        if d.get("changeCipherSuite") or d.get("changeCiphersuite"):
+            others = [s for s in self.suites if s != self.suite]
+            suite = others[0] if others else self.suite
+        return gid, suite, self.extensions(d.get("extensions", []))
+
+    # --- checks -------------------------------------------------------------------------
+
+    def check_agreement(self) -> None:
+        values = {actor: self.rpc(actor, "StateAuth").state_auth_secret for actor in self.members}
+        if len(set(values.values())) > 1:
+            summary = ", ".join(f"{a}={v.hex()[:12]}" for a, v in values.items())
+            raise StepError(f"members disagree on the epoch authenticator: {summary}")
+
+    # --- membership helpers -------------------------------------------------------------
+
+    def key_package(self, actor: str) -> bytes:
+        client = self.client_of(actor)
+        resp = self.call(
+            client,
+            "CreateKeyPackage",
+            self.pb2.CreateKeyPackageRequest(
+                cipher_suite=self.suite, identity=self.identity(actor)
+            ),
+        )
+        self.transactions[actor] = (client, resp.transaction_id)
+        return bytes(resp.key_package)
+
+    def join(self, actor: str, welcome: bytes, tree: bytes) -> None:
+        if actor not in self.transactions:
+            raise StepError(f"{actor!r} has no KeyPackage to join with")
+        client, tid = self.transactions.pop(actor)
+        resp = self.call(
+            client,
+            "JoinGroup",
+            self.pb2.JoinGroupRequest(
+                transaction_id=tid,
+                welcome=welcome,
+                encrypt_handshake=self.encrypt,
+                identity=self.identity(actor),
+                ratchet_tree=tree,
+            ),
+        )
+        self.members[actor] = _Member(client, resp.state_id)
+
+    def handle(self, actors: Sequence[str], proposals: Sequence[bytes], commit: bytes) -> None:
+        for actor in actors:
+            self.rpc(actor, "HandleCommit", proposal=list(proposals), commit=commit)
+
+    def commit(
+        self,
+        actor: str,
+        by_ref: Sequence[bytes],
+        by_value: Sequence[Any],
+        *,
+        force_path: bool,
+        external_tree: bool,
+        rpc: str = "Commit",
+    ) -> Any:
+        return self.rpc(
+            actor,
+            rpc,
+            by_reference=list(by_ref),
+            by_value=list(by_value),
+            force_path=force_path,
+            external_tree=external_tree,
+        )
+
+    def keep_only(self, actors: Sequence[str]) -> None:
+        self.members = {a: m for a, m in self.members.items() if a in actors}
+
+    # --- actions ------------------------------------------------------------------------
+
+    def step(self, index: int, s: dict[str, Any]) -> None:
+        action = s["action"]
+        handler = getattr(self, f"do_{action}", None)
+        if handler is None:
+            raise StepError(f"unknown action {action!r}")
+        result = handler(s)
+        if result is not None:
+            self.outputs[index] = result
+        if action == "protect":
+            self.messages[index] = (
+                s.get("authenticatedData", "").encode(),
+                s.get("plaintext", "").encode(),
+            )
+
+    def do_createGroup(self, s: dict[str, Any]) -> None:
+        actor = s["actor"]
+        self.group_id = os.urandom(16)
+        client = self.client_of(actor)
+        resp = self.call(
+            client,
+            "CreateGroup",
+            self.pb2.CreateGroupRequest(
+                group_id=self.group_id,
+                cipher_suite=self.suite,
+                encrypt_handshake=self.encrypt,
+                identity=self.identity(actor),
+            ),
+        )
+        self.members = {actor: _Member(client, resp.state_id)}
+        joiners = list(s.get("members", []))
+        if joiners:
+            adds = [
+                self.pb2.ProposalDescription(proposal_type=b"add", key_package=self.key_package(j))
+                for j in joiners
+            ]
+            out = self.commit(actor, [], adds, force_path=False, external_tree=False)
+            self.rpc(actor, "HandlePendingCommit")
+            for j in joiners:
+                self.join(j, bytes(out.welcome), b"")
+
+    def do_createKeyPackage(self, s: dict[str, Any]) -> bytes:
+        return self.key_package(s["actor"])
+
+    def do_externalJoin(self, s: dict[str, Any]) -> bytes:
+        actor, joiner = s["actor"], s["joiner"]
+        external_tree = bool(s.get("externalTree", s.get("external_tree", False)))
+        info = self.rpc(actor, "GroupInfo", external_tree=external_tree)
+        client = self.client_of(joiner)
+        psks = [
+            self.pb2.PreSharedKey(
+                psk_id=self.output(i), psk_secret=self.psk_secrets[self.output(i)]
+            )
+            for i in s.get("psks", [])
+        ]
+        resp = self.call(
+            client,
+            "ExternalJoin",
+            self.pb2.ExternalJoinRequest(
+                group_info=info.group_info,
+                ratchet_tree=info.ratchet_tree,
+                encrypt_handshake=self.encrypt,
+                identity=self.identity(joiner),
+                remove_prior=bool(s.get("removePrior", False)),
+                psks=psks,
+            ),
+        )
+        others = [actor, *s.get("members", [])]
+        self.handle(others, [], bytes(resp.commit))
+        self.members[joiner] = _Member(client, resp.state_id)
+        self.keep_only([*others, joiner])
+        return bytes(resp.commit)
+
+    def do_installExternalPSK(self, s: dict[str, Any]) -> bytes:
+        psk_id = os.urandom(16)
+        secret = os.urandom(32)
+        self.psk_secrets[psk_id] = secret
+        for actor in s["clients"]:
+            if actor in self.members:
+                m = self.members[actor]
+                target, sid = m.client, m.state_id
+            elif actor in self.transactions:
+                target, sid = self.transactions[actor]
+            else:
+                raise StepError(f"{actor!r} has neither a state nor a KeyPackage")
+            self.call(
+                target,
+                "StorePSK",
+                self.pb2.StorePSKRequest(
+                    state_or_transaction_id=sid, psk_id=psk_id, psk_secret=secret
+                ),
+            )
+        return psk_id
+
+    def do_addProposal(self, s: dict[str, Any]) -> bytes:
+        kp = self.output(s["keyPackage"])
+        return bytes(self.rpc(s["actor"], "AddProposal", key_package=kp).proposal)
+
+    def do_updateProposal(self, s: dict[str, Any]) -> bytes:
+        return bytes(self.rpc(s["actor"], "UpdateProposal").proposal)
+
+    def do_removeProposal(self, s: dict[str, Any]) -> bytes:
+        removed = self.identity(s["removed"])
+        return bytes(self.rpc(s["actor"], "RemoveProposal", removed_id=removed).proposal)
+
+    def do_externalPSKProposal(self, s: dict[str, Any]) -> bytes:
+        psk_id = self.output(int(s["pskID"] if "pskID" in s else s["psk"]))
+        return bytes(self.rpc(s["actor"], "ExternalPSKProposal", psk_id=psk_id).proposal)
+
+    do_preSharedKeyProposal = do_externalPSKProposal
+
+    def do_resumptionPSKProposal(self, s: dict[str, Any]) -> bytes:
+        epoch = int(s["epochID"])
+        return bytes(self.rpc(s["actor"], "ResumptionPSKProposal", epoch_id=epoch).proposal)
+
+    def do_groupContextExtensionsProposal(self, s: dict[str, Any]) -> bytes:
+        exts = self.extensions(s.get("extensions", []))
+        return bytes(
+            self.rpc(s["actor"], "GroupContextExtensionsProposal", extensions=exts).proposal
+        )
+
+    def do_newMemberAddProposal(self, s: dict[str, Any]) -> bytes:
+        info = self.rpc(s["actor"], "GroupInfo", external_tree=False)
+        joiner = s["joiner"]
+        client = self.client_of(joiner)
+        resp = self.call(
+            client,
+            "NewMemberAddProposal",
+            self.pb2.NewMemberAddProposalRequest(
+                group_info=info.group_info, identity=self.identity(joiner)
+            ),
+        )
+        self.transactions[joiner] = (client, resp.transaction_id)
+        return bytes(resp.proposal)
+
+    def do_addExternalSigner(self, s: dict[str, Any]) -> bytes:
+        signer = s["signer"]
+        client = self.client_of(signer)
+        resp = self.call(
+            client,
+            "CreateExternalSigner",
+            self.pb2.CreateExternalSignerRequest(
+                cipher_suite=self.suite, identity=self.identity(signer)
+            ),
+        )
+        self.signers[signer] = (client, resp.signer_id, bytes(resp.external_sender))
+        self.signer_index[signer] = self.signer_count
+        self.signer_count += 1
+        return bytes(
+            self.rpc(s["actor"], "AddExternalSigner", external_sender=resp.external_sender).proposal
+        )
+
+    def do_externalSignerProposal(self, s: dict[str, Any]) -> bytes:
+        signer = s["actor"]
+        if signer not in self.signers:
+            raise StepError(f"{signer!r} is not an external signer")
+        client, signer_id, _ = self.signers[signer]
+        info = self.rpc(s["member"], "GroupInfo", external_tree=True)
+        resp = self.call(
+            client,
+            "ExternalSignerProposal",
+            self.pb2.ExternalSignerProposalRequest(
+                signer_id=signer_id,
+                signer_index=self.signer_index[signer],
+                group_info=info.group_info,
+                ratchet_tree=info.ratchet_tree,
+                description=self.description(s["description"]),
+            ),
+        )
+        return bytes(resp.proposal)
+
+    def do_fullCommit(self, s: dict[str, Any]) -> bytes:
+        actor = s["actor"]
+        by_ref = [self.output(i) for i in s.get("byReference", [])]
+        by_value = [self.description(d) for d in s.get("byValue", [])]
+        external_tree = bool(s.get("external_tree", s.get("externalTree", False)))
+        out = self.commit(
+            actor,
+            by_ref,
+            by_value,
+            force_path=bool(s.get("force_path", s.get("forcePath", False))),
+            external_tree=external_tree,
+        )
+        self.rpc(actor, "HandlePendingCommit")
+        members = list(s.get("members", []))
+        self.handle(members, by_ref, bytes(out.commit))
+        joiners = list(s.get("joiners", []))
+        for j in joiners:
+            self.join(j, bytes(out.welcome), bytes(out.ratchet_tree))
+        self.keep_only([actor, *members, *joiners])
+        return bytes(out.commit)
+
+    def do_protect(self, s: dict[str, Any]) -> bytes:
+        resp = self.rpc(
+            s["actor"],
+            "Protect",
+            authenticated_data=s.get("authenticatedData", "").encode(),
+            plaintext=s.get("plaintext", "").encode(),
+        )
+        return bytes(resp.ciphertext)
+
+    def do_unprotect(self, s: dict[str, Any]) -> None:
+        index = int(s["ciphertext"])
+        resp = self.rpc(s["actor"], "Unprotect", ciphertext=self.output(index))
+        aad, pt = self.messages[index]
+        if bytes(resp.plaintext) != pt or bytes(resp.authenticated_data) != aad:
+            raise StepError(
+                f"unprotect returned {bytes(resp.plaintext)!r}/{bytes(resp.authenticated_data)!r}"
+                f", expected {pt!r}/{aad!r}"
+            )
+
+    def do_export(self, s: dict[str, Any]) -> None:
+        label, ctx = s.get("label", "interop"), s.get("context", "").encode()
+        length = int(s.get("length", 32))
+        values = {
+            self.rpc(a, "Export", label=label, context=ctx, key_length=length).exported_secret
+            for a in self.members
+        }
+        if len(values) != 1 or len(next(iter(values))) != length:
+            raise StepError("members disagree on an exported secret")
+
+    def do_reinit(self, s: dict[str, Any]) -> None:
+        committer, welcomer = s["committer"], s["welcomer"]
+        members = list(s.get("members", []))
+        if "externalReinitProposal" in s:
+            proposal = self.output(s["externalReinitProposal"])
+        else:
+            gid, suite, exts = self.reinit_params(s)
+            proposal = bytes(
+                self.rpc(
+                    s["proposer"],
+                    "ReInitProposal",
+                    cipher_suite=suite,
+                    group_id=gid,
+                    extensions=exts,
+                ).proposal
+            )
+        out = self.commit(
+            committer,
+            [proposal],
+            [],
+            force_path=bool(s.get("forcePath", False)),
+            external_tree=False,
+            rpc="ReInitCommit",
+        )
+        reinit: dict[str, tuple[int, int, bytes]] = {}
+        for actor in self.members:
+            if actor == committer:
+                resp = self.rpc(actor, "HandlePendingReInitCommit")
+            else:
+                resp = self.rpc(
+                    actor, "HandleReInitCommit", proposal=[proposal], commit=bytes(out.commit)
+                )
+            reinit[actor] = (self.members[actor].client, resp.reinit_id, bytes(resp.key_package))
+        self.check_agreement()
+        others = [a for a in members if a != welcomer]
+        external_tree = bool(s.get("externalTree", False))
+        client, rid, _ = reinit[welcomer]
+        welcome = self.call(
+            client,
+            "ReInitWelcome",
+            self.pb2.ReInitWelcomeRequest(
+                reinit_id=rid,
+                key_package=[reinit[a][2] for a in others],
+                force_path=bool(s.get("forcePath", False)),
+                external_tree=external_tree,
+            ),
+        )
+        new = {welcomer: _Member(client, welcome.state_id)}
+        for a in others:
+            c, r, _ = reinit[a]
+            resp = self.call(
+                c,
+                "HandleReInitWelcome",
+                self.pb2.HandleReInitWelcomeRequest(
+                    reinit_id=r, welcome=welcome.welcome, ratchet_tree=welcome.ratchet_tree
+                ),
+            )
+            new[a] = _Member(c, resp.state_id)
+        self.members = new
+
+    def do_branch(self, s: dict[str, Any]) -> None:
+        actor = s["actor"]
+        members = [a for a in s.get("members", []) if a != actor]
+        kps = {a: self.key_package(a) for a in members}
+        external_tree = bool(s.get("externalTree", False))
+        gid = os.urandom(16)
+        resp = self.rpc(
+            actor,
+            "CreateBranch",
+            group_id=gid,
+            extensions=self.extensions(s.get("extensions", [])),
+            key_packages=list(kps.values()),
+            force_path=bool(s.get("forcePath", False)),
+            external_tree=external_tree,
+        )
+        new = {actor: _Member(self.members[actor].client, resp.state_id)}
+        for a in members:
+            client, tid = self.transactions.pop(a)
+            old = self.member(a)
+            joined = self.call(
+                client,
+                "HandleBranch",
+                self.pb2.HandleBranchRequest(
+                    state_id=old.state_id,
+                    transaction_id=tid,
+                    welcome=resp.welcome,
+                    ratchet_tree=resp.ratchet_tree,
+                ),
+            )
+            new[a] = _Member(client, joined.state_id)
+        self.members = new
+        self.group_id = gid
+
+
+_REQUESTS = {
+    "StateAuth": "StateAuthRequest",
+    "GroupInfo": "GroupInfoRequest",
+    "HandlePendingCommit": "HandlePendingCommitRequest",
+    "HandlePendingReInitCommit": "HandlePendingCommitRequest",
+    "HandleCommit": "HandleCommitRequest",
+    "HandleReInitCommit": "HandleCommitRequest",
+    "Commit": "CommitRequest",
+    "ReInitCommit": "CommitRequest",
+}
+
+
+def _request_type(rpc: str) -> str:
+    return _REQUESTS.get(rpc, f"{rpc}Request")
+
+
+def _actors(script: Sequence[dict[str, Any]]) -> list[str]:
+    """Every actor name in order of first appearance."""
+    seen: list[str] = []
+    keys = ("actor", "joiner", "signer", "proposer", "committer", "welcomer", "member")
+    lists = ("members", "joiners", "clients")
+    for s in script:
+        names = [s[k] for k in keys if isinstance(s.get(k), str)]
+        for k in lists:
+            names.extend(x for x in s.get(k, []) if isinstance(x, str))
+        desc = s.get("description")
+        if isinstance(desc, dict) and isinstance(desc.get("removed"), str):
+            names.append(desc["removed"])
+        for n in names:
+            if n not in seen:
+                seen.append(n)
+    return seen
+
+
+@dataclass
+class Outcome:
+    script: str
+    suite: int
+    encrypt: bool
+    rotation: int
+    error: str | None  # None when the run passed
+
+
+def run_script(
+    stubs: list[Any],
+    pb2: Any,
+    script: Sequence[dict[str, Any]],
+    *,
+    suite: int,
+    encrypt: bool,
+    rotation: int,
+    suites: list[int],
+) -> str | None:
+    """Run one script; None on success, else a description of the failing step."""
+    actors = {a: (i + rotation) % len(stubs) for i, a in enumerate(_actors(script))}
+    run = _Run(stubs, pb2, suite, encrypt, actors, suites)
+    for index, s in enumerate(script):
+        try:
+            run.step(index, s)
+            if run.members:
+                run.check_agreement()
+        except StepError as exc:
+            return f"step {index} ({s.get('action')}): {exc}"
+        except (KeyError, TypeError, ValueError) as exc:
+            return f"step {index} ({s.get('action')}): malformed step: {exc!r}"
+    return None
+
+
+def run_config(
+    targets: Sequence[str],
+    config: dict[str, Any],
+    *,
+    suites: Sequence[int] | None = None,
+    modes: Sequence[bool] = (True, False),
+    rotations: int | None = None,
+    scripts: Sequence[str] | None = None,
+) -> list[Outcome]:
+    """Run every script of ``config`` against the clients at ``targets`` (HOST:PORT)."""
+    pb2, pb2_grpc = load()
+    channels = [grpc.insecure_channel(t) for t in targets]
+    try:
+        stubs = [pb2_grpc.MLSClientStub(c) for c in channels]
+        supported: set[int] | None = None
+        for stub in stubs:
+            got = set(stub.SupportedCiphersuites(pb2.SupportedCiphersuitesRequest()).ciphersuites)
+            supported = got if supported is None else supported & got
+        common = sorted(supported or set())
+        chosen = [s for s in common if suites is None or s in suites]
+        outcomes: list[Outcome] = []
+        n_rot = len(stubs) if rotations is None else max(1, min(rotations, len(stubs)))
+        for name, script in config["scripts"].items():
+            if scripts is not None and name not in scripts:
+                continue
+            for suite, encrypt, rot in itertools.product(chosen, modes, range(n_rot)):
+                error = run_script(
+                    stubs, pb2, script, suite=suite, encrypt=encrypt, rotation=rot, suites=common
+                )
+                outcomes.append(Outcome(name, suite, encrypt, rot, error))
+        return outcomes
+    finally:
+        for c in channels:
+            c.close()
+
+
+def builtin_configs() -> list[Path]:
+    """mlspy's own scenario files."""
+    return sorted(CONFIG_DIR.glob("*.json"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mlspy interop-run", description="Run MLS interop scenarios over gRPC clients."
+    )
+    parser.add_argument("--client", action="append", required=True, help="HOST:PORT (repeatable)")
+    parser.add_argument("--suite", type=int, action="append", help="limit to these suites")
+    parser.add_argument(
+        "--mode", choices=["encrypted", "plaintext"], action="append", help="handshake modes"
+    )
+    parser.add_argument("--rotations", type=int, help="actor-to-client rotations per run")
+    parser.add_argument(
+        "config",
+        nargs="*",
+        help="scenario JSON files (default: mlspy's own configs)",
+    )
+    args = parser.parse_args(argv)
+    modes = [m == "encrypted" for m in (args.mode or ["encrypted", "plaintext"])]
+    paths = [Path(p) for p in args.config] or builtin_configs()
+    failed = 0
+    for path in paths:
+        config = json.loads(path.read_text())
+        outcomes = run_config(
+            args.client, config, suites=args.suite, modes=modes, rotations=args.rotations
+        )
+        by_script: dict[str, list[Outcome]] = {}
+        for o in outcomes:
+            by_script.setdefault(o.script, []).append(o)
+        for name, runs in by_script.items():
+            bad = [o for o in runs if o.error is not None]
+            label = f"{path.stem}/{name}"
+            if not bad:
+                print(f"PASS {label} ({len(runs)} runs)")
+                continue
+            failed += 1
+            print(f"FAIL {label} ({len(bad)}/{len(runs)} runs failed)")
+            for o in bad:
+                mode = "encrypted" if o.encrypt else "plaintext"
+                print(f"    suite {o.suite} {mode} rotation {o.rotation}: {o.error}")
+        if not outcomes:
+            print(f"FAIL {path.stem}: no runs (no common cipher suite?)")
+            failed += 1
+    sys.stdout.flush()
+    return 1 if failed else 0
