@@ -432,10 +432,11 @@ class TestExternalCommit:
     def test_forged_external_commit_is_accepted_when_nothing_is_broken(
         self, groups: list[Group], joiner: SigningIdentity
     ) -> None:
-        """Control for the forging helper (a join and a resync)."""
+        """Control for the forging helper (a join, and a resync by dave's new device)."""
         carol = groups[CAROL]
         assert isinstance(carol.process(forge_external_commit(carol, joiner)), StagedCommit)
-        resync = forge_external_commit(carol, joiner, extra=[Proposal(Remove(DAVE))])
+        dave_again = SigningIdentity.generate(groups[DAVE].identity.credential.identity or b"")
+        resync = forge_external_commit(carol, dave_again, extra=[Proposal(Remove(DAVE))])
         staged = carol.process(resync)
         assert isinstance(staged, StagedCommit) and staged.removed == [DAVE]
 

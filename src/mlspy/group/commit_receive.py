@@ -35,6 +35,7 @@ from mlspy.messages import (
     LeafNodeSource,
     ProposalOrRefType,
     SenderType,
+    UpdatePath,
 )
 from mlspy.schedule.key_schedule import external_key_pair
 from mlspy.tree.math import LeafIndex
@@ -96,6 +97,8 @@ def stage_commit(group: Group, u: Unprotected) -> StagedCommit:
     if external:
         init_secret = _external_init_secret(group, applied)
     commit_secret = bytes(cs.nh)
+    if external and applied.removed:
+        _check_resync(group._epoch.tree, applied.removed[0], commit.path)
     if commit.path is not None:
         if external:
             committer = tree.add_leaf(commit.path.leaf_node)
@@ -199,3 +202,15 @@ def _external_init_secret(group: Group, applied: AppliedProposals) -> bytes:
         )
     except CryptoError:
         raise ExternalCommitError("cannot derive the external init secret") from None
+
+
+def _check_resync(old_tree: RatchetTree, removed: LeafIndex, path: UpdatePath | None) -> None:
+    """An external commit may only remove the joiner's own earlier appearance: the new leaf
+    must present the removed leaf's identity, as an Update of that leaf would (§12.2)."""
+    old = old_tree.leaf(removed)
+    if path is None or old is None:
+        return  # reported by the path and proposal checks
+    if path.leaf_node.credential != old.credential:
+        raise ExternalCommitError(
+            "an external commit may only remove the joiner's own earlier leaf"
+        )

@@ -19,7 +19,7 @@ from mlspy.errors import DecodeError, ExternalCommitError, MLSError, UsageError
 from mlspy.group.framing import decode_message
 from mlspy.group.group import Group
 from mlspy.group.identity import SigningIdentity
-from mlspy.group.proposals import QueuedProposal, apply_proposals
+from mlspy.group.proposals import QueuedProposal, apply_proposals, required_capabilities
 from mlspy.group.state import (
     EXTERNAL_INIT_LABEL,
     GroupConfig,
@@ -107,6 +107,7 @@ def join_external(
         tree,
         group_id=ctx.group_id,
         tree_hash=ctx.tree_hash,
+        required_capabilities=required_capabilities(ctx.extensions),
         now=config.now(),
         credential_validator=config.credential_validator,
     )

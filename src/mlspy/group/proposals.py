@@ -193,9 +193,12 @@ def apply_proposals(
         _check_unique_extension_types(body.extensions)
         if ExternalSenders.extension_type in {e.extension_type for e in body.extensions}:
             try:
-                ExternalSenders.find_in(body.extensions)
+                senders = ExternalSenders.find_in(body.extensions)
             except Exception as exc:
                 raise ProposalError(f"malformed external_senders extension: {exc}") from None
+            if senders is not None and credential_validator is not None:
+                for sender in senders.external_senders:
+                    credential_validator.validate(sender.credential, sender.signature_key)
         required_capabilities(body.extensions)
         result.extensions = body.extensions
 

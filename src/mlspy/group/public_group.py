@@ -230,6 +230,10 @@ class PublicGroup:
         provisional = replace(
             self._context, epoch=self._context.epoch + 1, extensions=applied.extensions
         )
+        if external and applied.removed:
+            from mlspy.group.commit_receive import _check_resync
+
+            _check_resync(self._tree, applied.removed[0], commit.path)
         if commit.path is not None:
             committer = (
                 tree.add_leaf(commit.path.leaf_node)

@@ -130,6 +130,9 @@ def check_successor(new: Group, old: Group) -> None:
             or ctx.extensions != reinit.extensions
         ):
             raise WelcomeError("the new group does not match the ReInit proposal")
+        new_ids = {m.credential for m in new.members()}
+        if any(m.credential not in new_ids for m in old.members()):
+            raise WelcomeError("a reinitialized group must keep every member of the old one")
     else:
         if new.context.cipher_suite != old.context.cipher_suite or (
             new.context.version != old.context.version

@@ -16,6 +16,7 @@ from mlspy.errors import (
     WelcomeError,
 )
 from mlspy.group.key_package import KeyPackageBundle, key_package_ref
+from mlspy.group.proposals import check_leaf_supports_group, required_capabilities
 from mlspy.group.state import EpochState, GroupConfig, build_epoch
 from mlspy.messages import (
     EncryptedGroupSecrets,
@@ -214,12 +215,15 @@ def join_from_welcome(
         tree,
         group_id=context.group_id,
         tree_hash=context.tree_hash,
+        required_capabilities=required_capabilities(context.extensions),
         now=config.now(),
         credential_validator=config.credential_validator,
     )
     own_leaf = next((i for i, leaf in tree.leaves() if leaf == bundle.key_package.leaf_node), None)
     if own_leaf is None:
         raise WelcomeError("our KeyPackage's leaf is not in the tree")
+    # We must support every extension of the group we join (§12.4.3, §13.4).
+    check_leaf_supports_group(bundle.key_package.leaf_node, context.extensions)
 
     private = TreePrivateKeys(own_leaf, {NodeIndex(2 * own_leaf): bundle.encryption_private_key})
     if group_secrets.path_secret is not None:

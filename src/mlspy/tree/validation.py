@@ -68,6 +68,9 @@ def validate_leaf_node(
             f"leaf_node_source is {leaf.leaf_node_source.name}, expected {expected_source.name}"
         )
     caps = leaf.capabilities
+    types = [ext.extension_type for ext in leaf.extensions]
+    if len(types) != len(set(types)):
+        raise CapabilitiesError("a LeafNode lists an extension type twice (§13.4)")
     if leaf.credential.credential_type not in caps.credentials:
         raise CredentialTypeError(
             f"the leaf's credential type {leaf.credential.credential_type} is not in its "
