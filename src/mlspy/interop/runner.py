@@ -65,6 +65,11 @@ class _Run:
     group_id: bytes = b""
     messages: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     psk_secrets: dict[bytes, bytes] = field(default_factory=dict)
+    # Passive-client vector of the first member that joins by Welcome (FORMAT.md), recorded
+    # while that member only follows the group.
+    key_material: dict[str, dict[str, str]] = field(default_factory=dict)
+    recording: dict[str, Any] | None = None
+    recorded_actor: str = ""
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -86,7 +91,12 @@ class _Run:
             raise StepError(f"{actor!r} is not a member")
         return self.members[actor]
 
+    # Calls after which a member is still a passive follower of the group.
+    _READS = frozenset({"StateAuth", "Export", "GroupInfo", "Protect", "Unprotect", "HandleCommit"})
+
     def rpc(self, actor: str, name: str, **fields: Any) -> Any:
+        if name not in self._READS:
+            self.stop_recording(actor)
         m = self.member(actor)
         req = getattr(self.pb2, _request_type(name))(state_id=m.state_id, **fields)
         return self.call(m.client, name, req)
@@ -157,6 +167,12 @@ class _Run:
             ),
         )
         self.transactions[actor] = (client, resp.transaction_id)
+        self.key_material[actor] = {
+            "key_package": bytes(resp.key_package).hex(),
+            "init_priv": bytes(resp.init_priv).hex(),
+            "encryption_priv": bytes(resp.encryption_priv).hex(),
+            "signature_priv": bytes(resp.signature_priv).hex(),
+        }
         return bytes(resp.key_package)
 
     def join(self, actor: str, welcome: bytes, tree: bytes) -> None:
@@ -175,10 +191,37 @@ class _Run:
             ),
         )
         self.members[actor] = _Member(client, resp.state_id)
+        material = self.key_material.pop(actor, None)
+        if self.recording is None and material is not None:
+            self.recorded_actor = actor
+            self.recording = {
+                "cipher_suite": self.suite,
+                "external_psks": [
+                    {"psk_id": k.hex(), "psk": v.hex()} for k, v in self.psk_secrets.items()
+                ],
+                **material,
+                "welcome": welcome.hex(),
+                "ratchet_tree": tree.hex() if tree else None,
+                "initial_epoch_authenticator": bytes(resp.epoch_authenticator).hex(),
+                "epochs": [],
+            }
+
+    def stop_recording(self, actor: str) -> None:
+        """The recorded member acted itself: a passive client never does, so stop there."""
+        if actor == self.recorded_actor and self.recording is not None:
+            self.recorded_actor = ""
 
     def handle(self, actors: Sequence[str], proposals: Sequence[bytes], commit: bytes) -> None:
         for actor in actors:
-            self.rpc(actor, "HandleCommit", proposal=list(proposals), commit=commit)
+            resp = self.rpc(actor, "HandleCommit", proposal=list(proposals), commit=commit)
+            if actor == self.recorded_actor and self.recording is not None:
+                self.recording["epochs"].append(
+                    {
+                        "proposals": [p.hex() for p in proposals],
+                        "commit": commit.hex(),
+                        "epoch_authenticator": bytes(resp.epoch_authenticator).hex(),
+                    }
+                )
 
     def commit(
         self,
@@ -425,6 +468,7 @@ class _Run:
             raise StepError("members disagree on an exported secret")
 
     def do_reinit(self, s: dict[str, Any]) -> None:
+        self.recorded_actor = ""  # the recorded member moves to another group
         committer, welcomer = s["committer"], s["welcomer"]
         members = list(s.get("members", []))
         if "externalReinitProposal" in s:
@@ -485,6 +529,7 @@ class _Run:
         self.members = new
 
     def do_branch(self, s: dict[str, Any]) -> None:
+        self.recorded_actor = ""  # the recorded member moves to another group
         actor = s["actor"]
         members = [a for a in s.get("members", []) if a != actor]
         kps = {a: self.key_package(a) for a in members}
@@ -570,8 +615,10 @@ def run_script(
     encrypt: bool,
     rotation: int,
     suites: list[int],
+    record: list[dict[str, Any]] | None = None,
 ) -> str | None:
-    """Run one script; None on success, else a description of the failing step."""
+    """Run one script; None on success, else a description of the failing step. With
+    ``record``, a passing run appends the passive-client vector of its first Welcome joiner."""
     actors = {a: (i + rotation) % len(stubs) for i, a in enumerate(_actors(script))}
     run = _Run(stubs, pb2, suite, encrypt, actors, suites)
     for index, s in enumerate(script):
@@ -583,6 +630,11 @@ def run_script(
             return f"step {index} ({s.get('action')}): {exc}"
         except (KeyError, TypeError, ValueError) as exc:
             return f"step {index} ({s.get('action')}): malformed step: {exc!r}"
+    if record is not None and run.recording is not None:
+        run.recording["external_psks"] = [
+            {"psk_id": k.hex(), "psk": v.hex()} for k, v in run.psk_secrets.items()
+        ]
+        record.append(run.recording)
     return None
 
 
@@ -594,6 +646,7 @@ def run_config(
     modes: Sequence[bool] = (True, False),
     rotations: int | None = None,
     scripts: Sequence[str] | None = None,
+    record: list[dict[str, Any]] | None = None,
 ) -> list[Outcome]:
     """Run every script of ``config`` against the clients at ``targets`` (HOST:PORT)."""
     pb2, pb2_grpc = load()
@@ -613,7 +666,14 @@ def run_config(
                 continue
             for suite, encrypt, rot in itertools.product(chosen, modes, range(n_rot)):
                 error = run_script(
-                    stubs, pb2, script, suite=suite, encrypt=encrypt, rotation=rot, suites=common
+                    stubs,
+                    pb2,
+                    script,
+                    suite=suite,
+                    encrypt=encrypt,
+                    rotation=rot,
+                    suites=common,
+                    record=record,
                 )
                 outcomes.append(Outcome(name, suite, encrypt, rot, error))
         return outcomes
@@ -638,6 +698,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rotations", type=int, help="actor-to-client rotations per run")
     parser.add_argument(
+        "--record",
+        type=Path,
+        help="write passive-client test vectors (FORMAT.md) of the runs to this directory",
+    )
+    parser.add_argument(
         "config",
         nargs="*",
         help="scenario JSON files (default: mlspy's own configs)",
@@ -648,9 +713,20 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for path in paths:
         config = json.loads(path.read_text())
+        recorded: list[dict[str, Any]] | None = [] if args.record else None
         outcomes = run_config(
-            args.client, config, suites=args.suite, modes=modes, rotations=args.rotations
+            args.client,
+            config,
+            suites=args.suite,
+            modes=modes,
+            rotations=args.rotations,
+            record=recorded,
         )
+        if args.record and recorded:
+            args.record.mkdir(parents=True, exist_ok=True)
+            out = args.record / f"passive-client-mlspy-{path.stem}.json"
+            out.write_text(json.dumps(recorded, indent=1))
+            print(f"recorded {len(recorded)} passive-client vectors in {out}")
         by_script: dict[str, list[Outcome]] = {}
         for o in outcomes:
             by_script.setdefault(o.script, []).append(o)
