@@ -44,6 +44,12 @@ def unb64(value: object, field: str) -> bytes:
         raise BadRequest(f"{field} is not valid base64") from None
 
 
+def _list(value: object, field: str) -> list[object]:
+    if not isinstance(value, list):
+        raise BadRequest(f"{field} must be a list")
+    return value
+
+
 def _hex(value: str, field: str) -> bytes:
     try:
         return bytes.fromhex(value)
@@ -79,13 +85,25 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
     limit = max_body or service.max_message * 3
 
     async def body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > limit:
+        # Refuse an announced oversized body before reading it, and stop reading as soon as
+        # a body without a (truthful) length goes past the limit.
+        announced = request.headers.get("content-length")
+        if announced is not None and announced.isdigit() and int(announced) > limit:
             raise TooLarge(f"request body exceeds {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
             data = json.loads(raw or b"{}")
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"malformed JSON: {exc}") from None
+        except RecursionError:
+            raise BadRequest("malformed JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise BadRequest("the body must be a JSON object")
         return data
@@ -104,6 +122,12 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
                     "%s %s -> %d %s", request.method, request.url.path, exc.status, exc.message
                 )
                 return JSONResponse({"error": exc.message, **exc.details}, status_code=exc.status)
+            except (ValueError, TypeError, RecursionError) as exc:
+                # e.g. a non-integer query parameter or a wrongly typed JSON field
+                return JSONResponse({"error": f"bad request: {exc}"[:300]}, status_code=400)
+            except Exception:
+                log.exception("%s %s failed", request.method, request.url.path)
+                return JSONResponse({"error": "internal error"}, status_code=500)
             return result if isinstance(result, Response) else JSONResponse(result)
 
         return handler
@@ -111,9 +135,11 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
     # --- Authentication Service ---------------------------------------------------------
 
     async def challenge(request: Request) -> dict[str, Any]:
+        service.rate_limit_anonymous(request.client.host if request.client else "?")
         return {"challenge": b64(await run_in_threadpool(service.challenge))}
 
     async def register(request: Request) -> dict[str, Any]:
+        service.rate_limit_anonymous(request.client.host if request.client else "?")
         d = await body(request)
         client = await run_in_threadpool(
             service.register,
@@ -126,6 +152,7 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         return {"client_id": client.id}
 
     async def token(request: Request) -> dict[str, Any]:
+        service.rate_limit_anonymous(request.client.host if request.client else "?")
         d = await body(request)
         tok = await run_in_threadpool(
             service.issue_token,
@@ -199,8 +226,8 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
                 unb64(d.get("message"), "message"),
                 welcome=opt.get("welcome"),
                 group_info=opt.get("group_info"),
-                adds=[unb64(x, "adds[]") for x in d.get("adds", [])],
-                removes=[unb64(x, "removes[]") for x in d.get("removes", [])],
+                adds=[unb64(x, "adds[]") for x in _list(d.get("adds", []), "adds")],
+                removes=[unb64(x, "removes[]") for x in _list(d.get("removes", []), "removes")],
             )
         )
         return {"seq": seq}

@@ -232,6 +232,10 @@ class DeliveryService:
         self._rate_limit(client.id)
         return client
 
+    def rate_limit_anonymous(self, peer: str) -> None:
+        """Unauthenticated endpoints (challenge, register, token) are limited per address."""
+        self._rate_limit(f"peer:{peer}")
+
     def _rate_limit(self, client_id: str) -> None:
         now = self.clock()
         bucket = self._buckets.setdefault(client_id, _Bucket(self.rate_burst, now))
@@ -493,7 +497,12 @@ class DeliveryService:
                     ),
                 )
                 if welcome is not None:
-                    new_members |= self._release_welcome(tx, group_id, current + 1, welcome, notify)
+                    owners = self._release_welcome(tx, group_id, current + 1, welcome, notify)
+                    if mode != "public":
+                        # Encrypted handshakes: only owners the committer declared as added
+                        # join the delivery list (public mode: the public view decides).
+                        declared = {_client_id_for_identity(tx, i) for i in adds}
+                        new_members |= owners & declared
                 self._set_roster_ids(tx, group_id, new_members)
             elif public is not None:
                 tx.execute(
