@@ -37,9 +37,9 @@ class Member:
 
     bundles: list = field(default_factory=list)  # type: ignore[type-arg]
 
-    def create(self) -> None:
+    def create(self, *, external_joins: bool = False) -> None:
         self.group = Group.create(self.identity)
-        self.client.create_group(self.group.group_info())
+        self.client.create_group(self.group.group_info(), external_joins=external_joins)
 
     def add(self, *others: Member) -> int:
         assert self.group is not None

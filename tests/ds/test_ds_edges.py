@@ -117,7 +117,7 @@ def test_websocket_needs_a_token(ds: Cluster) -> None:
 def test_external_join_through_the_ds(ds: Cluster) -> None:
     alice, bob = Member.new(ds.url, "alice"), Member.new(ds.url, "bob")
     carol = Member.new(ds.url, "carol", key_packages=0)
-    alice.create()
+    alice.create(external_joins=True)
     alice.add(bob)
     bob.sync()
     assert alice.group is not None

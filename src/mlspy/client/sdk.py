@@ -182,9 +182,13 @@ class Client:
     def members(self, group_id: bytes) -> tuple[str, ...]:
         return member_names(self.group(group_id).group)
 
-    async def create_group(self) -> bytes:
+    async def create_group(self, *, external_joins: bool = False) -> bytes:
+        """A new group on the DS; ``external_joins`` lets outsiders join by external commit
+        (members can always resync by external commit)."""
         stored = self.groups.create_group(self.identity, config=self.config)
-        await asyncio.to_thread(self.ds.create_group, stored.group.group_info())
+        await asyncio.to_thread(
+            self.ds.create_group, stored.group.group_info(), external_joins=external_joins
+        )
         return stored.group.group_id
 
     async def _commit(

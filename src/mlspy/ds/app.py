@@ -211,6 +211,7 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
             unb64(d.get("group_info"), "group_info"),
             unb64(tree, "ratchet_tree") if tree is not None else None,
             bool(d.get("encrypted_handshakes", False)),
+            bool(d.get("external_joins", False)),
         )
         return {"epoch": epoch}
 

@@ -114,11 +114,21 @@ class DSClient:
         out = self._call("GET", "/v1/key_packages/count", params={"cipher_suite": cipher_suite})
         return int(out["count"]), bool(out["last_resort"])
 
-    def create_group(self, group_info: bytes, *, encrypted_handshakes: bool = False) -> int:
+    def create_group(
+        self,
+        group_info: bytes,
+        *,
+        encrypted_handshakes: bool = False,
+        external_joins: bool = False,
+    ) -> int:
         out = self._call(
             "POST",
             "/v1/groups",
-            json={"group_info": _b64(group_info), "encrypted_handshakes": encrypted_handshakes},
+            json={
+                "group_info": _b64(group_info),
+                "encrypted_handshakes": encrypted_handshakes,
+                "external_joins": external_joins,
+            },
         )
         return int(out["epoch"])
 

@@ -337,8 +337,14 @@ class DeliveryService:
         group_info: bytes,
         ratchet_tree: bytes | None = None,
         encrypted_handshakes: bool = False,
+        external_joins: bool = False,
     ) -> int:
-        """Register a group from its GroupInfo; the caller must be one of its members."""
+        """Register a group from its GroupInfo; the caller must be one of its members.
+
+        ``external_joins`` lets clients outside the group join by external commit. The DS
+        cannot check an external commit's confirmation tag, so an open group can be pushed by
+        any registered client into an epoch its members reject; closed groups only accept
+        external commits from clients already on the roster (resync after state loss)."""
         self._check_size(group_info)
         try:
             public = PublicGroup.from_group_info(group_info, ratchet_tree=ratchet_tree)
@@ -347,7 +353,9 @@ class DeliveryService:
         members = {m.signature_key for m in public.members()}
         if client.signature_key not in members:
             raise Forbidden("you are not a member of this group")
-        mode = "private" if encrypted_handshakes else "public"
+        mode = ("private" if encrypted_handshakes else "public") + (
+            "+external" if external_joins else ""
+        )
         with self.db.transaction() as tx:
             if tx.lock_group(public.group_id) is not None:
                 raise Conflict("the group already exists", epoch=public.epoch)
@@ -358,7 +366,7 @@ class DeliveryService:
                     public.group_id,
                     public.epoch,
                     mode,
-                    serialize_public_group(public) if mode == "public" else None,
+                    serialize_public_group(public) if mode.startswith("public") else None,
                     group_info,
                     self.clock(),
                 ),
@@ -418,7 +426,8 @@ class DeliveryService:
             row = tx.lock_group(group_id)
             if row is None:
                 raise NotFound("unknown group")
-            current, mode, public_state = int(row[0]), str(row[1]), row[2]
+            current, stored_mode, public_state = int(row[0]), str(row[1]), row[2]
+            mode, _, openness = stored_mode.partition("+")
             members = self._members(tx, group_id)
             is_commit = content_type == ContentType.commit
             external = (
@@ -426,6 +435,8 @@ class DeliveryService:
                 and msg.public_message is not None
                 and msg.public_message.content.sender.sender_type.name == "new_member_commit"
             )
+            if external and client.id not in members and openness != "external":
+                raise Forbidden("this group does not accept external joins from outsiders")
             if (
                 client.id not in members
                 and not external

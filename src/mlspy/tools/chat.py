@@ -119,7 +119,7 @@ class ChatApp(App[None]):
         if command == "/help":
             self.say(HELP)
         elif command == "/create":
-            self.group_id = await self.client.create_group()
+            self.group_id = await self.client.create_group(external_joins=True)
             self.say(f"* created group {self.group_id.hex()}")
         elif command == "/invite" and arg:
             await self.client.invite(self._need_group(), arg)

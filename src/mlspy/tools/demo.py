@@ -51,8 +51,8 @@ async def _scenario(url: str, say: Callable[[str, dict[str, Any]], None]) -> dic
                 },
             )
 
-        gid = await alice.create_group()
-        say("alice creates a group", {"group_id": gid.hex()[:16]})
+        gid = await alice.create_group(external_joins=True)
+        say("alice creates a group (open to external joins)", {"group_id": gid.hex()[:16]})
         state("epoch 0")
         await alice.invite(gid, "bob")
         await alice.invite(gid, "carol")
