@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -1224,12 +1225,6 @@ class TestLeafNodeAgainstTheGroup:
         reject(carol, forge_commit(bob, tweak_path=swap), CredentialError, "refuses")
         assert_recovers(groups, carol)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: no maximum total LeafNode lifetime is defined or enforced (§7.2: "
-        "applications MUST reject longer lifetimes); fix in mlspy/tree/validation.py "
-        "validate_leaf_node (a GroupConfig bound passed down from proposals/welcome)",
-    )
     def test_key_package_lifetime_longer_than_any_maximum(self, groups: list[Group]) -> None:
         bob, carol = groups[BOB], groups[CAROL]
         forever = Lifetime(0, 2**64 - 1)
@@ -1237,6 +1232,27 @@ class TestLeafNodeAgainstTheGroup:
             SigningIdentity.generate(b"forever"), leaf_changes={"lifetime": forever}
         )
         reject(carol, forge_commit(bob, [Proposal(Add(kp))]), ProposalError, "lifetime")
+
+    def test_key_package_lifetime_just_over_five_years(self, groups: list[Group]) -> None:
+        # mlspy's application maximum (§7.2) is five years; one second more is refused, and
+        # the limit itself is accepted.
+        bob, carol = groups[BOB], groups[CAROL]
+        five_years = 5 * 365 * 24 * 3600
+        start = int(time.time()) - 60
+        over = forge_key_package(
+            SigningIdentity.generate(b"over"),
+            leaf_changes={"lifetime": Lifetime(start, start + five_years + 1)},
+        )
+        reject(carol, forge_commit(bob, [Proposal(Add(over))]), ProposalError, "lifetime")
+        at_limit = forge_key_package(
+            SigningIdentity.generate(b"limit"),
+            leaf_changes={"lifetime": Lifetime(start, start + five_years)},
+        )
+        epoch = carol.epoch
+        staged = carol.process(forge_commit(bob, [Proposal(Add(at_limit))]))
+        assert isinstance(staged, StagedCommit)
+        carol.merge_staged_commit(staged)
+        assert carol.epoch == epoch + 1
 
     def test_leaf_extensions_with_a_repeated_type(self, groups: list[Group]) -> None:
         bob, carol = groups[BOB], groups[CAROL]

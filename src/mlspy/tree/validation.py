@@ -32,6 +32,12 @@ LEAF_NODE_TBS = "LeafNodeTBS"
 # Extension types that are "default" and never listed in capabilities (§7.2).
 DEFAULT_EXTENSION_TYPES = frozenset({1, 2, 3, 4, 5})
 
+# The application-defined maximum total lifetime of a LeafNode (§7.2): five years. Generous
+# enough for every stack's defaults (mlspy issues 90 days, OpenMLS about 12 weeks, mls-rs up to
+# a year) while still rejecting leaves that never expire. Enforced with the other lifetime
+# checks, i.e. unless GroupConfig.check_lifetimes is off (replaying recorded vectors).
+MAX_LEAF_LIFETIME = 5 * 365 * 24 * 3600
+
 
 def verify_leaf_signature(
     cs: CipherSuiteProvider, leaf: LeafNode, group_id: bytes | None, leaf_index: int | None
@@ -89,6 +95,14 @@ def validate_leaf_node(
         lt = leaf.lifetime
         if not lt.not_before <= now <= lt.not_after:
             raise LifetimeError(f"now ({now}) is outside [{lt.not_before}, {lt.not_after}]")
+        if lt.not_after - lt.not_before > MAX_LEAF_LIFETIME:
+            # §7.2: "Applications MUST define a maximum total lifetime that is acceptable for
+            # a LeafNode, and reject any LeafNode where the total lifetime is longer than
+            # this duration." A leaf valid for ever would defeat post-compromise security.
+            raise LifetimeError(
+                f"total lifetime {lt.not_after - lt.not_before} s exceeds the maximum "
+                f"{MAX_LEAF_LIFETIME} s (§7.2)"
+            )
     verify_leaf_signature(cs, leaf, group_id, leaf_index)
 
 
