@@ -353,3 +353,39 @@ def test_runner_reports_failing_step(
     assert runner.main([*argv, "--suite", "1", "--mode", "plaintext", str(path)]) == 1
     out = capsys.readouterr().out
     assert "FAIL bad/unknown_member" in out and "step 1 (removeProposal)" in out
+
+
+# --- The deep random scenario ------------------------------------------------------------------
+
+DEEP = runner.CONFIG_DIR / "deep" / "deep_random.json"
+
+
+def test_deep_random_config_is_the_generators_output() -> None:
+    # The shipped file can be regenerated (and so replayed) from its seed.
+    from mlspy.interop.deep_random import generate
+
+    assert json.loads(DEEP.read_text()) == generate(1, 100, 90, 200)
+
+
+def test_deep_random_config_shape() -> None:
+    steps = json.loads(DEEP.read_text())["scripts"]["deep_random"]
+    commits = [s for s in steps if s["action"] == "fullCommit"]
+    assert len(commits) == 90
+    sizes = [1 + len(c["members"]) + len(c["joiners"]) for c in commits]
+    assert min(sizes) >= 100 and max(sizes) <= 200
+    assert any(c["byReference"] and c["byValue"] for c in commits)
+    assert sum(len(c["joiners"]) for c in commits) > 0
+    assert any(p.get("proposalType") == "remove" for c in commits for p in c["byValue"])
+
+
+@pytest.mark.parametrize("mode", ["encrypted", "plaintext"])
+def test_deep_random_scenario(
+    clients: Clients, mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """100-138 members, 90 random commits over two servers; every member's epoch
+    authenticator is compared after every one of the 651 steps."""
+    argv = [arg for t in clients.targets for arg in ("--client", t)]
+    argv += ["--suite", "1", "--mode", mode, "--rotations", "1", str(DEEP)]
+    assert runner.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "PASS deep_random/deep_random (1 runs)" in out

@@ -13,6 +13,9 @@ updateProposal, removeProposal, externalPSKProposal (alias preSharedKeyProposal)
 resumptionPSKProposal, groupContextExtensionsProposal, newMemberAddProposal,
 addExternalSigner, externalSignerProposal, fullCommit, protect, unprotect, export, reinit,
 branch.
+
+``configs/*.json`` are the default scenarios; ``configs/deep/deep_random.json`` (made by
+:mod:`mlspy.interop.deep_random`) is the long random one, run when named explicitly.
 """
 
 from __future__ import annotations
