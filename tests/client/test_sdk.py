@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from mlspy.client import Client, Event
@@ -153,5 +155,112 @@ def test_last_resort_key_package_is_rotated(server: InProcessServer) -> None:
             after = {b.ref() for b in bob.groups.key_packages() if b.is_last_resort}
             assert after - before  # a fresh last-resort one was made and uploaded
             assert await asyncio.to_thread(bob.ds.count_key_packages) == (0, True)
+
+    asyncio.run(scenario())
+
+
+# --- Our own commit whose answer is lost ------------------------------------------------------
+# The DS does not echo our messages, so the answer to the submission is how a client learns its
+# commit won. These tests lose that answer: the DS accepts the commit but the client sees a
+# transport error.
+
+
+def _lose_answers(client: Client, count: int, *, deliver_first: bool = True) -> list[str]:
+    """Make the next ``count`` submissions fail with a timeout; with ``deliver_first`` the
+    first of them still reaches the DS (only its answer is lost)."""
+    real = client.ds.submit
+    calls: list[str] = []
+
+    def submit(*args: Any, **kwargs: Any) -> int:
+        if len(calls) < count:
+            reached = deliver_first and not calls
+            calls.append("delivered" if reached else "lost")
+            if reached:
+                real(*args, **kwargs)
+            raise httpx.ReadTimeout("answer lost")
+        calls.append("ok")
+        return real(*args, **kwargs)
+
+    client.ds.submit = submit  # type: ignore[method-assign]
+    return calls
+
+
+def test_lost_answer_is_retried_and_the_accepted_commit_merged(server: InProcessServer) -> None:
+    async def scenario() -> None:
+        async with (
+            Client(server.url, "alice", poll_interval=0.2) as alice,
+            Client(server.url, "bob", poll_interval=0.2) as bob,
+        ):
+            gid = await alice.create_group()
+            calls = _lose_answers(alice, 1)
+            await alice.invite(gid, "bob")
+            # The retry resubmits the same bytes; the DS answers with the accepted one.
+            assert calls == ["delivered", "ok"]
+            await _until(bob, "joined")
+            assert alice.group(gid).group.epoch == bob.group(gid).group.epoch == 1
+            assert alice.store.keys("outbox/") == []
+            await bob.send(gid, "after the lost answer")
+            assert (await _until(alice, "message")).text == "after the lost answer"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("reached_ds", [True, False], ids=["accepted", "never_sent"])
+def test_undecided_commit_is_settled_after_restart(
+    server: InProcessServer, tmp_path: Path, reached_ds: bool
+) -> None:
+    """The DS stays unreachable for every retry, and the client restarts: the commit is
+    resubmitted from the outbox (with its Welcome), merged whether or not it had arrived."""
+
+    async def scenario() -> None:
+        alice_store = SQLiteStore(tmp_path / "alice.db")
+        async with Client(server.url, "bob", poll_interval=0.2) as bob:
+            async with Client(server.url, "alice", store=alice_store) as alice:
+                gid = await alice.create_group()
+                calls = _lose_answers(alice, 3, deliver_first=reached_ds)
+                with pytest.raises(httpx.TransportError):
+                    await alice.invite(gid, "bob")
+                assert calls == ["delivered" if reached_ds else "lost", "lost", "lost"]
+                assert alice.group(gid).group.pending_commit is not None
+                assert alice.store.keys("outbox/") == [f"outbox/{gid.hex()}"]
+            async with Client(server.url, "alice", store=alice_store, poll_interval=0.2) as alice:
+                assert alice.store.keys("outbox/") == []
+                assert alice.group(gid).group.pending_commit is None
+                await _until(bob, "joined")
+                a, b = alice.group(gid).group, bob.group(gid).group
+                assert a.epoch == b.epoch == 1
+                assert a.epoch_authenticator == b.epoch_authenticator
+                await alice.send(gid, "settled")
+                assert (await _until(bob, "message")).text == "settled"
+
+    asyncio.run(scenario())
+
+
+def test_undecided_commit_that_lost_the_race_is_dropped(
+    server: InProcessServer, tmp_path: Path
+) -> None:
+    """While alice's commit is undecided, bob's commit wins the epoch: alice's resubmission
+    is refused (409), she drops her commit and follows bob's."""
+
+    async def scenario() -> None:
+        alice_store = SQLiteStore(tmp_path / "alice.db")
+        async with (
+            Client(server.url, "bob", poll_interval=0.2) as bob,
+            Client(server.url, "carol", poll_interval=0.2) as carol,
+        ):
+            async with Client(server.url, "alice", store=alice_store) as alice:
+                gid = await alice.create_group()
+                await alice.invite(gid, "bob")
+                await _until(bob, "joined")
+                _lose_answers(alice, 3, deliver_first=False)
+                with pytest.raises(httpx.TransportError):
+                    await alice.update(gid)
+            await bob.invite(gid, "carol")  # bob's commit takes epoch 1 -> 2
+            async with Client(server.url, "alice", store=alice_store, poll_interval=0.2) as alice:
+                assert alice.store.keys("outbox/") == []
+                a, b = alice.group(gid).group, bob.group(gid).group
+                assert a.epoch == b.epoch == 2
+                assert a.epoch_authenticator == b.epoch_authenticator
+                assert set(alice.members(gid)) == {"alice", "bob", "carol"}
 
     asyncio.run(scenario())

@@ -140,3 +140,25 @@ def test_offline_member_catches_up_in_order(ds: Cluster) -> None:
     assert bob.group is not None and bob.group.epoch == alice.group.epoch == 51
     assert bob.received == [b"epoch %d" % e for e in range(2, 52)]
     assert bob.group.epoch_authenticator == alice.group.epoch_authenticator
+
+
+def test_resubmitted_accepted_commit_is_idempotent(ds: Cluster) -> None:
+    """A sender whose answer was lost resubmits the same commit: the DS answers with the
+    original sequence number and queues nothing twice; anything else for that epoch is 409."""
+    alice, bob = (Member.new(ds.url, n) for n in ("alice", "bob"))
+    alice.create()
+    alice.add(bob)
+    assert bob.sync() == ["joined"]
+    assert alice.group is not None and bob.group is not None
+    gid = alice.group.group_id
+    out = alice.group.commit([], force_path=True)
+    seq = alice.client.submit(gid, out.commit)
+    assert alice.client.submit(gid, out.commit) == seq
+    alice.group.clear_pending_commit()
+    other = alice.group.commit([], force_path=True)  # a different commit for the same epoch
+    with pytest.raises(DSConflict):
+        alice.client.submit(gid, other.commit)
+    with pytest.raises(DSConflict):
+        bob.client.submit(gid, out.commit)  # the same bytes from another member
+    events = bob.sync()
+    assert len(events) == 1 and bob.group.epoch == 2

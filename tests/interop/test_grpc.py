@@ -324,6 +324,7 @@ def test_runner_all_configs_all_suites(
         "application",
         "branch",
         "commit",
+        "commit_steps",
         "external_join",
         "external_proposals",
         "reinit",
@@ -354,6 +355,94 @@ def test_runner_reports_failing_step(
     out = capsys.readouterr().out
     assert "FAIL bad/unknown_member" in out and "step 1 (removeProposal)" in out
 
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        # The committer has nothing to merge.
+        (
+            [
+                {"action": "createGroup", "actor": "anna"},
+                {"action": "handlePendingCommit", "actor": "anna"},
+            ],
+            "step 1 (handlePendingCommit): 'anna' has no pending commit",
+        ),
+        # A KeyPackage step made no Welcome.
+        (
+            [
+                {"action": "createGroup", "actor": "anna"},
+                {"action": "createKeyPackage", "actor": "ben"},
+                {"action": "joinGroup", "actor": "ben", "welcome": 1},
+            ],
+            "step 2 (joinGroup): step 1 produced no welcome",
+        ),
+        # A member that skips an epoch cannot process the next one's commit.
+        (
+            [
+                {"action": "createGroup", "actor": "anna"},
+                {"action": "externalJoin", "actor": "anna", "joiner": "ben"},
+                {"action": "commit", "actor": "anna"},
+                {"action": "handlePendingCommit", "actor": "anna"},
+                {"action": "commit", "actor": "anna"},
+                {"action": "handleCommit", "actor": "ben", "commit": 4},
+            ],
+            "step 5 (handleCommit): HandleCommit on client",
+        ),
+    ],
+    ids=["nothing_pending", "no_welcome", "skipped_epoch"],
+)
+def test_runner_reports_misused_commit_steps(
+    clients: Clients,
+    tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+    script: list[dict[str, Any]],
+    expected: str,
+) -> None:
+    path = tmp_path / "steps.json"
+    path.write_text(json.dumps({"scripts": {"s": script}}))
+    argv = [arg for t in clients.targets for arg in ("--client", t)]
+    assert runner.main([*argv, "--suite", "1", "--mode", "plaintext", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL steps/s" in out and expected in out, out
+
+
+def test_runner_compares_members_per_epoch(
+    clients: Clients, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a commit is applied member by member, those already in the new epoch are
+    compared with each other, and those still in the old one with each other."""
+    compared: list[set[str]] = []
+    original = runner._Run.check_agreement
+
+    def spy(self: Any) -> None:
+        groups: dict[int, set[str]] = {}
+        for actor, m in self.members.items():
+            groups.setdefault(m.label, set()).add(actor)
+        compared.append({",".join(sorted(g)) for g in groups.values()})
+        original(self)
+
+    monkeypatch.setattr(runner._Run, "check_agreement", spy)
+    script = [
+        {"action": "createGroup", "actor": "anna"},
+        {"action": "externalJoin", "actor": "anna", "joiner": "ben"},
+        {"action": "externalJoin", "actor": "anna", "joiner": "cleo", "members": ["ben"]},
+        {"action": "commit", "actor": "anna"},
+        {"action": "handleCommit", "actor": "ben", "commit": 3},
+        {"action": "handlePendingCommit", "actor": "anna"},
+        {"action": "handleCommit", "actor": "cleo", "commit": 3},
+    ]
+    path = tmp_path / "steps.json"
+    path.write_text(json.dumps({"scripts": {"s": script}}))
+    argv = [arg for t in clients.targets for arg in ("--client", t)]
+    argv += ["--suite", "1", "--mode", "plaintext", "--rotations", "1", str(path)]
+    assert runner.main(argv) == 0
+    assert compared[3:] == [
+        {"anna,ben,cleo"},  # the commit is only pending
+        {"anna,cleo", "ben"},
+        {"anna,ben", "cleo"},
+        {"anna,ben,cleo"},
+    ]
 
 # --- The deep random scenario ------------------------------------------------------------------
 

@@ -12,6 +12,16 @@ The hard cases are handled here so applications need not: a commit that loses it
 is dropped, the winning commit is processed, and the caller's intent is retried if it still
 applies; a client that was offline catches up in order; a removal ends the group; a client that
 lost a group's state rejoins by external commit, removing its stale leaf (RFC 9750 §6.6).
+
+Our own commits. The DS does not echo a sender's messages back, so the one way to learn that
+our commit won is the DS's answer to the submission. If that answer is lost (a timeout, a
+dropped connection, a crash), the commit may have been accepted while we still sit in the old
+epoch, where every later message would be unusable. So a commit goes into an outbox in the
+client's store, next to the pending commit, before it is sent; it stays there until the DS's
+answer is known. Transport failures are retried with the same bytes, and whatever is left in
+the outbox is resubmitted before the next receive (also after a restart): the DS answers an
+identical resubmission of an accepted commit with its original sequence number, so we merge;
+a 409 means another commit won, so we drop ours and process the winner.
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from mlspy.codec import Reader, Writer, decode_all
 from mlspy.ds.client import DSClient, DSConflict, DSRequestError
@@ -39,6 +51,8 @@ from mlspy.messages import Add, Capabilities, Credential, MLSMessage, Proposal, 
 from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup
 
 COMMIT_RETRIES = 8
+SUBMIT_ATTEMPTS = 3  # tries of one submission when the DS cannot be reached
+OUTBOX = "outbox/"  # store key prefix: our commits whose fate the DS has not told us
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,30 @@ def _decode_identity(data: bytes) -> SigningIdentity:
         )
 
     return decode_all(data, read, "stored identity")
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """A commit on its way to the DS, with what is submitted alongside it."""
+
+    commit: bytes
+    welcome: bytes | None
+    group_info: bytes | None
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.opaque(self.commit)
+        w.optional(self.welcome, Writer.opaque)
+        w.optional(self.group_info, Writer.opaque)
+        return w.getvalue()
+
+    @staticmethod
+    def decode(data: bytes) -> _Outgoing:
+        return decode_all(
+            data,
+            lambda r: _Outgoing(r.opaque(), r.optional(Reader.opaque), r.optional(Reader.opaque)),
+            "outbox entry",
+        )
 
 
 class Client:
@@ -203,25 +241,76 @@ class Client:
                 if proposals is None:
                     return None
                 out = stored.commit(proposals)
-                try:
-                    await asyncio.to_thread(
-                        self.ds.submit,
-                        group_id,
-                        out.commit,
-                        welcome=out.welcome,
-                        group_info=out.group_info,
-                    )
-                except DSConflict:
-                    stored.clear_pending_commit()
-                    await self._sync_locked()
-                    continue
-                except BaseException:
-                    stored.clear_pending_commit()
-                    raise
-                staged = stored.merge_pending_commit()
-                await self._emit_commit(group_id, stored.group, staged, self.name)
-                return out
+                outgoing = _Outgoing(out.commit, out.welcome, out.group_info)
+                self._outbox_put(group_id, outgoing)
+                if await self._deliver(group_id, outgoing):
+                    return out
+                await self._sync_locked()
         raise UsageError(f"could not win a commit after {COMMIT_RETRIES} races")
+
+    # --- The outbox of our commits ----------------------------------------------------
+
+    def _outbox_put(self, group_id: bytes, outgoing: _Outgoing) -> None:
+        key = OUTBOX + group_id.hex()
+        stored = self.store.get(key)
+        self.store.write({key: (outgoing.encode(), stored.version if stored else None)})
+
+    def _outbox_drop(self, group_id: bytes) -> None:
+        key = OUTBOX + group_id.hex()
+        stored = self.store.get(key)
+        if stored is not None:
+            self.store.write({key: (None, stored.version)})
+
+    async def _deliver(self, group_id: bytes, outgoing: _Outgoing) -> bool:
+        """Submit our pending commit until the DS answers: True when it was accepted (now
+        merged), False when another commit won (ours dropped). If the DS cannot be reached,
+        the commit stays pending in the outbox and the transport error propagates."""
+        for attempt in range(SUBMIT_ATTEMPTS):
+            try:
+                await asyncio.to_thread(
+                    self.ds.submit,
+                    group_id,
+                    outgoing.commit,
+                    welcome=outgoing.welcome,
+                    group_info=outgoing.group_info,
+                )
+                break
+            except DSConflict:
+                self.group(group_id).clear_pending_commit()
+                self._outbox_drop(group_id)
+                return False
+            except DSRequestError as exc:
+                if exc.status < 500:
+                    # Refused for good: the commit never took effect.
+                    self.group(group_id).clear_pending_commit()
+                    self._outbox_drop(group_id)
+                    raise
+                if attempt == SUBMIT_ATTEMPTS - 1:
+                    raise
+            except httpx.TransportError:
+                if attempt == SUBMIT_ATTEMPTS - 1:
+                    raise
+            await asyncio.sleep(0.1 * 2**attempt)
+        stored = self.group(group_id)
+        staged = stored.merge_pending_commit()
+        self._outbox_drop(group_id)
+        await self._emit_commit(group_id, stored.group, staged, self.name)
+        return True
+
+    async def _flush_outbox(self) -> None:
+        """Settle commits left undecided by a lost answer or a restart."""
+        for key in self.store.keys(OUTBOX):
+            group_id = bytes.fromhex(key[len(OUTBOX) :])
+            entry = self.store.get(key)
+            if entry is None:
+                continue
+            if (
+                group_id not in self.group_ids()
+                or self.group(group_id).group.pending_commit is None
+            ):
+                self._outbox_drop(group_id)  # nothing pending any more: the entry is stale
+                continue
+            await self._deliver(group_id, _Outgoing.decode(entry.value))
 
     async def invite(self, group_id: bytes, user: str) -> None:
         kp_bytes = await asyncio.to_thread(
@@ -310,6 +399,7 @@ class Client:
         self.store.write({"cursor": (str(seq).encode(), stored.version if stored else None)})
 
     async def _sync_locked(self) -> None:
+        await self._flush_outbox()
         while True:
             items = await asyncio.to_thread(self.ds.fetch, self._cursor())
             if not items:

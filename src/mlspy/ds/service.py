@@ -450,10 +450,14 @@ class DeliveryService:
             if content_type != ContentType.application and epoch != current:
                 if is_commit and epoch < current:
                     winner = tx.execute(
-                        "SELECT seq FROM messages WHERE group_id = ? AND epoch = ? AND "
-                        "kind = 'commit'",
+                        "SELECT seq, sender, data FROM messages WHERE group_id = ? AND "
+                        "epoch = ? AND kind = 'commit'",
                         (group_id, epoch),
                     )
+                    if winner and str(winner[0][1]) == client.id and bytes(winner[0][2]) == message:
+                        # The sender retries a commit we accepted (its answer was lost):
+                        # idempotent, so it can merge instead of being wedged an epoch behind.
+                        return int(winner[0][0])
                     raise Conflict(
                         f"epoch {epoch} already has a commit; the group is at epoch {current}",
                         epoch=current,

@@ -8,11 +8,17 @@ and every script runs for each cipher suite all clients support, with encrypted 
 handshakes. After every step all current members must agree on the epoch authenticator
 (``StateAuth``); ``unprotect`` must return the exact plaintext and authenticated data.
 
-Actions: createGroup, createKeyPackage, externalJoin, installExternalPSK, addProposal,
-updateProposal, removeProposal, externalPSKProposal (alias preSharedKeyProposal),
-resumptionPSKProposal, groupContextExtensionsProposal, newMemberAddProposal,
-addExternalSigner, externalSignerProposal, fullCommit, protect, unprotect, export, reinit,
-branch.
+Actions: createGroup, createKeyPackage, joinGroup, externalJoin, installExternalPSK,
+groupInfo, addProposal, updateProposal, removeProposal, externalPSKProposal (alias
+preSharedKeyProposal), resumptionPSKProposal, groupContextExtensionsProposal,
+newMemberAddProposal, addExternalSigner, externalSignerProposal, fullCommit, commit,
+handleCommit, handlePendingCommit, protect, unprotect, export, reinit, branch.
+
+``fullCommit`` creates a commit and applies it everywhere in one step; ``commit``,
+``handleCommit``, ``handlePendingCommit`` and ``joinGroup`` do the same one member at a time,
+so a script can stage races (two members commit in the same epoch, everyone follows one) and
+members that lag behind. Members are therefore compared per state: each member carries the
+step that produced its current epoch, and all members at the same one must agree.
 
 ``configs/*.json`` are the default scenarios; ``configs/deep/deep_random.json`` (made by
 :mod:`mlspy.interop.deep_random`) is the long random one, run when named explicitly.
@@ -47,6 +53,7 @@ class StepError(Exception):
 class _Member:
     client: int
     state_id: int
+    label: int  # the step whose commit (or creation) made this member's current epoch
 
 
 @dataclass
@@ -61,6 +68,11 @@ class _Run:
     suites: list[int]
     members: dict[str, _Member] = field(default_factory=dict)
     outputs: dict[int, Any] = field(default_factory=dict)
+    # A step's named products besides its output ("commit", "welcome", "ratchet_tree",
+    # "group_info"), which later steps refer to by the step's index.
+    artifacts: dict[int, dict[str, bytes]] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)  # actor -> its unmerged commit step
+    index: int = 0  # the step being run
     transactions: dict[str, tuple[int, int]] = field(default_factory=dict)  # actor->(client,id)
     signers: dict[str, tuple[int, int, bytes]] = field(default_factory=dict)
     signer_index: dict[str, int] = field(default_factory=dict)
@@ -107,7 +119,11 @@ class _Run:
     def identity(self, actor: str) -> bytes:
         return actor.encode()
 
-    def extensions(self, items: Sequence[dict[str, Any]]) -> list[Any]:
+    def extensions(self, items: Sequence[dict[str, Any]] | dict[str, str]) -> list[Any]:
+        """Extensions as a list of ``{"extension_type", "extension_data"}`` or, as some
+        community configs write them, an object mapping type to base64 data."""
+        if isinstance(items, dict):
+            items = [{"extension_type": k, "extension_data": v} for k, v in items.items()]
         return [
             self.pb2.Extension(
                 extension_type=int(e["extension_type"]),
@@ -115,6 +131,15 @@ class _Run:
             )
             for e in items
         ]
+
+    def artifact(self, index: int, key: str) -> bytes:
+        value = self.artifacts.get(index, {}).get(key)
+        if value is None:
+            raise StepError(f"step {index} produced no {key}")
+        return value
+
+    def keep(self, **named: bytes) -> None:
+        self.artifacts.setdefault(self.index, {}).update(named)
 
     def output(self, index: int) -> Any:
         if index not in self.outputs:
@@ -153,10 +178,16 @@ class _Run:
     # --- checks -------------------------------------------------------------------------
 
     def check_agreement(self) -> None:
-        values = {actor: self.rpc(actor, "StateAuth").state_auth_secret for actor in self.members}
-        if len(set(values.values())) > 1:
-            summary = ", ".join(f"{a}={v.hex()[:12]}" for a, v in values.items())
-            raise StepError(f"members disagree on the epoch authenticator: {summary}")
+        """Members in the same epoch (made by the same step) agree on its authenticator."""
+        by_label: dict[int, dict[str, bytes]] = {}
+        for actor, m in self.members.items():
+            by_label.setdefault(m.label, {})[actor] = bytes(
+                self.rpc(actor, "StateAuth").state_auth_secret
+            )
+        for values in by_label.values():
+            if len(set(values.values())) > 1:
+                summary = ", ".join(f"{a}={v.hex()[:12]}" for a, v in values.items())
+                raise StepError(f"members disagree on the epoch authenticator: {summary}")
 
     # --- membership helpers -------------------------------------------------------------
 
@@ -178,7 +209,7 @@ class _Run:
         }
         return bytes(resp.key_package)
 
-    def join(self, actor: str, welcome: bytes, tree: bytes) -> None:
+    def join(self, actor: str, welcome: bytes, tree: bytes, label: int) -> None:
         if actor not in self.transactions:
             raise StepError(f"{actor!r} has no KeyPackage to join with")
         client, tid = self.transactions.pop(actor)
@@ -193,7 +224,7 @@ class _Run:
                 ratchet_tree=tree,
             ),
         )
-        self.members[actor] = _Member(client, resp.state_id)
+        self.members[actor] = _Member(client, resp.state_id, label)
         material = self.key_material.pop(actor, None)
         if self.recording is None and material is not None:
             self.recorded_actor = actor
@@ -214,9 +245,13 @@ class _Run:
         if actor == self.recorded_actor and self.recording is not None:
             self.recorded_actor = ""
 
-    def handle(self, actors: Sequence[str], proposals: Sequence[bytes], commit: bytes) -> None:
+    def handle(
+        self, actors: Sequence[str], proposals: Sequence[bytes], commit: bytes, label: int
+    ) -> None:
         for actor in actors:
             resp = self.rpc(actor, "HandleCommit", proposal=list(proposals), commit=commit)
+            self.members[actor].label = label
+            self.pending.pop(actor, None)  # a member that lost a race drops its own commit
             if actor == self.recorded_actor and self.recording is not None:
                 self.recording["epochs"].append(
                     {
@@ -255,6 +290,7 @@ class _Run:
         handler = getattr(self, f"do_{action}", None)
         if handler is None:
             raise StepError(f"unknown action {action!r}")
+        self.index = index
         result = handler(s)
         if result is not None:
             self.outputs[index] = result
@@ -278,7 +314,7 @@ class _Run:
                 identity=self.identity(actor),
             ),
         )
-        self.members = {actor: _Member(client, resp.state_id)}
+        self.members = {actor: _Member(client, resp.state_id, self.index)}
         joiners = list(s.get("members", []))
         if joiners:
             adds = [
@@ -288,7 +324,7 @@ class _Run:
             out = self.commit(actor, [], adds, force_path=False, external_tree=False)
             self.rpc(actor, "HandlePendingCommit")
             for j in joiners:
-                self.join(j, bytes(out.welcome), b"")
+                self.join(j, bytes(out.welcome), b"", self.index)
 
     def do_createKeyPackage(self, s: dict[str, Any]) -> bytes:
         return self.key_package(s["actor"])
@@ -317,10 +353,26 @@ class _Run:
             ),
         )
         others = [actor, *s.get("members", [])]
-        self.handle(others, [], bytes(resp.commit))
-        self.members[joiner] = _Member(client, resp.state_id)
+        self.keep(
+            group_info=bytes(info.group_info),
+            ratchet_tree=bytes(info.ratchet_tree),
+            commit=bytes(resp.commit),
+        )
+        self.handle(others, [], bytes(resp.commit), self.index)
+        self.members[joiner] = _Member(client, resp.state_id, self.index)
         self.keep_only([*others, joiner])
         return bytes(resp.commit)
+
+    def do_joinGroup(self, s: dict[str, Any]) -> None:
+        welcome = int(s["welcome"])
+        tree = self.artifacts.get(welcome, {}).get("ratchet_tree", b"")
+        self.join(s["actor"], self.artifact(welcome, "welcome"), tree, welcome)
+
+    def do_groupInfo(self, s: dict[str, Any]) -> bytes:
+        external_tree = bool(s.get("externalTree", s.get("external_tree", False)))
+        info = self.rpc(s["actor"], "GroupInfo", external_tree=external_tree)
+        self.keep(group_info=bytes(info.group_info), ratchet_tree=bytes(info.ratchet_tree))
+        return bytes(info.group_info)
 
     def do_installExternalPSK(self, s: dict[str, Any]) -> bytes:
         psk_id = os.urandom(16)
@@ -420,7 +472,8 @@ class _Run:
         )
         return bytes(resp.proposal)
 
-    def do_fullCommit(self, s: dict[str, Any]) -> bytes:
+    def do_commit(self, s: dict[str, Any]) -> bytes:
+        """Create a commit and leave it pending: nobody's epoch changes yet."""
         actor = s["actor"]
         by_ref = [self.output(i) for i in s.get("byReference", [])]
         by_value = [self.description(d) for d in s.get("byValue", [])]
@@ -432,14 +485,45 @@ class _Run:
             force_path=bool(s.get("force_path", s.get("forcePath", False))),
             external_tree=external_tree,
         )
+        self.keep(
+            commit=bytes(out.commit),
+            welcome=bytes(out.welcome),
+            ratchet_tree=bytes(out.ratchet_tree) if external_tree else b"",
+        )
+        self.pending[actor] = self.index
+        return bytes(out.commit)
+
+    def do_handlePendingCommit(self, s: dict[str, Any]) -> None:
+        actor = s["actor"]
+        if actor not in self.pending:
+            raise StepError(f"{actor!r} has no pending commit")
         self.rpc(actor, "HandlePendingCommit")
+        self.member(actor).label = self.pending.pop(actor)
+
+    def do_handleCommit(self, s: dict[str, Any]) -> None:
+        commit = int(s["commit"])
+        by_ref = [self.output(i) for i in s.get("byReference", [])]
+        self.handle([s["actor"]], by_ref, self.artifact(commit, "commit"), commit)
+
+    def do_fullCommit(self, s: dict[str, Any]) -> bytes:
+        """``commit``, then ``handlePendingCommit`` at the committer, ``handleCommit`` at
+        ``members`` and ``joinGroup`` for ``joiners``; everyone else leaves the script."""
+        actor = s["actor"]
+        commit = self.do_commit(s)
+        self.do_handlePendingCommit(s)
+        by_ref = [self.output(i) for i in s.get("byReference", [])]
         members = list(s.get("members", []))
-        self.handle(members, by_ref, bytes(out.commit))
+        self.handle(members, by_ref, commit, self.index)
         joiners = list(s.get("joiners", []))
         for j in joiners:
-            self.join(j, bytes(out.welcome), bytes(out.ratchet_tree))
+            self.join(
+                j,
+                self.artifact(self.index, "welcome"),
+                self.artifact(self.index, "ratchet_tree"),
+                self.index,
+            )
         self.keep_only([actor, *members, *joiners])
-        return bytes(out.commit)
+        return commit
 
     def do_protect(self, s: dict[str, Any]) -> bytes:
         resp = self.rpc(
@@ -518,7 +602,7 @@ class _Run:
                 external_tree=external_tree,
             ),
         )
-        new = {welcomer: _Member(client, welcome.state_id)}
+        new = {welcomer: _Member(client, welcome.state_id, self.index)}
         for a in others:
             c, r, _ = reinit[a]
             resp = self.call(
@@ -528,7 +612,7 @@ class _Run:
                     reinit_id=r, welcome=welcome.welcome, ratchet_tree=welcome.ratchet_tree
                 ),
             )
-            new[a] = _Member(c, resp.state_id)
+            new[a] = _Member(c, resp.state_id, self.index)
         self.members = new
 
     def do_branch(self, s: dict[str, Any]) -> None:
@@ -547,7 +631,7 @@ class _Run:
             force_path=bool(s.get("forcePath", False)),
             external_tree=external_tree,
         )
-        new = {actor: _Member(self.members[actor].client, resp.state_id)}
+        new = {actor: _Member(self.members[actor].client, resp.state_id, self.index)}
         for a in members:
             client, tid = self.transactions.pop(a)
             old = self.member(a)
@@ -561,7 +645,7 @@ class _Run:
                     ratchet_tree=resp.ratchet_tree,
                 ),
             )
-            new[a] = _Member(client, joined.state_id)
+            new[a] = _Member(client, joined.state_id, self.index)
         self.members = new
         self.group_id = gid
 
