@@ -1,7 +1,9 @@
 """Cost of saving and loading a member's group state (state at rest), by group size.
 
 Usage: .venv/bin/python benchmarks/bench_state.py [--sizes 10,100,1000] [--repeat 5]
-Prints bytes and milliseconds: serialize, deserialize, and a full SQLite save/load round.
+Prints bytes and milliseconds: serialize, deserialize, a full SQLite save/load round, and
+what one application message costs a stored member (receive: decrypt plus writing the ratchet
+part, which is all that changes) next to the size of that ratchet part.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from mlspy.group import Group, GroupConfig, SigningIdentity, create_key_package
 from mlspy.messages import Add, Proposal
+from mlspy.group.serialize import serialize_ratchet_part
 from mlspy.storage import GroupStore, SQLiteStore
 
 
@@ -38,12 +41,15 @@ def measure(size: int, repeat: int, db: Path) -> dict[str, float]:
     data = bob.to_bytes()
     groups = GroupStore(SQLiteStore(db))
     stored = groups.adopt(bob)
+    incoming = iter([alice.encrypt_application(b"x" * 100) for _ in range(repeat)])
     return {
         "bytes": float(len(data)),
         "serialize ms": _median_ms(bob.to_bytes, repeat),
         "deserialize ms": _median_ms(lambda: Group.from_bytes(data), repeat),
         "SQLite save ms": _median_ms(stored.save, repeat),
         "SQLite load ms": _median_ms(lambda: groups.load(bob.group_id), repeat),
+        "ratchet bytes": float(len(serialize_ratchet_part(bob))),
+        "app msg in ms": _median_ms(lambda: stored.process(next(incoming)), repeat),
     }
 
 

@@ -256,6 +256,7 @@ def test_undecided_commit_that_lost_the_race_is_dropped(
                 with pytest.raises(httpx.TransportError):
                     await alice.update(gid)
             await bob.invite(gid, "carol")  # bob's commit takes epoch 1 -> 2
+            await _until(carol, "joined")
             async with Client(server.url, "alice", store=alice_store, poll_interval=0.2) as alice:
                 assert alice.store.keys("outbox/") == []
                 a, b = alice.group(gid).group, bob.group(gid).group

@@ -356,7 +356,6 @@ def test_runner_reports_failing_step(
     assert "FAIL bad/unknown_member" in out and "step 1 (removeProposal)" in out
 
 
-
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
@@ -443,6 +442,7 @@ def test_runner_compares_members_per_epoch(
         {"anna,ben", "cleo"},
         {"anna,ben,cleo"},
     ]
+
 
 # --- The deep random scenario ------------------------------------------------------------------
 

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from mlspy.errors import StorageError
-from mlspy.group import ApplicationMessage, SigningIdentity, StagedCommit, create_key_package
+from mlspy.group import (
+    ApplicationMessage,
+    CommitOutput,
+    Group,
+    KeyPackageBundle,
+    SigningIdentity,
+    StagedCommit,
+    create_key_package,
+)
+from mlspy.group.serialize import deserialize_group_parts
 from mlspy.messages import Add, Proposal
 from mlspy.storage import GroupStore, MemoryStore, SQLiteStore, Store
 
@@ -88,3 +97,88 @@ def test_concurrent_handles_are_detected(tmp_path: Path) -> None:
     # The losing handle was reloaded from the store and can go on.
     assert second.version == first.version
     second.encrypt_application(b"three")
+
+
+def _group_of(size: int) -> tuple[Group, list[KeyPackageBundle], CommitOutput]:
+    bundles = [create_key_package(SigningIdentity.generate(b"m%d" % i)) for i in range(size - 1)]
+    alice = Group.create(SigningIdentity.generate(b"alice"))
+    out = alice.commit([Proposal(Add(b.key_package)) for b in bundles])
+    alice.merge_pending_commit()
+    return alice, bundles, out
+
+
+@pytest.mark.parametrize("make", STORES, ids=IDS)
+def test_application_messages_write_only_the_ratchet_part(
+    make: StoreFactory, tmp_path: Path
+) -> None:
+    groups = GroupStore(make(tmp_path))
+    alice, bundles, out = _group_of(20)
+    bob = groups.adopt(Group.join(out.welcome or b"", bundles[0]))
+    gid = bob.group.group_id
+    epoch_key, ratchet_key = f"group/{gid.hex()}", f"ratchets/{gid.hex()}"
+    late = alice.encrypt_application(b"sent before the commit")
+    commit = alice.commit([], force_path=True)
+    alice.merge_pending_commit()
+    staged = bob.process(commit.commit)
+    assert isinstance(staged, StagedCommit)
+    bob.merge_staged_commit(staged)
+    epoch_part = groups.store.get(epoch_key)
+    assert epoch_part is not None
+    for i in range(3):  # both directions, and a late message of the previous epoch
+        assert isinstance(bob.process(alice.encrypt_application(b"in %d" % i)), ApplicationMessage)
+        received = alice.process(bob.encrypt_application(b"out %d" % i))
+        assert isinstance(received, ApplicationMessage) and received.data == b"out %d" % i
+    event = bob.process(late)
+    assert isinstance(event, ApplicationMessage) and event.data == b"sent before the commit"
+    now = groups.store.get(epoch_key)
+    ratchets = groups.store.get(ratchet_key)
+    assert now is not None and ratchets is not None
+    assert now.version == epoch_part.version and now.value == epoch_part.value
+    assert len(ratchets.value) * 4 < len(now.value)
+    # The two parts restore exactly the live state.
+    assert groups.load(gid).group.to_bytes() == bob.group.to_bytes()
+
+
+def test_state_stored_whole_loads_and_is_then_written_in_parts(tmp_path: Path) -> None:
+    groups = GroupStore(SQLiteStore(tmp_path / "s.db"))
+    alice, bundles, out = _group_of(3)
+    bob = Group.join(out.welcome or b"", bundles[0])
+    gid = bob.group_id
+    groups.store.write({f"group/{gid.hex()}": (bob.to_bytes(), None)})  # as mlspy 0.1 did
+    stored = groups.load(gid)
+    assert stored.group.to_bytes() == bob.to_bytes()
+    event = stored.process(alice.encrypt_application(b"hello"))
+    assert isinstance(event, ApplicationMessage)
+    assert groups.store.keys("ratchets/") == [f"ratchets/{gid.hex()}"]
+    assert groups.load(gid).group.to_bytes() == stored.group.to_bytes()
+    groups.delete_group(gid)
+    assert groups.store.keys("") == []
+
+
+def test_mismatched_parts_are_storage_errors(tmp_path: Path) -> None:
+    groups = GroupStore(MemoryStore())
+    alice, bundles, out = _group_of(3)
+    bob = groups.adopt(Group.join(out.welcome or b"", bundles[0]))
+    other = groups.create_group(SigningIdentity.generate(b"carol"))
+    gid = bob.group.group_id
+    old_ratchets = groups.store.get(f"ratchets/{gid.hex()}")
+    assert old_ratchets is not None
+    commit = alice.commit([], force_path=True)
+    alice.merge_pending_commit()
+    staged = bob.process(commit.commit)
+    assert isinstance(staged, StagedCommit)
+    bob.merge_staged_commit(staged)
+    epoch_part = groups.store.get(f"group/{gid.hex()}")
+    foreign = groups.store.get(f"ratchets/{other.group.group_id.hex()}")
+    assert epoch_part is not None and foreign is not None
+    for ratchets, reason in (
+        (old_ratchets.value, "no secret tree for epoch 2"),  # a part of an earlier state
+        (foreign.value, "another group's ratchets"),
+        (old_ratchets.value[:-3], "corrupt"),
+        (b"MLSg" + old_ratchets.value[4:], "not a stored mlspy group state part"),
+    ):
+        with pytest.raises(StorageError, match=reason):
+            deserialize_group_parts(epoch_part.value, ratchets)
+    groups.store.write({f"ratchets/{gid.hex()}": (None, bob._ratchet_version)})
+    with pytest.raises(StorageError, match="no ratchet part"):
+        groups.load(gid)

@@ -158,6 +158,10 @@ class Client:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        # Open handles on stored groups: loading a group decodes its whole state (O(n)), so
+        # it is done once, not per message. Every change still goes through the handle to the
+        # store before it returns.
+        self._handles: dict[bytes, StoredGroup] = {}
 
     # --- Lifecycle ----------------------------------------------------------------------
 
@@ -212,7 +216,15 @@ class Client:
     # --- Groups -----------------------------------------------------------------------
 
     def group(self, group_id: bytes) -> StoredGroup:
-        return self.groups.load(group_id)
+        handle = self._handles.get(group_id)
+        if handle is None:
+            handle = self._handles[group_id] = self.groups.load(group_id)
+        return handle
+
+    def _forget(self, group_id: bytes) -> None:
+        self._handles.pop(group_id, None)
+        with contextlib.suppress(MLSError):
+            self.groups.delete_group(group_id)
 
     def group_ids(self) -> list[bytes]:
         return self.groups.group_ids()
@@ -224,6 +236,7 @@ class Client:
         """A new group on the DS; ``external_joins`` lets outsiders join by external commit
         (members can always resync by external commit)."""
         stored = self.groups.create_group(self.identity, config=self.config)
+        self._handles[stored.group.group_id] = stored
         await asyncio.to_thread(
             self.ds.create_group, stored.group.group_info(), external_joins=external_joins
         )
@@ -375,9 +388,8 @@ class Client:
                 except DSConflict:
                     await asyncio.sleep(0.05)
                     continue
-                with contextlib.suppress(MLSError):
-                    self.groups.delete_group(group_id)
-                self.groups.adopt(group)
+                self._forget(group_id)
+                self._handles[group_id] = self.groups.adopt(group)
                 await self.events.put(
                     Event("joined", group_id, group.epoch, members=member_names(group))
                 )
@@ -414,6 +426,7 @@ class Client:
         if item["kind"] == "welcome":
             try:
                 stored = self.groups.join(item["data"], config=self.config)
+                self._handles[stored.group.group_id] = stored
             except MLSError:
                 return  # not for a KeyPackage we still hold
             g = stored.group
@@ -445,7 +458,7 @@ class Client:
             before = set(member_names(stored.group))
             stored.merge_staged_commit(event)
             if event.self_removed:
-                self.groups.delete_group(gid)
+                self._forget(gid)
                 await self.events.put(Event("removed", gid, stored.group.epoch))
                 return
             await self._emit_commit(gid, stored.group, event, "", before)

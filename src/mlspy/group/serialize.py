@@ -8,6 +8,12 @@ retained past epochs, cached proposals, our pending commit, PSKs and lifecycle f
 restores it exactly. A new format gets a new version number and an entry in ``_MIGRATIONS``
 that upgrades the previous one, so stored states keep loading.
 
+The state can also be written in two parts (:func:`serialize_group_parts`): the *epoch part*,
+everything except the secret trees, which changes only with handshake messages and is O(n) in
+the group; and the *ratchet part*, the secret trees of the current and retained epochs, which
+every application message advances and which stays small. A store that keeps them under two
+keys writes only the ratchet part per application message instead of the whole group.
+
 The encoding holds secrets: store it only where the application keeps secrets (the SQLite
 store can encrypt it at rest).
 """
@@ -39,13 +45,16 @@ from mlspy.messages import (
 )
 from mlspy.messages.extension import read_extensions, write_extensions
 from mlspy.schedule.key_schedule import EpochSecrets
-from mlspy.schedule.secret_tree import decode_secret_tree, encode_secret_tree
+from mlspy.schedule.secret_tree import SecretTree, decode_secret_tree, encode_secret_tree
 from mlspy.tree.math import LeafIndex, NodeIndex
 from mlspy.tree.ratchet_tree import RatchetTree
 from mlspy.tree.treekem import TreePrivateKeys
 
 MAGIC = b"MLSg"
 FORMAT_VERSION = 1
+EPOCH_PART_MAGIC = b"MLSe"  # a state without its secret trees (see serialize_group_parts)
+RATCHET_PART_MAGIC = b"MLSr"  # the secret trees of a state's current and retained epochs
+PARTS_VERSION = 1
 
 _SECRET_FIELDS = (
     "joiner_secret",
@@ -142,19 +151,30 @@ def _read_private(r: Reader) -> TreePrivateKeys | None:
     return r.optional(read)
 
 
-def _write_epoch(w: Writer, e: EpochState) -> None:
+def _write_epoch(w: Writer, e: EpochState, *, with_secret_tree: bool = True) -> None:
     e.context.encode_to(w)
     w.uint32(e.tree.n_leaves)
     w.opaque(encode_ratchet_tree(e.tree.to_nodes()))
     _write_private(w, e.private)
     for name in _SECRET_FIELDS:
         w.opaque(getattr(e.secrets, name))
-    encode_secret_tree(e.secret_tree, w)
+    if with_secret_tree:
+        encode_secret_tree(e.secret_tree, w)
     w.opaque(e.interim_transcript_hash)
     w.opaque(e.confirmation_tag)
 
 
-def _read_epoch(r: Reader) -> EpochState:
+def _write_epoch_part(w: Writer, e: EpochState) -> None:
+    _write_epoch(w, e, with_secret_tree=False)
+
+
+# Where an epoch's secret tree comes from when the state was stored in parts.
+_TreeSource = Callable[[GroupContext], SecretTree]
+
+
+def _read_epoch(r: Reader, secret_trees: _TreeSource | None = None) -> EpochState:
+    """An epoch; its secret tree is read inline, or taken from ``secret_trees`` when the
+    state was stored in parts."""
     context = GroupContext.decode_from(r)
     cs = suite(context.cipher_suite)
     n_leaves = r.uint32()
@@ -165,7 +185,7 @@ def _read_epoch(r: Reader) -> EpochState:
         raise DecodeError("stored tree size does not match its nodes", r.position)
     private = _read_private(r)
     secrets = EpochSecrets(**{name: r.opaque() for name in _SECRET_FIELDS})
-    secret_tree = decode_secret_tree(cs, r)
+    secret_tree = decode_secret_tree(cs, r) if secret_trees is None else secret_trees(context)
     return EpochState(
         context=context,
         tree=tree,
@@ -262,11 +282,81 @@ def serialize_group(group: Group) -> bytes:
     w = Writer()
     w.fixed(MAGIC)
     w.uint16(FORMAT_VERSION)
+    _write_body(w, group, _write_epoch)
+    return w.getvalue()
+
+
+def serialize_group_parts(group: Group) -> tuple[bytes, bytes]:
+    """``group``'s state as (epoch part, ratchet part); see the module docstring."""
+    w = Writer()
+    w.fixed(EPOCH_PART_MAGIC)
+    w.uint16(PARTS_VERSION)
+    _write_body(w, group, _write_epoch_part)
+    return w.getvalue(), serialize_ratchet_part(group)
+
+
+def serialize_ratchet_part(group: Group) -> bytes:
+    """The secret trees of the current and retained epochs, tagged with their epochs."""
+    w = Writer()
+    w.fixed(RATCHET_PART_MAGIC)
+    w.uint16(PARTS_VERSION)
+    w.opaque(group.group_id)
+    w.uint16(group._epoch.context.cipher_suite)
+
+    def write(w: Writer, e: EpochState) -> None:
+        w.uint64(e.epoch)
+        encode_secret_tree(e.secret_tree, w)
+
+    w.vector([group._epoch, *group._past.epochs.values()], write)
+    return w.getvalue()
+
+
+def deserialize_group_parts(epoch_part: bytes, ratchet_part: bytes) -> Group:
+    """Restore a group saved by :func:`serialize_group_parts`.
+
+    Raises :class:`StorageError` for data that is not such a pair, or parts of two different
+    states."""
+    for data, magic in ((epoch_part, EPOCH_PART_MAGIC), (ratchet_part, RATCHET_PART_MAGIC)):
+        if len(data) < 6 or data[:4] != magic:
+            raise StorageError("not a stored mlspy group state part")
+        if int.from_bytes(data[4:6], "big") != PARTS_VERSION:
+            raise StorageError(f"stored state part version {data[4:6].hex()} is not supported")
+
+    def read_ratchets(r: Reader) -> tuple[bytes, dict[int, SecretTree]]:
+        r.fixed(6)
+        group_id = r.opaque()
+        cs = suite(r.uint16())
+        trees = r.vector(lambda rr: (rr.uint64(), decode_secret_tree(cs, rr)))
+        return group_id, dict(trees)
+
+    mismatch = "the stored epoch and ratchet parts belong to different states"
+    try:
+        group_id, trees = decode_all(bytes(ratchet_part), read_ratchets, "stored ratchet part")
+    except DecodeError as exc:
+        raise StorageError(f"corrupt stored group state: {exc}") from None
+
+    def tree_for(context: GroupContext) -> SecretTree:
+        if context.group_id != group_id:
+            raise StorageError(f"{mismatch} (another group's ratchets)")
+        if context.epoch not in trees:
+            raise StorageError(f"{mismatch} (no secret tree for epoch {context.epoch})")
+        return trees.pop(context.epoch)  # each epoch's tree is used once
+
+    try:
+        group = decode_all(bytes(epoch_part), lambda r: _read_group(r, tree_for), "epoch part")
+    except DecodeError as exc:
+        raise StorageError(f"corrupt stored group state: {exc}") from None
+    if trees:
+        raise StorageError(f"{mismatch} (secret trees of epochs {sorted(trees)} left over)")
+    return group
+
+
+def _write_body(w: Writer, group: Group, write_epoch: Callable[[Writer, EpochState], None]) -> None:
     _write_config(w, group._config)
     _write_identity(w, group._identity)
     w.uint32(group._own_leaf)
-    _write_epoch(w, group._epoch)
-    w.vector(list(group._past.epochs.values()), _write_epoch)
+    write_epoch(w, group._epoch)
+    w.vector(list(group._past.epochs.values()), write_epoch)
     w.vector(list(group._proposals.values()), _write_queued)
     w.vector(list(group._own_update_keys.items()), _write_pair)
     w.vector(list(group._own_messages.items()), _write_pair)
@@ -276,7 +366,6 @@ def serialize_group(group: Group) -> bytes:
     w.uint8(int(group._active))
     w.optional(group._reinit, write_struct)
     w.vector(group._welcome_psks, write_struct)
-    return w.getvalue()
 
 
 def deserialize_group(data: bytes) -> Group:
@@ -312,20 +401,23 @@ def migrate(data: bytes) -> bytes:
     return data
 
 
-def _read_group(r: Reader) -> Group:
+def _read_group(r: Reader, secret_trees: _TreeSource | None = None) -> Group:
+    """The body after the magic and version; ``secret_trees`` for an epoch part."""
     r.fixed(4)
     r.uint16()
     config = _read_config(r)
     identity = _read_identity(r)
     own_leaf = LeafIndex(r.uint32())
-    epoch = _read_epoch(r)
+    epoch = _read_epoch(r, secret_trees)
     group = Group.__new__(Group)
     group._cs = suite(epoch.context.cipher_suite)
     group._identity = identity
     group._epoch = epoch
     group._own_leaf = own_leaf
     group._config = config
-    group._past = _PastEpochs(OrderedDict((e.epoch, e) for e in r.vector(_read_epoch)))
+    group._past = _PastEpochs(
+        OrderedDict((e.epoch, e) for e in r.vector(lambda rr: _read_epoch(rr, secret_trees)))
+    )
     group._proposals = OrderedDict((q.ref or b"", q) for q in r.vector(_read_queued))
     group._own_update_keys = dict(r.vector(_read_pair))
     group._own_messages = dict(r.vector(_read_pair))

@@ -1,12 +1,19 @@
 """Persisting groups and KeyPackage private keys: one atomic write per state transition.
 
 A :class:`StoredGroup` wraps a :class:`~mlspy.group.Group`. Every method that changes the
-group writes the whole new state in one batch before it returns — in particular an encrypted
+group writes the new state in one batch before it returns — in particular an encrypted
 message is returned only once the advanced sending ratchet is durable, so no (generation, key,
 nonce) can be reused after a crash. If the write fails (a crash, or another handle saved first),
 the in-memory group is reloaded from the store, so it never runs ahead of what is durable.
 Joining consumes the KeyPackage in the same batch that stores the new group (last-resort
 KeyPackages are kept).
+
+A group is stored in two parts (:func:`~mlspy.group.serialize.serialize_group_parts`): the
+epoch part under ``group/<id>`` and the secret trees under ``ratchets/<id>``. Handshake
+transitions write both; sending or receiving an application message writes only the ratchet
+part, so its cost does not grow with the group. Every write includes the ratchet part, whose
+version therefore guards the whole state against a second handle. A state stored whole (by
+an older mlspy) still loads and is written in parts from then on.
 """
 
 from __future__ import annotations
@@ -26,8 +33,14 @@ from mlspy.group import (
     StagedCommit,
     join_external,
 )
+from mlspy.group.serialize import (
+    EPOCH_PART_MAGIC,
+    deserialize_group_parts,
+    serialize_group_parts,
+    serialize_ratchet_part,
+)
 from mlspy.messages import MLSMessage, Proposal
-from mlspy.storage.base import Store, Write
+from mlspy.storage.base import Store, Versioned, Write
 
 T = TypeVar("T")
 
@@ -38,6 +51,10 @@ def _kp_key(ref: bytes) -> str:
 
 def _group_key(group_id: bytes) -> str:
     return f"group/{group_id.hex()}"
+
+
+def _ratchet_key(group_id: bytes) -> str:
+    return f"ratchets/{group_id.hex()}"
 
 
 def encode_bundle(bundle: KeyPackageBundle) -> bytes:
@@ -62,11 +79,19 @@ def decode_bundle(data: bytes) -> KeyPackageBundle:
 class StoredGroup:
     """A group whose every state transition is written to the store before it returns."""
 
-    def __init__(self, groups: GroupStore, group: Group, version: int | None) -> None:
+    def __init__(
+        self,
+        groups: GroupStore,
+        group: Group,
+        version: int | None,
+        ratchet_version: int | None = None,
+    ) -> None:
         self._groups = groups
         self._group = group
         self._key = _group_key(group.group_id)
+        self._ratchet_key = _ratchet_key(group.group_id)
         self._version = version
+        self._ratchet_version = ratchet_version
 
     @property
     def group(self) -> Group:
@@ -75,6 +100,7 @@ class StoredGroup:
 
     @property
     def version(self) -> int | None:
+        """The stored version of the epoch part."""
         return self._version
 
     def save(self) -> None:
@@ -82,22 +108,45 @@ class StoredGroup:
         self._save()
 
     def _save(self, extra: dict[str, Write] | None = None) -> None:
-        batch: dict[str, Write] = {self._key: (self._group.to_bytes(), self._version)}
+        epoch_part, ratchet_part = serialize_group_parts(self._group)
+        batch: dict[str, Write] = {
+            self._key: (epoch_part, self._version),
+            self._ratchet_key: (ratchet_part, self._ratchet_version),
+        }
         if extra:
             batch.update(extra)
         try:
-            self._version = self._groups.store.write(batch)[self._key]
+            versions = self._groups.store.write(batch)
         except BaseException:
             self.reload()
             raise
+        self._version = versions[self._key]
+        self._ratchet_version = versions[self._ratchet_key]
+
+    def _save_ratchets(self) -> None:
+        """Only the secret trees changed (an application message was sent or received)."""
+        if self._ratchet_version is None:  # stored whole so far: write the parts first
+            self._save()
+            return
+        batch: dict[str, Write] = {
+            self._ratchet_key: (serialize_ratchet_part(self._group), self._ratchet_version)
+        }
+        try:
+            versions = self._groups.store.write(batch)
+        except BaseException:
+            self.reload()
+            raise
+        self._ratchet_version = versions[self._ratchet_key]
 
     def reload(self) -> None:
         """Replace the in-memory state with the stored one."""
         stored = self._groups.store.get(self._key)
         if stored is None:
             raise StorageError("the group is no longer in the store")
-        self._group = Group.from_bytes(stored.value)
+        ratchets = self._groups.store.get(self._ratchet_key)
+        self._group = _load(stored, ratchets)
         self._version = stored.version
+        self._ratchet_version = ratchets.version if ratchets is not None else None
 
     def _transition(self, fn: Callable[[Group], T]) -> T:
         result = fn(self._group)
@@ -107,10 +156,17 @@ class StoredGroup:
     # --- Transitions ------------------------------------------------------------------
 
     def encrypt_application(self, data: bytes, authenticated_data: bytes = b"") -> bytes:
-        return self._transition(lambda g: g.encrypt_application(data, authenticated_data))
+        result = self._group.encrypt_application(data, authenticated_data)
+        self._save_ratchets()
+        return result
 
     def process(self, message: bytes) -> ApplicationMessage | ProposalReceived | StagedCommit:
-        return self._transition(lambda g: g.process(message))
+        result = self._group.process(message)
+        if isinstance(result, ApplicationMessage):
+            self._save_ratchets()
+        else:
+            self._save()
+        return result
 
     def merge_staged_commit(self, staged: StagedCommit) -> None:
         self._transition(lambda g: g.merge_staged_commit(staged))
@@ -159,7 +215,13 @@ class GroupStore:
         stored = self.store.get(_group_key(group_id))
         if stored is None:
             raise UsageError(f"no stored group {group_id.hex()}")
-        return StoredGroup(self, Group.from_bytes(stored.value), stored.version)
+        ratchets = self.store.get(_ratchet_key(group_id))
+        return StoredGroup(
+            self,
+            _load(stored, ratchets),
+            stored.version,
+            ratchets.version if ratchets is not None else None,
+        )
 
     def adopt(self, group: Group) -> StoredGroup:
         """Start storing a group created or joined outside this store."""
@@ -196,10 +258,22 @@ class GroupStore:
         return self._new(group), commit
 
     def delete_group(self, group_id: bytes) -> None:
-        key = _group_key(group_id)
-        current = self.store.get(key)
-        if current is not None:
-            self.store.write({key: (None, current.version)})
+        batch: dict[str, Write] = {}
+        for key in (_group_key(group_id), _ratchet_key(group_id)):
+            current = self.store.get(key)
+            if current is not None:
+                batch[key] = (None, current.version)
+        if batch:
+            self.store.write(batch)
+
+
+def _load(stored: Versioned, ratchets: Versioned | None) -> Group:
+    """A group from its epoch and ratchet parts, or from a state stored whole."""
+    if stored.value[:4] != EPOCH_PART_MAGIC:
+        return Group.from_bytes(stored.value)
+    if ratchets is None:
+        raise StorageError("the stored group has no ratchet part")
+    return deserialize_group_parts(stored.value, ratchets.value)
 
 
 __all__ = ["GroupStore", "StoredGroup", "decode_bundle", "encode_bundle"]
