@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from mlspy.group import Group, GroupConfig, SigningIdentity, create_key_package
-from mlspy.messages import Add, Proposal
 from mlspy.group.serialize import serialize_ratchet_part
+from mlspy.messages import Add, Proposal
 from mlspy.storage import GroupStore, SQLiteStore
 
 
