@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -199,12 +200,7 @@ class Hpke:
 
     def load_public(self, pk: bytes) -> PublicKey:
         try:
-            curve = self._kem.curve
-            if curve is not None:
-                return ec.EllipticCurvePublicKey.from_encoded_point(curve, pk)
-            if self.kem_id == KemId.DHKEM_X25519_HKDF_SHA256:
-                return x25519.X25519PublicKey.from_public_bytes(pk)
-            return x448.X448PublicKey.from_public_bytes(pk)
+            return _load_public(self.kem_id, bytes(pk))
         except ValueError:
             raise CryptoError("invalid HPKE public key") from None
 
@@ -377,3 +373,17 @@ class Hpke:
         shared_secret = self._decap(enc, sk_r)
         _, _, exporter_secret = self._key_schedule(shared_secret, info)
         return self._labeled_expand(exporter_secret, b"sec", exporter_context, length)
+
+
+@lru_cache(maxsize=8192)
+def _load_public(kem_id: KemId, pk: bytes) -> PublicKey:
+    """A KEM public key object. Cached: a committer encrypts to the same members' keys commit
+    after commit, and the objects are immutable (a failed load raises and is not cached)."""
+    if kem_id == KemId.DHKEM_X25519_HKDF_SHA256:
+        return x25519.X25519PublicKey.from_public_bytes(pk)
+    if kem_id == KemId.DHKEM_X448_HKDF_SHA512:
+        return x448.X448PublicKey.from_public_bytes(pk)
+    curve = _KEMS[kem_id].curve
+    if curve is None:  # pragma: no cover - every KEM without a curve is handled above
+        raise InternalError(f"KEM {kem_id:#06x} has no curve")
+    return ec.EllipticCurvePublicKey.from_encoded_point(curve, pk)
