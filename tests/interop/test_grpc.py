@@ -17,6 +17,7 @@ pytest.importorskip("grpc_tools")
 
 from mlspy.interop import runner  # noqa: E402
 from mlspy.interop._proto import load  # noqa: E402
+from mlspy.interop.script import ScriptRun  # noqa: E402
 from mlspy.interop.server import make_server, rpc_names  # noqa: E402
 from mlspy.messages import ExternalSender, ExternalSenders, MLSMessage  # noqa: E402
 
@@ -412,7 +413,7 @@ def test_runner_compares_members_per_epoch(
     """While a commit is applied member by member, those already in the new epoch are
     compared with each other, and those still in the old one with each other."""
     compared: list[set[str]] = []
-    original = runner._Run.check_agreement
+    original = ScriptRun.check_agreement
 
     def spy(self: Any) -> None:
         groups: dict[int, set[str]] = {}
@@ -421,7 +422,7 @@ def test_runner_compares_members_per_epoch(
         compared.append({",".join(sorted(g)) for g in groups.values()})
         original(self)
 
-    monkeypatch.setattr(runner._Run, "check_agreement", spy)
+    monkeypatch.setattr(ScriptRun, "check_agreement", spy)
     script = [
         {"action": "createGroup", "actor": "anna"},
         {"action": "externalJoin", "actor": "anna", "joiner": "ben"},
