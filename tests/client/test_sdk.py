@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ import pytest
 
 from mlspy.client import Client, Event
 from mlspy.ds.app import create_app
+from mlspy.ds.client import DSRequestError
 from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.server import InProcessServer
-from mlspy.ds.service import DeliveryService
+from mlspy.ds.service import TOKEN_TTL, DeliveryService
 from mlspy.storage import MemoryStore, SQLiteStore
 
 
@@ -265,3 +267,85 @@ def test_undecided_commit_that_lost_the_race_is_dropped(
                 assert set(alice.members(gid)) == {"alice", "bob", "carol"}
 
     asyncio.run(scenario())
+
+
+def test_refusal_after_a_lost_answer_keeps_the_commit(server: InProcessServer) -> None:
+    """The first attempt reached the DS but its answer was lost; the retries are refused
+    (429 here). That says nothing about the first attempt, so the commit stays in the outbox
+    and the next receive settles it."""
+
+    async def scenario() -> None:
+        async with (
+            Client(server.url, "alice", poll_interval=60) as alice,
+            Client(server.url, "bob", poll_interval=0.2) as bob,
+        ):
+            gid = await alice.create_group()
+            await alice.invite(gid, "bob")
+            await _until(bob, "joined")
+            real = alice.ds.submit
+            attempts: list[int] = []
+
+            def submit(*args: Any, **kwargs: Any) -> int:
+                attempts.append(1)
+                if len(attempts) == 1:
+                    real(*args, **kwargs)
+                    raise httpx.ReadTimeout("answer lost")
+                raise DSRequestError(429, {"error": "slow down"})
+
+            alice.ds.submit = submit  # type: ignore[method-assign]
+            with pytest.raises(DSRequestError):
+                await alice.update(gid)
+            assert alice.group(gid).group.pending_commit is not None
+            assert alice.store.keys("outbox/") == [f"outbox/{gid.hex()}"]
+            alice.ds.submit = real  # type: ignore[method-assign]
+            await alice.sync()
+            assert alice.store.keys("outbox/") == []
+            await _until(bob, "epoch")
+            a, b = alice.group(gid).group, bob.group(gid).group
+            assert a.epoch == b.epoch == 2 and a.epoch_authenticator == b.epoch_authenticator
+
+    asyncio.run(scenario())
+
+
+def test_unsent_pending_commit_is_dropped_at_start(server: InProcessServer, tmp_path: Path) -> None:
+    """A pending commit with no outbox entry was never sent (they are stored together):
+    after a restart it is forgotten instead of blocking every later commit."""
+
+    async def scenario() -> None:
+        alice_store = SQLiteStore(tmp_path / "alice.db")
+        async with Client(server.url, "bob", poll_interval=0.2) as bob:
+            async with Client(server.url, "alice", store=alice_store) as alice:
+                gid = await alice.create_group()
+                await alice.invite(gid, "bob")
+                await _until(bob, "joined")
+                alice.group(gid).commit([])  # made outside the SDK, never sent
+            async with Client(server.url, "alice", store=alice_store, poll_interval=0.2) as alice:
+                assert alice.group(gid).group.pending_commit is None
+                await alice.update(gid)
+                await _until(bob, "epoch")
+                assert bob.group(gid).group.epoch == alice.group(gid).group.epoch == 2
+
+    asyncio.run(scenario())
+
+
+def test_expired_token_is_renewed(tmp_path: Path) -> None:
+    """Bearer tokens live an hour; a client running longer logs in again by itself."""
+    now = [time.time()]
+    service = DeliveryService(SQLiteDatabase(tmp_path / "ds.db"), clock=lambda: now[0])
+
+    async def scenario(url: str) -> None:
+        async with (
+            Client(url, "alice", poll_interval=0.2) as alice,
+            Client(url, "bob", poll_interval=0.2) as bob,
+        ):
+            gid = await alice.create_group()
+            await alice.invite(gid, "bob")
+            await _until(bob, "joined")
+            old = alice.ds.token
+            now[0] += TOKEN_TTL + 1
+            await alice.send(gid, "an hour later")
+            assert alice.ds.token != old
+            assert (await _until(bob, "message")).text == "an hour later"
+
+    with InProcessServer(create_app(service)) as s:
+        asyncio.run(scenario(s.url))

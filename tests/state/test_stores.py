@@ -20,7 +20,7 @@ from mlspy.group import (
 )
 from mlspy.group.serialize import deserialize_group_parts
 from mlspy.messages import Add, Proposal
-from mlspy.storage import GroupStore, MemoryStore, SQLiteStore, Store
+from mlspy.storage import CHECK, GroupStore, MemoryStore, SQLiteStore, Store
 
 StoreFactory = Callable[[Path], Store]
 STORES: list[StoreFactory] = [
@@ -182,3 +182,82 @@ def test_mismatched_parts_are_storage_errors(tmp_path: Path) -> None:
     groups.store.write({f"ratchets/{gid.hex()}": (None, bob._ratchet_version)})
     with pytest.raises(StorageError, match="no ratchet part"):
         groups.load(gid)
+
+
+@pytest.mark.parametrize("make", STORES, ids=IDS)
+def test_check_entries_require_a_version_and_write_nothing(
+    make: StoreFactory, tmp_path: Path
+) -> None:
+    store = make(tmp_path)
+    v = store.write({"a": (b"1", None), "b": (b"2", None)})
+    with pytest.raises(StorageError, match="concurrent update of 'a'"):
+        store.write({"a": (CHECK, v["a"] + 1), "b": (b"2'", v["b"])})
+    out = store.write({"a": (CHECK, v["a"]), "b": (b"2'", v["b"])})
+    a, b = store.get("a"), store.get("b")
+    assert a is not None and (a.value, a.version) == (b"1", v["a"]) and out["a"] == v["a"]
+    assert b is not None and b.value == b"2'" and b.version == out["b"] > v["b"]
+
+
+@pytest.mark.parametrize("make", STORES, ids=IDS)
+def test_a_key_written_again_after_deletion_never_reuses_a_version(
+    make: StoreFactory, tmp_path: Path
+) -> None:
+    store = make(tmp_path)
+    first = store.write({"k": (b"old", None)})["k"]
+    store.write({"k": (None, first)})
+    second = store.write({"k": (b"new", None)})["k"]
+    assert second != first
+    with pytest.raises(StorageError, match="concurrent update"):
+        store.write({"k": (b"stale", first)})
+
+
+def test_sqlite_store_of_an_older_layout_continues_its_versions(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.execute(
+        "CREATE TABLE blobs (key TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+        "value BLOB NOT NULL) WITHOUT ROWID"
+    )
+    db.execute("INSERT INTO blobs VALUES ('k', 7, x'00')")
+    db.commit()
+    db.close()
+    store = SQLiteStore(tmp_path / "old.db")
+    assert store.write({"other": (b"x", None)})["other"] == 8
+    assert store.write({"k": (b"y", 7)})["k"] == 9
+
+
+def test_stale_handle_after_the_group_was_deleted_and_stored_again(tmp_path: Path) -> None:
+    """A handle kept across delete_group and a rejoin of the same group id must not write
+    its ratchets over the new state (which would then no longer load)."""
+    groups = GroupStore(SQLiteStore(tmp_path / "s.db"))
+    handle = groups.create_group(SigningIdentity.generate(b"alice"))
+    gid = handle.group.group_id
+    stale = groups.load(gid)
+    newer = groups.load(gid)
+    newer.commit()
+    newer.merge_pending_commit()
+    groups.delete_group(gid)
+    groups.adopt(newer.group)  # rejoined: stored again from scratch
+    with pytest.raises(StorageError, match="concurrent update"):
+        stale.encrypt_application(b"from a stale handle")
+    assert groups.load(gid).group.epoch == 1
+
+
+def test_whole_state_beside_a_stray_ratchet_part_never_reuses_a_generation(
+    tmp_path: Path,
+) -> None:
+    """A state stored whole (by an older mlspy) next to a leftover ratchet part: the first
+    write stores both parts, so a reload continues the sending ratchet instead of rewinding."""
+    groups = GroupStore(SQLiteStore(tmp_path / "s.db"))
+    alice, bundles, out = _group_of(2)
+    bob = Group.join(out.welcome or b"", bundles[0])
+    stored = groups.adopt(alice)
+    gid = alice.group_id
+    groups.store.write({f"group/{gid.hex()}": (alice.to_bytes(), stored.version)})
+    handle = groups.load(gid)
+    first = handle.encrypt_application(b"one")
+    second = groups.load(gid).encrypt_application(b"two")
+    for message, text in ((first, b"one"), (second, b"two")):
+        event = bob.process(message)  # a reused generation would be refused here
+        assert isinstance(event, ApplicationMessage) and event.data == text

@@ -17,11 +17,13 @@ Our own commits. The DS does not echo a sender's messages back, so the one way t
 our commit won is the DS's answer to the submission. If that answer is lost (a timeout, a
 dropped connection, a crash), the commit may have been accepted while we still sit in the old
 epoch, where every later message would be unusable. So a commit goes into an outbox in the
-client's store, next to the pending commit, before it is sent; it stays there until the DS's
-answer is known. Transport failures are retried with the same bytes, and whatever is left in
-the outbox is resubmitted before the next receive (also after a restart): the DS answers an
-identical resubmission of an accepted commit with its original sequence number, so we merge;
-a 409 means another commit won, so we drop ours and process the winner.
+client's store, in the same write as the pending commit, before it is sent; it stays there
+until the DS's answer is known. Transport failures are retried with the same bytes, and
+whatever is left in the outbox is resubmitted before the next receive (also after a restart):
+the DS answers an identical resubmission of an accepted commit with its original sequence
+number, so we merge; a 409 means another commit won, so we drop ours and process the winner.
+Once an attempt's fate is unknown, no other refusal (an expired token, a rate limit) settles
+the commit: it stays in the outbox for the next try.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from mlspy.group import (
     join_external,
 )
 from mlspy.messages import Add, Capabilities, Credential, MLSMessage, Proposal, Remove
-from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup
+from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup, Write
 
 COMMIT_RETRIES = 8
 SUBMIT_ATTEMPTS = 3  # tries of one submission when the DS cannot be reached
@@ -173,6 +175,7 @@ class Client:
             if exc.status != 409:
                 raise
         await asyncio.to_thread(self.ds.login)
+        self._drop_unsent_commits()
         await self.replenish()
         await self.sync()
         self._task = asyncio.create_task(self._receive_loop())
@@ -253,20 +256,25 @@ class Client:
                 proposals = make(stored)
                 if proposals is None:
                     return None
-                out = stored.commit(proposals)
+                out = stored.commit(proposals, also_write=self._outbox_entry(group_id))
                 outgoing = _Outgoing(out.commit, out.welcome, out.group_info)
-                self._outbox_put(group_id, outgoing)
-                if await self._deliver(group_id, outgoing):
+                if await self._deliver(group_id, outgoing, known_fresh=True):
                     return out
                 await self._sync_locked()
         raise UsageError(f"could not win a commit after {COMMIT_RETRIES} races")
 
     # --- The outbox of our commits ----------------------------------------------------
 
-    def _outbox_put(self, group_id: bytes, outgoing: _Outgoing) -> None:
+    def _outbox_entry(self, group_id: bytes) -> Callable[[CommitOutput], dict[str, Write]]:
+        """The outbox write for a commit, made in the same batch as its pending state."""
         key = OUTBOX + group_id.hex()
-        stored = self.store.get(key)
-        self.store.write({key: (outgoing.encode(), stored.version if stored else None)})
+
+        def write(out: CommitOutput) -> dict[str, Write]:
+            stored = self.store.get(key)
+            entry = _Outgoing(out.commit, out.welcome, out.group_info).encode()
+            return {key: (entry, stored.version if stored else None)}
+
+        return write
 
     def _outbox_drop(self, group_id: bytes) -> None:
         key = OUTBOX + group_id.hex()
@@ -274,10 +282,15 @@ class Client:
         if stored is not None:
             self.store.write({key: (None, stored.version)})
 
-    async def _deliver(self, group_id: bytes, outgoing: _Outgoing) -> bool:
+    async def _deliver(
+        self, group_id: bytes, outgoing: _Outgoing, *, known_fresh: bool = False
+    ) -> bool:
         """Submit our pending commit until the DS answers: True when it was accepted (now
-        merged), False when another commit won (ours dropped). If the DS cannot be reached,
-        the commit stays pending in the outbox and the transport error propagates."""
+        merged), False when another commit won (ours dropped). ``known_fresh``: no earlier
+        attempt can have reached the DS. If the DS cannot be reached, or refuses an attempt
+        whose predecessor's fate is unknown, the commit stays pending in the outbox and the
+        error propagates."""
+        uncertain = not known_fresh
         for attempt in range(SUBMIT_ATTEMPTS):
             try:
                 await asyncio.to_thread(
@@ -293,14 +306,16 @@ class Client:
                 self._outbox_drop(group_id)
                 return False
             except DSRequestError as exc:
-                if exc.status < 500:
-                    # Refused for good: the commit never took effect.
+                if exc.status < 500 and not uncertain:
+                    # Refused, and no attempt went through before: it never took effect.
                     self.group(group_id).clear_pending_commit()
                     self._outbox_drop(group_id)
                     raise
-                if attempt == SUBMIT_ATTEMPTS - 1:
+                if exc.status < 500 or attempt == SUBMIT_ATTEMPTS - 1:
                     raise
+                uncertain = True  # a 5xx may come after the commit was stored
             except httpx.TransportError:
+                uncertain = True
                 if attempt == SUBMIT_ATTEMPTS - 1:
                     raise
             await asyncio.sleep(0.1 * 2**attempt)
@@ -311,19 +326,36 @@ class Client:
         return True
 
     async def _flush_outbox(self) -> None:
-        """Settle commits left undecided by a lost answer or a restart."""
+        """Settle commits left undecided by a lost answer or a restart. A refusal that does
+        not settle one (e.g. a rate limit) leaves it for the next receive and does not stop
+        this one; an unreachable DS does."""
         for key in self.store.keys(OUTBOX):
             group_id = bytes.fromhex(key[len(OUTBOX) :])
             entry = self.store.get(key)
             if entry is None:
                 continue
+            outgoing = _Outgoing.decode(entry.value)
             if (
                 group_id not in self.group_ids()
-                or self.group(group_id).group.pending_commit is None
+                or self.group(group_id).group.pending_commit_message != outgoing.commit
             ):
-                self._outbox_drop(group_id)  # nothing pending any more: the entry is stale
+                self._outbox_drop(group_id)  # not our pending commit any more: stale
                 continue
-            await self._deliver(group_id, _Outgoing.decode(entry.value))
+            with contextlib.suppress(DSRequestError):
+                await self._deliver(group_id, outgoing)
+
+    def _drop_unsent_commits(self) -> None:
+        """A pending commit without its outbox entry was never sent (both are written
+        together, the entry first removed after the DS's answer): forget it."""
+        for group_id in self.group_ids():
+            key = OUTBOX + group_id.hex()
+            stored = self.group(group_id)
+            pending = stored.group.pending_commit_message
+            entry = self.store.get(key)
+            if pending is not None and (
+                entry is None or _Outgoing.decode(entry.value).commit != pending
+            ):
+                stored.clear_pending_commit()
 
     async def invite(self, group_id: bytes, user: str) -> None:
         kp_bytes = await asyncio.to_thread(
@@ -480,12 +512,13 @@ class Client:
         await self.events.put(Event("epoch", gid, group.epoch, sender=sender, members=after))
 
     async def _receive_loop(self) -> None:
-        ws_url = self.server.replace("http", "ws", 1) + f"/v1/ws?token={self.ds.token}"
+        base = self.server.replace("http", "ws", 1)
         while True:
             try:
                 import websockets
 
-                async with websockets.connect(ws_url) as sock:
+                # The token of the moment: the client logs in again when one expires.
+                async with websockets.connect(f"{base}/v1/ws?token={self.ds.token}") as sock:
                     while True:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(sock.recv(), timeout=self.poll_interval)

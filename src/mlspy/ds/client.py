@@ -56,6 +56,12 @@ class DSClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
         response = self.http.request(method, path, headers=headers, **kwargs)
+        if response.status_code == 401 and self.token and not path.startswith("/v1/auth/"):
+            # Bearer tokens are short-lived: prove possession of the key again, retry once.
+            self.token = None
+            self.login()
+            headers = {"authorization": f"Bearer {self.token}"}
+            response = self.http.request(method, path, headers=headers, **kwargs)
         data: dict[str, Any] = response.json() if response.content else {}
         if response.status_code == 409:
             raise DSConflict(409, data)

@@ -430,6 +430,21 @@ class DeliveryService:
             mode, _, openness = stored_mode.partition("+")
             members = self._members(tx, group_id)
             is_commit = content_type == ContentType.commit
+            if is_commit and epoch < current:
+                accepted = tx.execute(
+                    "SELECT seq, sender, data FROM messages WHERE group_id = ? AND "
+                    "epoch = ? AND kind = 'commit'",
+                    (group_id, epoch),
+                )
+                if (
+                    accepted
+                    and str(accepted[0][1]) == client.id
+                    and bytes(accepted[0][2]) == message
+                ):
+                    # The sender retries a commit we accepted (its answer was lost): answer as
+                    # then, so it can merge instead of being wedged an epoch behind. Checked
+                    # before membership: the sender may have been removed since.
+                    return int(accepted[0][0])
             external = (
                 is_commit
                 and msg.public_message is not None
@@ -450,14 +465,10 @@ class DeliveryService:
             if content_type != ContentType.application and epoch != current:
                 if is_commit and epoch < current:
                     winner = tx.execute(
-                        "SELECT seq, sender, data FROM messages WHERE group_id = ? AND "
-                        "epoch = ? AND kind = 'commit'",
+                        "SELECT seq FROM messages WHERE group_id = ? AND epoch = ? AND "
+                        "kind = 'commit'",
                         (group_id, epoch),
                     )
-                    if winner and str(winner[0][1]) == client.id and bytes(winner[0][2]) == message:
-                        # The sender retries a commit we accepted (its answer was lost):
-                        # idempotent, so it can merge instead of being wedged an epoch behind.
-                        return int(winner[0][0])
                     raise Conflict(
                         f"epoch {epoch} already has a commit; the group is at epoch {current}",
                         epoch=current,

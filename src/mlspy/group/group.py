@@ -329,6 +329,11 @@ class Group:
         return self._pending.staged if self._pending else None
 
     @property
+    def pending_commit_message(self) -> bytes | None:
+        """The MLSMessage bytes of our pending commit, as sent to the Delivery Service."""
+        return self._pending.message_bytes if self._pending else None
+
+    @property
     def pending_proposals(self) -> list[QueuedProposal]:
         return list(self._proposals.values())
 

@@ -522,12 +522,13 @@ class ScriptRun:
     def do_export(self, s: dict[str, Any]) -> None:
         label, ctx = s.get("label", "interop"), s.get("context", "").encode()
         length = int(s.get("length", 32))
-        values = {
-            self.rpc(a, "Export", label=label, context=ctx, key_length=length).exported_secret
-            for a in self.members
-        }
-        if len(values) != 1 or len(next(iter(values))) != length:
-            raise StepError("members disagree on an exported secret")
+        by_epoch: dict[int, set[bytes]] = {}
+        for actor, m in self.members.items():
+            secret = self.rpc(actor, "Export", label=label, context=ctx, key_length=length)
+            by_epoch.setdefault(m.label, set()).add(bytes(secret.exported_secret))
+        for values in by_epoch.values():  # members in the same epoch must agree
+            if len(values) != 1 or len(next(iter(values))) != length:
+                raise StepError("members disagree on an exported secret")
 
     def do_reinit(self, s: dict[str, Any]) -> None:
         self.recorded_actor = ""  # the recorded member moves to another group

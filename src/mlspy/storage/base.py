@@ -1,6 +1,8 @@
 """The storage protocol: versioned blobs by key, written atomically in batches.
 
-Every blob carries a version that increases with each write. A batch names, for each key it
+Every blob carries a version that increases with each write; versions come from one counter
+for the whole store, so a key that is deleted and written again never gets back a version a
+stale handle may still expect. A batch names, for each key it
 writes, the version it expects to find (``None``: the key must be absent); if any differs, the
 whole batch is refused with :class:`~mlspy.errors.StorageError` and nothing is written. That is
 how two handles on the same group are kept from silently overwriting each other.
@@ -22,8 +24,18 @@ class Versioned:
     version: int
 
 
-# A write: the new value (None deletes) and the version expected now (None: absent).
-Write = tuple[bytes | None, int | None]
+class _Check:
+    """The value of a write that changes nothing but still requires the expected version."""
+
+    def __repr__(self) -> str:
+        return "CHECK"
+
+
+CHECK = _Check()
+
+# A write: the new value (None deletes, CHECK keeps the value) and the version expected now
+# (None: absent). A CHECK entry makes the batch depend on a key it does not rewrite.
+Write = tuple[bytes | _Check | None, int | None]
 
 
 class Store(Protocol):
@@ -42,6 +54,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._data: dict[str, Versioned] = {}
         self._lock = threading.Lock()
+        self._last = 0  # the store-wide version counter
 
     def get(self, key: str) -> Versioned | None:
         return self._data.get(key)
@@ -52,9 +65,13 @@ class MemoryStore:
     def write(self, batch: Mapping[str, Write]) -> dict[str, int]:
         with self._lock:
             check_versions(batch, lambda k: self._data[k].version if k in self._data else None)
+            self._last += 1
             out: dict[str, int] = {}
             for key, (value, expected) in batch.items():
-                version = (expected or 0) + 1
+                if isinstance(value, _Check):
+                    out[key] = expected or 0
+                    continue
+                version = self._last
                 if value is None:
                     self._data.pop(key, None)
                 else:

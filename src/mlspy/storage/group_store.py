@@ -40,7 +40,7 @@ from mlspy.group.serialize import (
     serialize_ratchet_part,
 )
 from mlspy.messages import MLSMessage, Proposal
-from mlspy.storage.base import Store, Versioned, Write
+from mlspy.storage.base import CHECK, Store, Versioned, Write
 
 T = TypeVar("T")
 
@@ -92,6 +92,9 @@ class StoredGroup:
         self._ratchet_key = _ratchet_key(group.group_id)
         self._version = version
         self._ratchet_version = ratchet_version
+        # Whether the store holds this state in parts; a state stored whole (older mlspy)
+        # is rewritten in parts by its first write, whatever a stray ratchet key says.
+        self._in_parts = ratchet_version is not None
 
     @property
     def group(self) -> Group:
@@ -122,14 +125,18 @@ class StoredGroup:
             raise
         self._version = versions[self._key]
         self._ratchet_version = versions[self._ratchet_key]
+        self._in_parts = True
 
     def _save_ratchets(self) -> None:
         """Only the secret trees changed (an application message was sent or received)."""
-        if self._ratchet_version is None:  # stored whole so far: write the parts first
+        if not self._in_parts:  # stored whole so far: write the parts first
             self._save()
             return
         batch: dict[str, Write] = {
-            self._ratchet_key: (serialize_ratchet_part(self._group), self._ratchet_version)
+            self._ratchet_key: (serialize_ratchet_part(self._group), self._ratchet_version),
+            # Unchanged, but it must still be the version we hold (not, e.g., a group deleted
+            # and stored again since this handle loaded it).
+            self._key: (CHECK, self._version),
         }
         try:
             versions = self._groups.store.write(batch)
@@ -147,6 +154,7 @@ class StoredGroup:
         self._group = _load(stored, ratchets)
         self._version = stored.version
         self._ratchet_version = ratchets.version if ratchets is not None else None
+        self._in_parts = _in_parts(stored)
 
     def _transition(self, fn: Callable[[Group], T]) -> T:
         result = fn(self._group)
@@ -171,8 +179,18 @@ class StoredGroup:
     def merge_staged_commit(self, staged: StagedCommit) -> None:
         self._transition(lambda g: g.merge_staged_commit(staged))
 
-    def commit(self, proposals: Sequence[Proposal] = (), **options: object) -> CommitOutput:
-        return self._transition(lambda g: g.commit(proposals, **options))  # type: ignore[arg-type]
+    def commit(
+        self,
+        proposals: Sequence[Proposal] = (),
+        *,
+        also_write: Callable[[CommitOutput], dict[str, Write]] | None = None,
+        **options: object,
+    ) -> CommitOutput:
+        """Create a commit (it stays pending). ``also_write(output)`` names more keys to write
+        in the same batch as the pending state (e.g. an outbox entry for the commit)."""
+        out = self._group.commit(proposals, **options)  # type: ignore[arg-type]
+        self._save(also_write(out) if also_write is not None else None)
+        return out
 
     def merge_pending_commit(self) -> StagedCommit:
         return self._transition(lambda g: g.merge_pending_commit())
@@ -216,12 +234,14 @@ class GroupStore:
         if stored is None:
             raise UsageError(f"no stored group {group_id.hex()}")
         ratchets = self.store.get(_ratchet_key(group_id))
-        return StoredGroup(
+        handle = StoredGroup(
             self,
             _load(stored, ratchets),
             stored.version,
             ratchets.version if ratchets is not None else None,
         )
+        handle._in_parts = _in_parts(stored)
+        return handle
 
     def adopt(self, group: Group) -> StoredGroup:
         """Start storing a group created or joined outside this store."""
@@ -267,9 +287,13 @@ class GroupStore:
             self.store.write(batch)
 
 
+def _in_parts(stored: Versioned) -> bool:
+    return stored.value[:4] == EPOCH_PART_MAGIC
+
+
 def _load(stored: Versioned, ratchets: Versioned | None) -> Group:
     """A group from its epoch and ratchet parts, or from a state stored whole."""
-    if stored.value[:4] != EPOCH_PART_MAGIC:
+    if not _in_parts(stored):
         return Group.from_bytes(stored.value)
     if ratchets is None:
         raise StorageError("the stored group has no ratchet part")

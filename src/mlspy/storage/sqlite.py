@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mlspy.errors import StorageError
-from mlspy.storage.base import Versioned, Write, check_versions
+from mlspy.storage.base import Versioned, Write, _Check, check_versions
 
 CHECKPOINT_EVERY = 64
 
@@ -27,7 +27,13 @@ CREATE TABLE IF NOT EXISTS blobs (
     key TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     value BLOB NOT NULL
-) WITHOUT ROWID
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS version_counter (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    last INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO version_counter
+    VALUES (0, (SELECT COALESCE(MAX(version), 0) FROM blobs));
 """
 
 
@@ -55,7 +61,7 @@ class SQLiteStore:
             self._db.execute("PRAGMA synchronous=FULL")
             # Overwrite freed pages so consumed keys do not linger in the database file.
             self._db.execute("PRAGMA secure_delete=ON")
-            self._db.execute(_SCHEMA)
+            self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the SQLite store {path}: {exc}") from None
 
@@ -111,7 +117,10 @@ class SQLiteStore:
             self._on_write(point)
 
     def write(self, batch: Mapping[str, Write]) -> dict[str, int]:
-        sealed = {k: (None if v is None else self._seal(k, v), e) for k, (v, e) in batch.items()}
+        sealed = {
+            k: (v if v is None or isinstance(v, _Check) else self._seal(k, v), e)
+            for k, (v, e) in batch.items()
+        }
         with self._lock:
             db = self._db
             try:
@@ -123,9 +132,14 @@ class SQLiteStore:
                     return int(row[0]) if row else None
 
                 check_versions(batch, current)
+                db.execute("UPDATE version_counter SET last = last + 1 WHERE id = 0")
+                last = int(db.execute("SELECT last FROM version_counter").fetchone()[0])
                 out: dict[str, int] = {}
                 for key, (value, expected) in sealed.items():
-                    version = (expected or 0) + 1
+                    if isinstance(value, _Check):
+                        out[key] = expected or 0
+                        continue
+                    version = last
                     if value is None:
                         db.execute("DELETE FROM blobs WHERE key = ?", (key,))
                     else:
