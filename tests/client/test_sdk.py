@@ -297,12 +297,20 @@ def test_refusal_after_a_lost_answer_keeps_the_commit(server: InProcessServer) -
                 await alice.update(gid)
             assert alice.group(gid).group.pending_commit is not None
             assert alice.store.keys("outbox/") == [f"outbox/{gid.hex()}"]
+            await _until(bob, "epoch")  # the DS did accept alice's commit
+            await bob.send(gid, "in the epoch of alice's commit")
+            await bob.update(gid)
+            # Receiving waits while alice's commit is undecided: every message from here on
+            # needs it merged first.
+            with pytest.raises(DSRequestError):
+                await alice.sync()
             alice.ds.submit = real  # type: ignore[method-assign]
             await alice.sync()
             assert alice.store.keys("outbox/") == []
-            await _until(bob, "epoch")
             a, b = alice.group(gid).group, bob.group(gid).group
-            assert a.epoch == b.epoch == 2 and a.epoch_authenticator == b.epoch_authenticator
+            assert a.epoch == b.epoch == 3 and a.epoch_authenticator == b.epoch_authenticator
+            message = await _until(alice, "message")
+            assert message.text == "in the epoch of alice's commit"
 
     asyncio.run(scenario())
 
@@ -349,3 +357,33 @@ def test_expired_token_is_renewed(tmp_path: Path) -> None:
 
     with InProcessServer(create_app(service)) as s:
         asyncio.run(scenario(s.url))
+
+
+def test_second_client_on_the_same_store_settles_the_commit(
+    server: InProcessServer, tmp_path: Path
+) -> None:
+    """Two Client objects on one store: the second decides on the stored state, so it
+    settles the first one's undecided (accepted) commit instead of discarding its entry."""
+
+    async def scenario() -> None:
+        path = tmp_path / "alice.db"
+        async with Client(server.url, "bob", poll_interval=0.2) as bob:
+            first = Client(server.url, "alice", store=SQLiteStore(path), poll_interval=60)
+            await first.start()
+            gid = await first.create_group()
+            await first.invite(gid, "bob")
+            await _until(bob, "joined")
+            second = Client(server.url, "alice", store=SQLiteStore(path), poll_interval=60)
+            await second.start()  # its handle on the group has no pending commit
+            _lose_answers(first, 3)
+            with pytest.raises(httpx.TransportError):
+                await first.update(gid)
+            await second.sync()
+            assert second.store.keys("outbox/") == []
+            await _until(bob, "epoch")
+            a, b = second.group(gid).group, bob.group(gid).group
+            assert a.epoch == b.epoch == 2 and a.epoch_authenticator == b.epoch_authenticator
+            await first.stop()
+            await second.stop()
+
+    asyncio.run(scenario())

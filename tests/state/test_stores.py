@@ -261,3 +261,18 @@ def test_whole_state_beside_a_stray_ratchet_part_never_reuses_a_generation(
     for message, text in ((first, b"one"), (second, b"two")):
         event = bob.process(message)  # a reused generation would be refused here
         assert isinstance(event, ApplicationMessage) and event.data == text
+
+
+def test_opening_a_store_does_not_wait_for_another_writer(tmp_path: Path) -> None:
+    import sqlite3
+
+    SQLiteStore(tmp_path / "s.db").write({"k": (b"v", None)})
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        store = SQLiteStore(tmp_path / "s.db")
+        got = store.get("k")
+        assert got is not None and got.value == b"v"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()

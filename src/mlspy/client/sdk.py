@@ -22,8 +22,9 @@ until the DS's answer is known. Transport failures are retried with the same byt
 whatever is left in the outbox is resubmitted before the next receive (also after a restart):
 the DS answers an identical resubmission of an accepted commit with its original sequence
 number, so we merge; a 409 means another commit won, so we drop ours and process the winner.
-Once an attempt's fate is unknown, no other refusal (an expired token, a rate limit) settles
-the commit: it stays in the outbox for the next try.
+Once an attempt's fate is unknown, a refusal that comes before the DS looks at the commit (an
+expired token, a rate limit, a server error) settles nothing: the commit stays in the outbox
+and receiving waits, since every message after an accepted commit of ours needs it merged.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup, Write
 
 COMMIT_RETRIES = 8
 SUBMIT_ATTEMPTS = 3  # tries of one submission when the DS cannot be reached
+# Refusals given before the DS looks at a commit: they say nothing of an earlier attempt.
+_NOT_JUDGED = frozenset({401, 429})
 OUTBOX = "outbox/"  # store key prefix: our commits whose fate the DS has not told us
 
 
@@ -306,14 +309,18 @@ class Client:
                 self._outbox_drop(group_id)
                 return False
             except DSRequestError as exc:
-                if exc.status < 500 and not uncertain:
-                    # Refused, and no attempt went through before: it never took effect.
+                if exc.status >= 500:
+                    uncertain = True  # it may have been stored before the failure
+                    if attempt == SUBMIT_ATTEMPTS - 1:
+                        raise
+                elif exc.status in _NOT_JUDGED and uncertain:
+                    raise  # says nothing of the earlier attempt: keep it in the outbox
+                else:
+                    # The DS judged the commit (an accepted one it would have acknowledged
+                    # again), or nothing went through before: it never took effect.
                     self.group(group_id).clear_pending_commit()
                     self._outbox_drop(group_id)
                     raise
-                if exc.status < 500 or attempt == SUBMIT_ATTEMPTS - 1:
-                    raise
-                uncertain = True  # a 5xx may come after the commit was stored
             except httpx.TransportError:
                 uncertain = True
                 if attempt == SUBMIT_ATTEMPTS - 1:
@@ -326,23 +333,26 @@ class Client:
         return True
 
     async def _flush_outbox(self) -> None:
-        """Settle commits left undecided by a lost answer or a restart. A refusal that does
-        not settle one (e.g. a rate limit) leaves it for the next receive and does not stop
-        this one; an unreachable DS does."""
+        """Settle commits left undecided by a lost answer or a restart. Until each is
+        settled the error propagates and nothing is received (see the module docstring)."""
         for key in self.store.keys(OUTBOX):
             group_id = bytes.fromhex(key[len(OUTBOX) :])
             entry = self.store.get(key)
             if entry is None:
                 continue
             outgoing = _Outgoing.decode(entry.value)
-            if (
-                group_id not in self.group_ids()
-                or self.group(group_id).group.pending_commit_message != outgoing.commit
-            ):
-                self._outbox_drop(group_id)  # not our pending commit any more: stale
-                continue
-            with contextlib.suppress(DSRequestError):
-                await self._deliver(group_id, outgoing)
+            if group_id in self.group_ids():
+                handle = self.group(group_id)
+                handle.reload()  # decide on the stored state, not on what this handle saw
+                if handle.group.pending_commit_message == outgoing.commit:
+                    try:
+                        await self._deliver(group_id, outgoing)
+                    except DSRequestError:
+                        if self.store.get(key) is not None:
+                            raise  # still undecided
+                    continue
+            # Not our pending commit any more (merged, dropped or superseded): stale.
+            self._outbox_drop(group_id)
 
     def _drop_unsent_commits(self) -> None:
         """A pending commit without its outbox entry was never sent (both are written

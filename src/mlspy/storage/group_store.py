@@ -189,7 +189,12 @@ class StoredGroup:
         """Create a commit (it stays pending). ``also_write(output)`` names more keys to write
         in the same batch as the pending state (e.g. an outbox entry for the commit)."""
         out = self._group.commit(proposals, **options)  # type: ignore[arg-type]
-        self._save(also_write(out) if also_write is not None else None)
+        try:
+            extra = also_write(out) if also_write is not None else None
+        except BaseException:
+            self.reload()  # nothing was stored: neither may the live group keep the commit
+            raise
+        self._save(extra)
         return out
 
     def merge_pending_commit(self) -> StagedCommit:

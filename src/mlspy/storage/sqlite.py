@@ -32,8 +32,6 @@ CREATE TABLE IF NOT EXISTS version_counter (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     last INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO version_counter
-    VALUES (0, (SELECT COALESCE(MAX(version), 0) FROM blobs));
 """
 
 
@@ -62,6 +60,13 @@ class SQLiteStore:
             # Overwrite freed pages so consumed keys do not linger in the database file.
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
+            # Only a store without its counter row (new, or of the older layout) writes here:
+            # opening an existing store must not wait for another writer's lock.
+            if self._db.execute("SELECT 1 FROM version_counter").fetchone() is None:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO version_counter "
+                    "VALUES (0, (SELECT COALESCE(MAX(version), 0) FROM blobs))"
+                )
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the SQLite store {path}: {exc}") from None
 
