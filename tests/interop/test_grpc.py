@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +16,11 @@ import pytest
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc_tools")
 
+from mlspy.group.public_group import PublicGroup  # noqa: E402
 from mlspy.interop import runner  # noqa: E402
 from mlspy.interop._proto import load  # noqa: E402
 from mlspy.interop.script import ScriptRun  # noqa: E402
-from mlspy.interop.server import make_server, rpc_names  # noqa: E402
+from mlspy.interop.server import add_to_server, make_server, rpc_names  # noqa: E402
 from mlspy.messages import ExternalSender, ExternalSenders, MLSMessage  # noqa: E402
 
 pb2, pb2_grpc = load()
@@ -96,8 +98,14 @@ def _commit_both(c: Clients, alice: int, bob: int, proposals: list[bytes], **kw:
 
 def test_proto_matches_community_service() -> None:
     names = set(rpc_names())
-    assert len(names) == 33
-    assert {"Name", "CreateBranch", "ExternalSignerProposal", "HandleReInitWelcome"} <= names
+    assert len(names) == 34
+    assert {
+        "Name",
+        "CreateBranch",
+        "ExternalSignerProposal",
+        "HandleReInitWelcome",
+        "Free",
+    } <= names
     assert pb2.DESCRIPTOR.package == "mls_client"
     fields = {f.name: f.number for f in pb2.CommitRequest.DESCRIPTOR.fields}
     assert fields == {
@@ -301,6 +309,65 @@ def test_external_proposals(clients: Clients) -> None:
         )
     )
     assert bytes(dave.epoch_authenticator) == _auth(c.a, alice)
+
+
+def test_external_signer_index_is_looked_up_from_the_key(clients: Clients) -> None:
+    """The community runner always sends signer_index 0; the second of two external senders
+    must still produce a proposal the group accepts (the index comes from its key)."""
+    c = clients
+    alice, bob = _pair(c)
+    signers = [
+        c.b.CreateExternalSigner(pb2.CreateExternalSignerRequest(cipher_suite=SUITE, identity=n))
+        for n in (b"ds1", b"ds2")
+    ]
+    for signer in signers:
+        gce = c.a.AddExternalSigner(
+            pb2.AddExternalSignerRequest(state_id=alice, external_sender=signer.external_sender)
+        ).proposal
+        _commit_both(c, alice, bob, [gce])
+    info = c.a.GroupInfo(pb2.GroupInfoRequest(state_id=alice))
+    remove = c.b.ExternalSignerProposal(
+        pb2.ExternalSignerProposalRequest(
+            signer_id=signers[1].signer_id,
+            signer_index=0,  # wrong on purpose: ds2 is external sender 1
+            group_info=info.group_info,
+            description=pb2.ProposalDescription(proposal_type=b"remove", removed_id=b"bob"),
+        )
+    ).proposal
+    c.a.Commit(pb2.CommitRequest(state_id=alice, by_reference=[remove]))
+    c.a.HandlePendingCommit(pb2.HandlePendingCommitRequest(state_id=alice))
+    after = c.a.GroupInfo(pb2.GroupInfoRequest(state_id=alice)).group_info
+    members = PublicGroup.from_group_info(bytes(after)).members()
+    assert [m.credential.identity for m in members] == [b"alice"]
+
+
+def test_free_forgets_a_state_and_is_idempotent(clients: Clients) -> None:
+    state = _group(clients.a, b"alice")
+    clients.a.Free(pb2.FreeRequest(state_id=state))
+    with pytest.raises(grpc.RpcError) as info:
+        clients.a.StateAuth(pb2.StateAuthRequest(state_id=state))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    clients.a.Free(pb2.FreeRequest(state_id=state))  # freeing twice is fine
+
+
+def test_runner_frees_everything_it_made() -> None:
+    servers, servicers = [], []
+    for _ in range(2):
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        servicers.append(add_to_server(server))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append((server, port))
+    try:
+        argv = [a for _, port in servers for a in ("--client", f"127.0.0.1:{port}")]
+        configs = [str(runner.CONFIG_DIR / f"{n}.json") for n in ("commit_steps", "reinit")]
+        assert runner.main([*argv, "--suite", "1", *configs]) == 0
+        for servicer in servicers:
+            tables = servicer.state
+            assert not (tables.groups or tables.transactions or tables.reinits or tables.signers)
+    finally:
+        for server, _ in servers:
+            server.stop(grace=None)
 
 
 def test_errors_are_invalid_argument(clients: Clients) -> None:

@@ -86,15 +86,25 @@ def run_script(
     ``record``, a passing run appends the passive-client vector of its first Welcome joiner."""
     actors = {a: (i + rotation) % len(stubs) for i, a in enumerate(_actors(script))}
     run = ScriptRun(stubs, pb2, suite, encrypt, actors, suites)
-    for index, s in enumerate(script):
+    try:
+        for index, s in enumerate(script):
+            try:
+                run.step(index, s)
+                if run.members:
+                    run.check_agreement()
+            except StepError as exc:
+                return f"step {index} ({s.get('action')}): {exc}"
+            except (KeyError, TypeError, ValueError) as exc:
+                return f"step {index} ({s.get('action')}): malformed step: {exc!r}"
+    finally:
         try:
-            run.step(index, s)
-            if run.members:
-                run.check_agreement()
+            run.free_all()
         except StepError as exc:
-            return f"step {index} ({s.get('action')}): {exc}"
-        except (KeyError, TypeError, ValueError) as exc:
-            return f"step {index} ({s.get('action')}): malformed step: {exc!r}"
+            failure: str | None = f"cleanup: {exc}"
+        else:
+            failure = None
+    if failure is not None:
+        return failure
     if record is not None and run.recording is not None:
         run.recording["external_psks"] = [
             {"psk_id": k.hex(), "psk": v.hex()} for k, v in run.psk_secrets.items()

@@ -29,6 +29,9 @@ class _Member:
     client: int
     state_id: int
     label: int  # the step whose commit (or creation) made this member's current epoch
+    # The epoch authenticator the client reported when it reached that epoch (stacks that
+    # do not implement StateAuth are compared on it).
+    auth: bytes = b""
 
 
 @dataclass
@@ -48,6 +51,7 @@ class ScriptRun:
     artifacts: dict[int, dict[str, bytes]] = field(default_factory=dict)
     pending: dict[str, int] = field(default_factory=dict)  # actor -> its unmerged commit step
     index: int = 0  # the step being run
+    allocated: set[tuple[int, int]] = field(default_factory=set)  # (client, id) to free
     transactions: dict[str, tuple[int, int]] = field(default_factory=dict)  # actor->(client,id)
     signers: dict[str, tuple[int, int, bytes]] = field(default_factory=dict)
     signer_index: dict[str, int] = field(default_factory=dict)
@@ -65,11 +69,29 @@ class ScriptRun:
 
     def call(self, client: int, rpc: str, request: Any) -> Any:
         try:
-            return getattr(self.stubs[client], rpc)(request)
+            resp = getattr(self.stubs[client], rpc)(request)
         except grpc.RpcError as exc:
             raise StepError(
                 f"{rpc} on client {client}: {exc.code().name}: {exc.details()}"
             ) from None
+        for name in _HANDLES:  # every state the client created, to free at the end
+            value = getattr(resp, name, 0)
+            if value:
+                self.allocated.add((client, int(value)))
+        return resp
+
+    def free_all(self) -> None:
+        """``Free`` every state, transaction, reinit and signer the run made (a stack without
+        ``Free`` is let be)."""
+        for client, handle in sorted(self.allocated):
+            try:
+                self.stubs[client].Free(self.pb2.FreeRequest(state_id=handle))
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise StepError(
+                        f"Free on client {client}: {exc.code().name}: {exc.details()}"
+                    ) from None
+        self.allocated.clear()
 
     def client_of(self, actor: str) -> int:
         if actor not in self.actors:
@@ -153,12 +175,13 @@ class ScriptRun:
     # --- checks -------------------------------------------------------------------------
 
     def check_agreement(self) -> None:
-        """Members in the same epoch (made by the same step) agree on its authenticator."""
+        """Members in the same epoch (made by the same step) agree on its authenticator:
+        ``StateAuth``'s, or where a stack answers it empty, the one it last reported."""
         by_label: dict[int, dict[str, bytes]] = {}
         for actor, m in self.members.items():
-            by_label.setdefault(m.label, {})[actor] = bytes(
-                self.rpc(actor, "StateAuth").state_auth_secret
-            )
+            value = bytes(self.rpc(actor, "StateAuth").state_auth_secret) or m.auth
+            if value:
+                by_label.setdefault(m.label, {})[actor] = value
         for values in by_label.values():
             if len(set(values.values())) > 1:
                 summary = ", ".join(f"{a}={v.hex()[:12]}" for a, v in values.items())
@@ -199,7 +222,7 @@ class ScriptRun:
                 ratchet_tree=tree,
             ),
         )
-        self.members[actor] = _Member(client, resp.state_id, label)
+        self.members[actor] = _Member(client, resp.state_id, label, bytes(resp.epoch_authenticator))
         material = self.key_material.pop(actor, None)
         if self.recording is None and material is not None:
             self.recorded_actor = actor
@@ -225,7 +248,7 @@ class ScriptRun:
     ) -> None:
         for actor in actors:
             resp = self.rpc(actor, "HandleCommit", proposal=list(proposals), commit=commit)
-            self.members[actor].label = label
+            self.advance(actor, resp, label)
             self.pending.pop(actor, None)  # a member that lost a race drops its own commit
             if actor == self.recorded_actor and self.recording is not None:
                 self.recording["epochs"].append(
@@ -235,6 +258,12 @@ class ScriptRun:
                         "epoch_authenticator": bytes(resp.epoch_authenticator).hex(),
                     }
                 )
+
+    def advance(self, actor: str, resp: Any, label: int) -> None:
+        """``actor`` reached the epoch made by step ``label``; some stacks answer with a new
+        state id for it."""
+        m = self.members[actor]
+        m.state_id, m.auth, m.label = resp.state_id, bytes(resp.epoch_authenticator), label
 
     def commit(
         self,
@@ -297,7 +326,7 @@ class ScriptRun:
                 for j in joiners
             ]
             out = self.commit(actor, [], adds, force_path=False, external_tree=False)
-            self.rpc(actor, "HandlePendingCommit")
+            self.advance(actor, self.rpc(actor, "HandlePendingCommit"), self.index)
             for j in joiners:
                 self.join(j, bytes(out.welcome), b"", self.index)
 
@@ -334,7 +363,9 @@ class ScriptRun:
             commit=bytes(resp.commit),
         )
         self.handle(others, [], bytes(resp.commit), self.index)
-        self.members[joiner] = _Member(client, resp.state_id, self.index)
+        self.members[joiner] = _Member(
+            client, resp.state_id, self.index, bytes(resp.epoch_authenticator)
+        )
         self.keep_only([*others, joiner])
         return bytes(resp.commit)
 
@@ -472,8 +503,8 @@ class ScriptRun:
         actor = s["actor"]
         if actor not in self.pending:
             raise StepError(f"{actor!r} has no pending commit")
-        self.rpc(actor, "HandlePendingCommit")
-        self.member(actor).label = self.pending.pop(actor)
+        resp = self.rpc(actor, "HandlePendingCommit")
+        self.advance(actor, resp, self.pending.pop(actor))
 
     def do_handleCommit(self, s: dict[str, Any]) -> None:
         commit = int(s["commit"])
@@ -525,7 +556,8 @@ class ScriptRun:
         by_epoch: dict[int, set[bytes]] = {}
         for actor, m in self.members.items():
             secret = self.rpc(actor, "Export", label=label, context=ctx, key_length=length)
-            by_epoch.setdefault(m.label, set()).add(bytes(secret.exported_secret))
+            if secret.exported_secret:  # empty: the stack does not implement Export
+                by_epoch.setdefault(m.label, set()).add(bytes(secret.exported_secret))
         for values in by_epoch.values():  # members in the same epoch must agree
             if len(values) != 1 or len(next(iter(values))) != length:
                 raise StepError("members disagree on an exported secret")
@@ -565,7 +597,10 @@ class ScriptRun:
                 )
             reinit[actor] = (self.members[actor].client, resp.reinit_id, bytes(resp.key_package))
         self.check_agreement()
-        others = [a for a in members if a != welcomer]
+        # The new group: the listed members, the committer and the proposer (as the
+        # community runner builds it), created by the welcomer.
+        invited = dict.fromkeys([*members, committer, s.get("proposer", "")])
+        others = [a for a in invited if a and a != welcomer and a in reinit]
         external_tree = bool(s.get("externalTree", False))
         client, rid, _ = reinit[welcomer]
         welcome = self.call(
@@ -578,7 +613,11 @@ class ScriptRun:
                 external_tree=external_tree,
             ),
         )
-        new = {welcomer: _Member(client, welcome.state_id, self.index)}
+        new = {
+            welcomer: _Member(
+                client, welcome.state_id, self.index, bytes(welcome.epoch_authenticator)
+            )
+        }
         for a in others:
             c, r, _ = reinit[a]
             resp = self.call(
@@ -588,7 +627,7 @@ class ScriptRun:
                     reinit_id=r, welcome=welcome.welcome, ratchet_tree=welcome.ratchet_tree
                 ),
             )
-            new[a] = _Member(c, resp.state_id, self.index)
+            new[a] = _Member(c, resp.state_id, self.index, bytes(resp.epoch_authenticator))
         self.members = new
 
     def do_branch(self, s: dict[str, Any]) -> None:
@@ -607,7 +646,14 @@ class ScriptRun:
             force_path=bool(s.get("forcePath", False)),
             external_tree=external_tree,
         )
-        new = {actor: _Member(self.members[actor].client, resp.state_id, self.index)}
+        new = {
+            actor: _Member(
+                self.members[actor].client,
+                resp.state_id,
+                self.index,
+                bytes(resp.epoch_authenticator),
+            )
+        }
         for a in members:
             client, tid = self.transactions.pop(a)
             old = self.member(a)
@@ -621,10 +667,13 @@ class ScriptRun:
                     ratchet_tree=resp.ratchet_tree,
                 ),
             )
-            new[a] = _Member(client, joined.state_id, self.index)
+            new[a] = _Member(client, joined.state_id, self.index, bytes(joined.epoch_authenticator))
         self.members = new
         self.group_id = gid
 
+
+# Response fields that name something the client keeps until freed.
+_HANDLES = ("state_id", "transaction_id", "reinit_id", "signer_id")
 
 _REQUESTS = {
     "StateAuth": "StateAuthRequest",

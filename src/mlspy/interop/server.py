@@ -4,8 +4,10 @@ Theory of operation. The harness names everything by small integers that this se
 out from one counter: ``state_id`` (a :class:`Group`), ``transaction_id`` (a KeyPackage
 waiting for its Welcome, possibly with PSKs stored for it), ``reinit_id`` (a group closed by
 a ReInit plus the KeyPackage for its successor) and ``signer_id`` (an external sender's
-key). Because ids never collide, ``StorePSK`` can take a state or a transaction id. A group
-keeps its ``state_id`` across epochs: handling a commit merges it in place.
+key). Because ids never collide, ``StorePSK`` can take a state or a transaction id, and
+``Free`` can forget any of them. A group keeps its ``state_id`` across epochs: handling a
+commit merges it in place. ``ExternalSignerProposal`` finds the signer's index in the group's
+external senders by its key, as other stacks do (runners send 0).
 
 Messages produced by any client are opaque bytes here: proposals named in a Commit or
 HandleCommit request are processed (our own come back as echoes the group recognises) before
@@ -663,13 +665,34 @@ class MLSClientServicer:
             return leaves[identity]
 
         proposal = _describe(request.description, ctx.cipher_suite, ctx.group_id, leaf_of)
+        # The sender index is where the signer's key sits in the group's external_senders
+        # (§12.1.8.1), looked up as other stacks do: runners need not know it (the community
+        # runner always sends 0), so ``signer_index`` is only a fallback for duplicate keys.
+        senders = ExternalSenders.find_in(ctx.extensions)
+        indices = [
+            i
+            for i, s in enumerate(senders.external_senders if senders else ())
+            if s.signature_key == signer.signature_key
+        ]
+        if not indices:
+            raise InteropError("the signer is not among the group's external senders")
+        index = int(request.signer_index) if int(request.signer_index) in indices else indices[0]
         message = external_proposal(
-            bytes(request.group_info),
-            proposal,
-            signer.signature_private_key,
-            int(request.signer_index),
+            bytes(request.group_info), proposal, signer.signature_private_key, index
         )
         return self._proposal(message)
+
+    # Cleanup --------------------------------------------------------------------------------
+
+    def Free(self, request: Any, context: Any) -> Any:
+        """Forget a state (group, transaction, reinit or signer) the runner is done with.
+        Idempotent: freeing an unknown or already freed id is not an error."""
+        sid = int(request.state_id)
+        self.state.groups.pop(sid, None)
+        self.state.transactions.pop(sid, None)
+        self.state.reinits.pop(sid, None)
+        self.state.signers.pop(sid, None)
+        return self.pb2.FreeResponse()
 
 
 # --- Serving ---------------------------------------------------------------------------------
