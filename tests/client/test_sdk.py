@@ -17,6 +17,7 @@ from mlspy.ds.client import DSRequestError
 from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.server import InProcessServer
 from mlspy.ds.service import TOKEN_TTL, DeliveryService
+from mlspy.errors import UsageError
 from mlspy.storage import MemoryStore, SQLiteStore
 
 
@@ -387,3 +388,182 @@ def test_second_client_on_the_same_store_settles_the_commit(
             await second.stop()
 
     asyncio.run(scenario())
+
+
+# --- Proposals, Welcomes, the queue and tokens (found in review) ------------------------------
+
+
+def test_leaving_member_is_removed_by_the_lowest_staying_leaf(server: InProcessServer) -> None:
+    """bob asks to leave (a Remove proposal for himself): alice, the lowest leaf staying,
+    commits it by herself; nobody is left unable to send."""
+
+    async def scenario() -> None:
+        async with (
+            Client(server.url, "alice", poll_interval=0.2) as alice,
+            Client(server.url, "bob", poll_interval=0.2) as bob,
+            Client(server.url, "carol", poll_interval=0.2) as carol,
+        ):
+            gid = await alice.create_group()
+            await alice.invite(gid, "bob")
+            await alice.invite(gid, "carol")
+            await _until(bob, "joined")
+            await _until(carol, "joined")
+            await bob.leave(gid)
+            with pytest.raises(UsageError, match="asked to leave"):
+                await bob.send(gid, "still here?")
+            await _until(bob, "removed")
+            left = await _until(carol, "member_left")
+            assert left.sender == "bob"
+            assert set(alice.members(gid)) == {"alice", "carol"}
+            await carol.send(gid, "after bob left")
+            assert (await _until(alice, "message")).text == "after bob left"
+
+    asyncio.run(scenario())
+
+
+def test_sender_commits_pending_proposals_first(server: InProcessServer) -> None:
+    """If the member whose turn it is to commit is offline, the next sender commits the
+    pending proposals (they forbid sending, RFC 9420 §12.4); removing someone who asked to
+    leave commits their request instead of proposing a second Remove."""
+
+    async def scenario() -> None:
+        async with (
+            Client(server.url, "alice", poll_interval=60) as alice,
+            Client(server.url, "bob", poll_interval=0.2) as bob,
+            Client(server.url, "carol", poll_interval=0.2) as carol,
+            Client(server.url, "dave", poll_interval=0.2) as dave,
+        ):
+            gid = await alice.create_group()
+            for name, member in (("bob", bob), ("carol", carol), ("dave", dave)):
+                await alice.invite(gid, name)
+                await _until(member, "joined")
+            await alice.stop()  # alice (leaf 0) would commit; she is gone
+            await dave.leave(gid)
+            await carol.sync()
+            await carol.send(gid, "committed dave's leaving first")
+            await _until(dave, "removed")
+            assert (await _until(bob, "message")).text == "committed dave's leaving first"
+            assert set(bob.members(gid)) == {"alice", "bob", "carol"}
+            await bob.leave(gid)
+            await carol.sync()
+            await carol.remove(gid, "bob")
+            await _until(bob, "removed")
+            assert set(carol.members(gid)) == {"alice", "carol"}
+
+    asyncio.run(scenario())
+
+
+def test_join_survives_a_failing_top_up(server: InProcessServer) -> None:
+    """The DS cannot take the KeyPackage top-up right after a join: the join still counts
+    ("joined" is emitted) and the top-up happens on a later receive."""
+
+    async def scenario() -> None:
+        async with (
+            Client(server.url, "alice", poll_interval=0.2) as alice,
+            Client(server.url, "bob", poll_interval=0.2) as bob,
+        ):
+            gid = await alice.create_group()
+            real = bob.ds.count_key_packages
+            failures = [1]
+
+            def count(*args: Any, **kwargs: Any) -> tuple[int, bool]:
+                if failures:
+                    failures.pop()
+                    raise httpx.ConnectError("DS unreachable")
+                return real(*args, **kwargs)
+
+            bob.ds.count_key_packages = count  # type: ignore[method-assign]
+            await alice.invite(gid, "bob")
+            joined = await _until(bob, "joined")
+            assert joined.group_id == gid and not failures
+            await bob.sync()
+            assert bob.ds.count_key_packages(1) == (bob.pool_size, True)
+
+    asyncio.run(scenario())
+
+
+def test_welcome_for_a_replaced_last_resort_key_package(server: InProcessServer) -> None:
+    """carol claimed bob's last-resort KeyPackage; bob used it meanwhile (another join) and
+    replaced it. carol's Welcome must still reach bob."""
+
+    async def scenario() -> None:
+        async with (
+            Client(server.url, "alice", poll_interval=0.2) as alice,
+            Client(server.url, "carol", poll_interval=0.2) as carol,
+            Client(server.url, "bob", poll_interval=0.2, key_packages=0) as bob,
+        ):
+            first = await alice.create_group()
+            second = await carol.create_group()
+            claimed = carol.ds.claim_key_package(b"bob", 1)  # the last-resort one
+            await alice.invite(first, "bob")
+            await _until(bob, "joined")  # and bob rotates his last-resort KeyPackage
+            carol.ds.claim_key_package = lambda *a, **k: claimed  # type: ignore[method-assign]
+            await carol.invite(second, "bob")
+            joined = await _until(bob, "joined")
+            assert joined.group_id == second
+
+    asyncio.run(scenario())
+
+
+def test_messages_processed_before_a_lost_ack_are_not_processed_again(
+    server: InProcessServer,
+) -> None:
+    async def scenario() -> None:
+        async with (
+            Client(server.url, "alice", poll_interval=0.2) as alice,
+            Client(server.url, "bob", poll_interval=60) as bob,
+        ):
+            gid = await alice.create_group()
+            await alice.invite(gid, "bob")
+            await bob.sync()
+            await _until(bob, "joined")
+            await alice.send(gid, "once")
+            real = bob.ds.ack
+
+            def ack(seqs: Any) -> None:
+                raise httpx.ReadTimeout("ack lost")
+
+            bob.ds.ack = ack  # type: ignore[method-assign]
+            with pytest.raises(httpx.ReadTimeout):
+                await bob.sync()
+            bob.ds.ack = real  # type: ignore[method-assign]
+            await bob.sync()
+            texts = []
+            while not bob.events.empty():
+                event = bob.events.get_nowait()
+                if event.kind == "message":
+                    texts.append(event.text)
+            assert texts == ["once"]
+            assert bob.store.get("processed") is None
+            assert bob.ds.fetch(0) == []
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_calls_share_one_renewed_token(tmp_path: Path) -> None:
+    import threading
+
+    now = [time.time()]
+    service = DeliveryService(SQLiteDatabase(tmp_path / "ds.db"), clock=lambda: now[0])
+    with InProcessServer(create_app(service)) as s:
+        from mlspy.ds.client import DSClient
+        from mlspy.group import SigningIdentity
+
+        client = DSClient(s.url, SigningIdentity.generate(b"alice"))
+        client.register()
+        client.login()
+        now[0] += TOKEN_TTL + 1
+        errors: list[BaseException] = []
+
+        def fetch() -> None:
+            try:
+                client.fetch(0)
+            except BaseException as exc:  # collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=fetch) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []

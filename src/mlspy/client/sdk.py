@@ -13,6 +13,12 @@ is dropped, the winning commit is processed, and the caller's intent is retried 
 applies; a client that was offline catches up in order; a removal ends the group; a client that
 lost a group's state rejoins by external commit, removing its stale leaf (RFC 9750 §6.6).
 
+Proposals. A proposal (e.g. a member's request to leave) takes effect only when committed,
+and until then a member may not send application messages (RFC 9420 §12.4). So when proposals
+are pending, one member commits them: the lowest leaf not removed by them, as soon as it
+receives them; and any member about to send commits them first, so an offline committer does
+not stall the group.
+
 Our own commits. The DS does not echo a sender's messages back, so the one way to learn that
 our commit won is the DS's answer to the submission. If that answer is lost (a timeout, a
 dropped connection, a crash), the commit may have been accepted while we still sit in the old
@@ -45,6 +51,7 @@ from mlspy.group import (
     CommitOutput,
     Group,
     GroupConfig,
+    ProposalReceived,
     SigningIdentity,
     StagedCommit,
     create_key_package,
@@ -58,6 +65,7 @@ SUBMIT_ATTEMPTS = 3  # tries of one submission when the DS cannot be reached
 # Refusals given before the DS looks at a commit: they say nothing of an earlier attempt.
 _NOT_JUDGED = frozenset({401, 429})
 OUTBOX = "outbox/"  # store key prefix: our commits whose fate the DS has not told us
+PROCESSED = "processed"  # store key: queued messages processed but not yet acknowledged
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,20 @@ def _name(credential: Credential) -> str:
 
 def member_names(group: Group) -> tuple[str, ...]:
     return tuple(_name(m.credential) for m in group.members())
+
+
+def _pending_removals(group: Group) -> set[int]:
+    """Leaves that pending Remove proposals would remove."""
+    return {
+        int(q.proposal.body.removed)
+        for q in group.pending_proposals
+        if isinstance(q.proposal.body, Remove)
+    }
+
+
+def _pending_only(stored: StoredGroup) -> list[Proposal] | None:
+    """A commit intent: just the pending proposals (nothing, once they are committed)."""
+    return [] if stored.group.pending_proposals else None
 
 
 def _encode_identity(identity: SigningIdentity) -> bytes:
@@ -163,6 +185,9 @@ class Client:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._committing = 0  # nesting depth of _commit_locked (no auto-commits inside one)
+        self._replenish_due = False
+        self._rotate_last_resort = False
         # Open handles on stored groups: loading a group decodes its whole state (O(n)), so
         # it is done once, not per message. Every change still goes through the handle to the
         # store before it returns.
@@ -251,9 +276,17 @@ class Client:
     async def _commit(
         self, group_id: bytes, make: Callable[[StoredGroup], list[Proposal] | None]
     ) -> CommitOutput | None:
-        """Commit ``make(group)``'s proposals; on a lost race process the winner and ask
-        ``make`` again (it returns None when the intent no longer applies)."""
+        """Commit ``make(group)``'s proposals (and any pending ones); on a lost race process
+        the winner and ask ``make`` again (it returns None when the intent no longer
+        applies)."""
         async with self._lock:
+            return await self._commit_locked(group_id, make)
+
+    async def _commit_locked(
+        self, group_id: bytes, make: Callable[[StoredGroup], list[Proposal] | None]
+    ) -> CommitOutput | None:
+        self._committing += 1
+        try:
             for _ in range(COMMIT_RETRIES):
                 stored = self.group(group_id)
                 proposals = make(stored)
@@ -264,6 +297,8 @@ class Client:
                 if await self._deliver(group_id, outgoing, known_fresh=True):
                     return out
                 await self._sync_locked()
+        finally:
+            self._committing -= 1
         raise UsageError(f"could not win a commit after {COMMIT_RETRIES} races")
 
     # --- The outbox of our commits ----------------------------------------------------
@@ -386,6 +421,8 @@ class Client:
         def remove(stored: StoredGroup) -> list[Proposal] | None:
             for m in stored.group.members():
                 if _name(m.credential) == user and m.leaf_index != stored.group.own_leaf_index:
+                    if m.leaf_index in _pending_removals(stored.group):
+                        return []  # already proposed (e.g. they asked to leave): commit it
                     return [Proposal(Remove(m.leaf_index))]
             return None
 
@@ -407,8 +444,27 @@ class Client:
     async def send(self, group_id: bytes, text: str) -> None:
         async with self._lock:
             stored = self.group(group_id)
+            if stored.group.pending_proposals:
+                if stored.group.own_leaf_index in _pending_removals(stored.group):
+                    raise UsageError("we asked to leave this group: it awaits our removal")
+                # Pending proposals forbid sending (§12.4): commit them first.
+                await self._commit_locked(group_id, _pending_only)
+                stored = self.group(group_id)
             data = stored.encrypt_application(text.encode())
             await asyncio.to_thread(self.ds.submit, group_id, data)
+
+    async def _commit_proposals_if_ours(self, group_id: bytes) -> None:
+        """Commit pending proposals if we are the member to do it: the lowest leaf that they
+        do not remove (every member computes the same choice)."""
+        if group_id not in self.group_ids():
+            return
+        g = self.group(group_id).group
+        if not g.pending_proposals:
+            return
+        removed = _pending_removals(g)
+        staying = [m.leaf_index for m in g.members() if m.leaf_index not in removed]
+        if staying and staying[0] == g.own_leaf_index:
+            await self._commit_locked(group_id, _pending_only)
 
     async def join_external(self, group_id: bytes, *, resync: bool = False) -> None:
         """Join (or, with ``resync``, rejoin after losing state) by external commit."""
@@ -444,46 +500,81 @@ class Client:
         async with self._lock:
             await self._sync_locked()
 
-    def _cursor(self) -> int:
-        stored = self.store.get("cursor")
-        return int(stored.value) if stored is not None else 0
+    # The queue: everything not yet acknowledged is fetched each time (not "after the last
+    # seq seen": with several DS connections or nodes, sequence numbers of different groups
+    # can become visible out of order). Messages processed but not yet acknowledged (a crash
+    # in between) are remembered under PROCESSED so they are not processed twice.
 
-    def _set_cursor(self, seq: int) -> None:
-        stored = self.store.get("cursor")
-        self.store.write({"cursor": (str(seq).encode(), stored.version if stored else None)})
+    def _processed(self) -> tuple[set[int], int | None]:
+        stored = self.store.get(PROCESSED)
+        if stored is None:
+            return set(), None
+        return {int(x) for x in stored.value.split()}, stored.version
+
+    def _set_processed(self, seqs: set[int], version: int | None) -> int | None:
+        """Store the set; returns its new version (None: the key is gone)."""
+        if not seqs and version is None:
+            return None
+        value = " ".join(str(x) for x in sorted(seqs)).encode() if seqs else None
+        written = self.store.write({PROCESSED: (value, version)})[PROCESSED]
+        return written if seqs else None
 
     async def _sync_locked(self) -> None:
         await self._flush_outbox()
+        proposals_for: set[bytes] = set()
         while True:
-            items = await asyncio.to_thread(self.ds.fetch, self._cursor())
+            items = await asyncio.to_thread(self.ds.fetch, 0)
             if not items:
-                return
+                break
+            done, version = self._processed()
             for item in items:
-                await self._handle(item)
-                self._set_cursor(item["seq"])
+                if item["seq"] in done:
+                    continue
+                if await self._handle(item):
+                    proposals_for.add(item["group_id"])
+                done.add(item["seq"])
+                version = self._set_processed(done, version)
             await asyncio.to_thread(self.ds.ack, [i["seq"] for i in items])
+            self._set_processed(done - {i["seq"] for i in items}, version)
+        await self._replenish_if_due()
+        if not self._committing:
+            for gid in proposals_for:
+                await self._commit_proposals_if_ours(gid)
 
-    async def _handle(self, item: dict[str, Any]) -> None:
+    async def _replenish_if_due(self) -> None:
+        """After a join by Welcome: top up the pool and replace a used last-resort
+        KeyPackage."""
+        if self._replenish_due:
+            await self.replenish(rotate_last_resort=self._rotate_last_resort)
+            self._replenish_due = self._rotate_last_resort = False
+
+    async def _handle(self, item: dict[str, Any]) -> bool:
+        """Process one queued message; True when it was a proposal (to be committed)."""
         gid: bytes = item["group_id"]
         if item["kind"] == "welcome":
             try:
                 stored = self.groups.join(item["data"], config=self.config)
                 self._handles[stored.group.group_id] = stored
             except MLSError:
-                return  # not for a KeyPackage we still hold
+                return False  # not for a KeyPackage we still hold
             g = stored.group
-            # Top up first, so the pool is full by the time anyone sees the join; a used
-            # last-resort KeyPackage is replaced by a fresh one.
-            await self.replenish(rotate_last_resort=self.groups.used_last_resort)
+            self._replenish_due = True
+            self._rotate_last_resort |= self.groups.used_last_resort
+            # Top up first, so the pool is full by the time anyone sees the join; if the DS
+            # cannot take it now, the end of this receive (or the next) tries again.
+            with contextlib.suppress(DSRequestError, httpx.HTTPError):
+                await self._replenish_if_due()
             await self.events.put(Event("joined", gid, g.epoch, members=member_names(g)))
-            return
+            return False
         if gid not in self.group_ids():
-            return
+            return False
         stored = self.group(gid)
         try:
             event = stored.process(item["data"])
         except MLSError:
-            return  # a message we cannot use (e.g. from before we joined)
+            return False  # a message we cannot use (e.g. from before we joined)
+        if isinstance(event, ProposalReceived):
+            return True
         if isinstance(event, ApplicationMessage):
             sender = stored.group.tree.leaf(event.sender)
             name = _name(sender.credential) if sender else "?"
@@ -502,8 +593,9 @@ class Client:
             if event.self_removed:
                 self._forget(gid)
                 await self.events.put(Event("removed", gid, stored.group.epoch))
-                return
+                return False
             await self._emit_commit(gid, stored.group, event, "", before)
+        return False
 
     async def _emit_commit(
         self,

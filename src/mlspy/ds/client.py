@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import ssl
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,17 +50,21 @@ class DSClient:
         )
         self.http = httpx.Client(base_url=base_url, verify=context, timeout=30)
         self.token: str | None = None
+        self._login_lock = threading.Lock()
 
     def close(self) -> None:
         self.http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+        sent = self.token
+        headers = {"authorization": f"Bearer {sent}"} if sent else {}
         response = self.http.request(method, path, headers=headers, **kwargs)
-        if response.status_code == 401 and self.token and not path.startswith("/v1/auth/"):
-            # Bearer tokens are short-lived: prove possession of the key again, retry once.
-            self.token = None
-            self.login()
+        if response.status_code == 401 and sent and not path.startswith("/v1/auth/"):
+            # Bearer tokens are short-lived: prove possession of the key again and retry
+            # once. Concurrent callers share one new login (the first one makes it).
+            with self._login_lock:
+                if self.token == sent:
+                    self.login()
             headers = {"authorization": f"Bearer {self.token}"}
             response = self.http.request(method, path, headers=headers, **kwargs)
         data: dict[str, Any] = response.json() if response.content else {}

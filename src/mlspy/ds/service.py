@@ -276,10 +276,13 @@ class DeliveryService:
             rows.append((key_package_ref(kp), client.id, kp.cipher_suite, data, int(last)))
         with self.db.transaction() as tx:
             for row in rows:
-                if row[4]:  # a new last-resort KeyPackage replaces the previous one
+                if row[4]:
+                    # A new last-resort KeyPackage replaces the previous one, which is retired
+                    # (2), not deleted: it may have been claimed already, and its row is how
+                    # a Welcome for it finds its owner.
                     tx.execute(
-                        "DELETE FROM key_packages WHERE owner = ? AND cipher_suite = ? "
-                        "AND last_resort = 1",
+                        "UPDATE key_packages SET last_resort = 2 WHERE owner = ? AND "
+                        "cipher_suite = ? AND last_resort = 1",
                         (row[1], row[2]),
                     )
                 tx.execute("DELETE FROM key_packages WHERE ref = ?", (row[0],))
