@@ -546,3 +546,15 @@ def test_deep_random_scenario(
     assert runner.main(argv) == 0
     out = capsys.readouterr().out
     assert "PASS deep_random/deep_random (1 runs)" in out
+
+
+def test_tls_encoded_private_keys_are_unwrapped_for_vectors() -> None:
+    """OpenMLS answers CreateKeyPackage with opaque<V>-encoded init/encryption keys; the
+    passive-client vectors the runner records need the raw keys, like the other stacks give."""
+    from mlspy.interop.script import _raw_private_key
+
+    for size, prefix in ((32, b"\x20"), (48, b"\x30"), (56, b"\x38"), (66, b"\x40\x42")):
+        raw = bytes(range(size))
+        assert _raw_private_key(raw) == raw
+        assert _raw_private_key(prefix + raw) == raw
+    assert _raw_private_key(b"\x05short") == b"\x05short"  # not a key: left alone

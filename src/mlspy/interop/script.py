@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlspy.codec import Reader, decode_all
+from mlspy.errors import MLSError
+
 grpc: Any = importlib.import_module("grpc")
 
 
@@ -201,8 +204,8 @@ class ScriptRun:
         self.transactions[actor] = (client, resp.transaction_id)
         self.key_material[actor] = {
             "key_package": bytes(resp.key_package).hex(),
-            "init_priv": bytes(resp.init_priv).hex(),
-            "encryption_priv": bytes(resp.encryption_priv).hex(),
+            "init_priv": _raw_private_key(bytes(resp.init_priv)).hex(),
+            "encryption_priv": _raw_private_key(bytes(resp.encryption_priv)).hex(),
             "signature_priv": bytes(resp.signature_priv).hex(),
         }
         return bytes(resp.key_package)
@@ -670,6 +673,22 @@ class ScriptRun:
             new[a] = _Member(client, joined.state_id, self.index, bytes(joined.epoch_authenticator))
         self.members = new
         self.group_id = gid
+
+
+# Sizes of raw HPKE private keys (X25519, P-256: 32; P-384: 48; X448: 56; P-521: 66; 64 for
+# robustness), and a TLS-encoded one unwrapped: OpenMLS returns init/encryption keys as
+# opaque<V> where the other stacks (and the passive-client vector format) use the raw bytes.
+_RAW_KEY_SIZES = frozenset({32, 48, 56, 64, 66})
+
+
+def _raw_private_key(data: bytes) -> bytes:
+    if len(data) in _RAW_KEY_SIZES:
+        return data
+    try:
+        inner = decode_all(data, Reader.opaque, "private key")
+    except MLSError:
+        return data
+    return inner if len(inner) in _RAW_KEY_SIZES else data
 
 
 # Response fields that name something the client keeps until freed.
