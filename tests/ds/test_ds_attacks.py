@@ -821,3 +821,72 @@ def test_the_ds_refuses_handshakes_it_can_check(ds: Cluster) -> None:
         eve.client.submit(p.group_id, commit)
     assert eve.client.fetch() == []
     nothing_lost(p)
+
+
+# --- Found in review: outsiders' non-proposals, creation races, expired KeyPackages -----------
+
+
+@pytest.mark.parametrize("handshakes", ["public", "encrypted"])
+def test_outsiders_may_only_propose(ds: Cluster, handshakes: str) -> None:
+    """A non-member's PublicMessage claiming an external or new-member sender is accepted only
+    as a proposal: a bogus "commit" would take the epoch and wedge the group, application
+    data would be fanned out to every member."""
+    from mlspy.group import GroupConfig
+    from mlspy.messages import Commit, ContentType, WireFormat
+    from mlspy.messages.framed_content import FramedContent, FramedContentAuthData, Sender
+    from mlspy.messages.framing import PublicMessage
+
+    encrypted = handshakes == "encrypted"
+    wire = WireFormat.mls_private_message if encrypted else WireFormat.mls_public_message
+    alice, mallory = Member.new(ds.url, "alice"), Member.new(ds.url, "mallory")
+    alice.group = Group.create(alice.identity, config=GroupConfig(handshake_wire_format=wire))
+    alice.client.create_group(alice.group.group_info(), encrypted_handshakes=encrypted)
+    gid, epoch = alice.group.group_id, alice.group.epoch
+    commit = FramedContent(
+        gid, epoch, Sender.new_member_proposal(), b"", ContentType.commit, commit=Commit((), None)
+    )
+    spam = FramedContent(
+        gid, epoch, Sender.external(0), b"", ContentType.application, application_data=b"spam"
+    )
+    for content, tag in ((commit, b"\0" * 32), (spam, None)):
+        bogus = PublicMessage(content, FramedContentAuthData(b"\0" * 64, tag))
+        with pytest.raises(DSRequestError) as info:
+            mallory.client.submit(gid, MLSMessage.wrap(bogus).encode())
+        assert info.value.status == 403, content.content_type
+    out = alice.group.commit([], force_path=True)
+    alice.client.submit(gid, out.commit)  # the epoch is still alice's to take
+
+
+def test_concurrent_creation_of_one_group_is_a_conflict(ds: Cluster) -> None:
+    import threading
+
+    alice = Member.new(ds.url, "alice")
+    group = Group.create(alice.identity)
+    info = group.group_info()
+    results: list[object] = []
+
+    def create() -> None:
+        try:
+            results.append(alice.client.create_group(info))
+        except DSRequestError as exc:
+            results.append(exc.status)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results, key=str) == [0, 409, 409, 409]
+
+
+def test_expired_key_packages_are_neither_counted_nor_claimed(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with local_ds(tmp_path, clock=clock) as (url, _):
+        bob = Member.new(url, "bob", key_packages=2)
+        assert bob.client.count_key_packages(1) == (2, False)
+        clock.now += 91 * 24 * 3600  # past the default 90-day lifetime
+        assert bob.client.count_key_packages(1) == (0, False)
+        alice = Member.new(url, "alice", key_packages=0)
+        with pytest.raises(DSRequestError) as info:
+            alice.client.claim_key_package(b"bob", 1)
+        assert info.value.status == 404

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from ds_helpers import Member
 
-from conftest import Cluster
+from conftest import POSTGRES, Cluster
 from mlspy.ds.app import create_app
 from mlspy.ds.client import DSClient, DSRequestError
 from mlspy.ds.db import SQLiteDatabase
@@ -102,6 +102,37 @@ def test_websocket_push_and_ack(ds: Cluster) -> None:
     item = asyncio.run(listen())
     assert item["kind"] == "message"
     assert bob.client.fetch(bob.last_seq) == []  # acked over the WebSocket
+
+
+@pytest.mark.skipif(not POSTGRES, reason="MLSPY_TEST_POSTGRES is not set (.ci/run sets it)")
+@pytest.mark.parametrize("ds", ["postgres"], indirect=True)
+def test_websocket_push_across_nodes_survives_a_lost_listen_connection(ds: Cluster) -> None:
+    """PostgreSQL: a node whose LISTEN connection dies reopens it, so its WebSocket clients
+    are still woken by commits accepted on another node."""
+    import psycopg
+
+    node_a, node_b = ds.servers
+    alice, bob = Member.new(node_b.url, "alice"), Member.new(node_a.url, "bob")
+    alice.create()
+    alice.add(bob)
+    bob.sync()
+    assert POSTGRES is not None
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN mlspy_queue%' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert killed
+
+    async def listen() -> dict[str, object]:
+        async with websockets.connect(f"{node_a.ws_url}/v1/ws?token={bob.client.token}") as sock:
+            await asyncio.sleep(1.0)  # the listener reconnects meanwhile
+            await asyncio.to_thread(alice.send, b"across nodes")
+            # Well under the socket's 15 s fallback poll: only a wakeup gets it here in time.
+            return json.loads(await asyncio.wait_for(sock.recv(), timeout=5))  # type: ignore[no-any-return]
+
+    item = asyncio.run(listen())
+    assert item["kind"] == "message"
 
 
 def test_websocket_needs_a_token(ds: Cluster) -> None:

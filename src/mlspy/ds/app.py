@@ -253,6 +253,7 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         if not isinstance(seqs, list) or not all(isinstance(s, int) for s in seqs):
             raise BadRequest("seqs must be a list of integers")
         await run_in_threadpool(service.ack, client, seqs)
+        push.wake({client.id})  # a socket holding back past its fetch limit can go on
         return {"acked": len(seqs)}
 
     async def healthz(request: Request) -> dict[str, Any]:
@@ -275,24 +276,30 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         await socket.accept()
         event = asyncio.Event()
         push.events.setdefault(client.id, set()).add(event)
-        last = 0
+        # Sent on this socket and not yet acknowledged. The queue is read whole each time,
+        # not "after the last seq sent": on PostgreSQL, seqs of different groups can become
+        # visible out of order.
+        sent: set[int] = set()
 
         async def reader() -> None:
             while True:
                 msg = await socket.receive_json()
                 if isinstance(msg, dict) and isinstance(msg.get("ack"), list):
                     await run_in_threadpool(service.ack, client, [int(s) for s in msg["ack"]])
+                    event.set()
 
         read_task = asyncio.create_task(reader())
         try:
             while True:
-                items = await run_in_threadpool(service.fetch, client, last)
+                event.clear()  # before reading: a wakeup during the fetch is not lost
+                queued = await run_in_threadpool(service.fetch, client, 0)
+                sent &= {m.seq for m in queued}  # forget what was acknowledged
+                items = [m for m in queued if m.seq not in sent]
                 for m in items:
                     await socket.send_json(_wire(m))
-                    last = m.seq
+                    sent.add(m.seq)
                 if read_task.done():
                     break
-                event.clear()
                 if not items:
                     # Sleep until new messages are queued or the client goes away.
                     waiter = asyncio.ensure_future(event.wait())
@@ -368,14 +375,25 @@ class _CrossNodeListener:
         self._stop.set()
 
     def _run(self) -> None:
-        conn = self.db.listen_connection()  # type: ignore[attr-defined]
-        try:
-            conn.execute(f"LISTEN {self.CHANNEL}")
-            while not self._stop.is_set():
-                for note in conn.notifies(timeout=0.5, stop_after=50):
-                    self.push.wake(set(note.payload.split(",")))
-        finally:
-            conn.close()
+        """Listen until stopped; a lost connection is reopened (with a growing pause), and
+        every local client is woken after it, since notifications may have been missed."""
+        pause = 0.1
+        while not self._stop.is_set():
+            try:
+                conn = self.db.listen_connection()  # type: ignore[attr-defined]
+                try:
+                    conn.execute(f"LISTEN {self.CHANNEL}")
+                    self.push.wake(set(self.push.events))
+                    pause = 0.1
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5, stop_after=50):
+                            self.push.wake(set(note.payload.split(",")))
+                finally:
+                    conn.close()
+            except Exception:  # the database went away: try again
+                if self._stop.wait(pause):
+                    return
+                pause = min(pause * 2, 5.0)
 
 
 def _wire(m: Any) -> dict[str, Any]:

@@ -301,12 +301,19 @@ class DeliveryService:
             owner = tx.execute("SELECT id FROM clients WHERE identity = ?", (identity,))
             if not owner:
                 raise NotFound("no client with this identity")
-            rows = tx.execute(
-                "SELECT ref, data FROM key_packages WHERE owner = ? AND cipher_suite = ? "
-                "AND claimed = 0 AND last_resort = 0 ORDER BY ref LIMIT 1" + skip,
-                (owner[0][0], cipher_suite),
-            )
-            if rows:
+            now = self.clock()
+            while True:
+                rows = tx.execute(
+                    "SELECT ref, data FROM key_packages WHERE owner = ? AND cipher_suite = ? "
+                    "AND claimed = 0 AND last_resort = 0 ORDER BY ref LIMIT 1" + skip,
+                    (owner[0][0], cipher_suite),
+                )
+                if not rows:
+                    break
+                if _expired(bytes(rows[0][1]), now):
+                    # Nobody could add its owner with it: drop it and look further.
+                    tx.execute("DELETE FROM key_packages WHERE ref = ?", (rows[0][0],))
+                    continue
                 tx.execute("UPDATE key_packages SET claimed = 1 WHERE ref = ?", (rows[0][0],))
                 return bytes(rows[0][1])
             rows = tx.execute(
@@ -314,19 +321,22 @@ class DeliveryService:
                 "AND last_resort = 1 LIMIT 1",
                 (owner[0][0], cipher_suite),
             )
-            if rows:
+            if rows and not _expired(bytes(rows[0][0]), now):
                 return bytes(rows[0][0])
         raise NotFound("no KeyPackage left for this identity and cipher suite")
 
     def count_key_packages(self, client: ClientInfo, cipher_suite: int) -> tuple[int, bool]:
+        """Usable KeyPackages left: unclaimed ordinary ones, and whether a last-resort one
+        is there. Expired ones do not count (the client is to replace them)."""
         with self.db.transaction() as tx:
             rows = tx.execute(
-                "SELECT last_resort, COUNT(*) FROM key_packages WHERE owner = ? AND "
-                "cipher_suite = ? AND claimed = 0 GROUP BY last_resort",
+                "SELECT last_resort, data FROM key_packages WHERE owner = ? AND "
+                "cipher_suite = ? AND claimed = 0 AND last_resort IN (0, 1)",
                 (client.id, cipher_suite),
             )
-        counts = {int(r[0]): int(r[1]) for r in rows}
-        return counts.get(0, 0), counts.get(1, 0) > 0
+        now = self.clock()
+        live = [int(r[0]) for r in rows if not _expired(bytes(r[1]), now)]
+        return live.count(0), 1 in live
 
     # --- Groups (RFC 9750 §5.2) -----------------------------------------------------
 
@@ -362,9 +372,11 @@ class DeliveryService:
         with self.db.transaction() as tx:
             if tx.lock_group(public.group_id) is not None:
                 raise Conflict("the group already exists", epoch=public.epoch)
-            tx.execute(
+            # Two creators racing past the check above (PostgreSQL locks no row that does
+            # not exist yet): the second insert does nothing and is told so.
+            inserted = tx.execute(
                 "INSERT INTO groups (group_id, epoch, mode, public_state, group_info, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO NOTHING RETURNING epoch",
                 (
                     public.group_id,
                     public.epoch,
@@ -374,6 +386,8 @@ class DeliveryService:
                     self.clock(),
                 ),
             )
+            if not inserted:
+                raise Conflict("the group already exists", epoch=public.epoch)
             self._set_roster(tx, public.group_id, members)
         return public.epoch
 
@@ -459,7 +473,10 @@ class DeliveryService:
                 client.id not in members
                 and not external
                 and not (
-                    msg.public_message is not None
+                    # Outsiders may only propose (an external sender, or a would-be member
+                    # asking to be added, §12.1.8): never commit or send application data.
+                    content_type == ContentType.proposal
+                    and msg.public_message is not None
                     and msg.public_message.content.sender.sender_type.name
                     in ("external", "new_member_proposal")
                 )
@@ -632,3 +649,10 @@ __all__ = [
     "TooLarge",
     "Unauthorized",
 ]
+
+
+def _expired(key_package: bytes, now: float) -> bool:
+    """Whether a stored KeyPackage's lifetime (§7.2) has ended."""
+    kp = MLSMessage.decode(key_package).key_package
+    lifetime = kp.leaf_node.lifetime if kp is not None else None
+    return lifetime is not None and now > lifetime.not_after
