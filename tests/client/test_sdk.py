@@ -567,3 +567,29 @@ def test_concurrent_calls_share_one_renewed_token(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         assert errors == []
+
+
+def test_replaced_last_resort_key_package_is_deleted_after_its_grace(
+    server: InProcessServer,
+) -> None:
+    """The last-resort KeyPackage bob joined with is replaced at once; its private keys stay
+    only for the grace period (a claim of it may be in flight), then go (forward secrecy)."""
+
+    async def scenario() -> None:
+        async with (
+            Client(server.url, "alice", poll_interval=0.2) as alice,
+            Client(
+                server.url, "bob", poll_interval=0.2, key_packages=0, last_resort_grace=0
+            ) as bob,
+        ):
+            used = [b.ref() for b in bob.groups.key_packages() if b.is_last_resort]
+            assert len(used) == 1
+            gid = await alice.create_group()
+            await alice.invite(gid, "bob")
+            await _until(bob, "joined")
+            await bob.sync()
+            left = [b.ref() for b in bob.groups.key_packages() if b.is_last_resort]
+            assert len(left) == 1 and left != used
+            assert bob.store.keys("retired/") == []
+
+    asyncio.run(scenario())

@@ -276,3 +276,25 @@ def test_opening_a_store_does_not_wait_for_another_writer(tmp_path: Path) -> Non
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+def test_the_wal_keeps_no_old_page_images_after_a_write(tmp_path: Path) -> None:
+    """Old page images in the WAL hold what a write just replaced (consumed keys, §9.2):
+    every write ends with a truncating checkpoint, retried after a reader held one off."""
+    import sqlite3
+
+    store = SQLiteStore(tmp_path / "s.db")
+    wal = tmp_path / "s.db-wal"
+    v = store.write({"k": (b"secret-1" * 100, None)})["k"]
+    assert wal.stat().st_size == 0
+    reader = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT * FROM blobs").fetchall()  # holds a read snapshot
+    v = store.write({"k": (b"secret-2" * 100, v)})["k"]
+    assert wal.stat().st_size > 0  # the checkpoint could not finish
+    reader.execute("COMMIT")
+    reader.close()
+    store.write({"k": (b"secret-3" * 100, v)})
+    assert wal.stat().st_size == 0
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("s.db"))
+    assert b"secret-1" not in raw and b"secret-2" not in raw

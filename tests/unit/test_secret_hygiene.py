@@ -117,3 +117,76 @@ def test_no_secret_reaches_the_logs(
     logs = "\n".join(r.getMessage() for r in caplog.records)
     assert "secret plans" not in logs
     assert not _leaks(logs, secrets)
+
+
+# --- Deletion of consumed secrets (§9.2, §12.4.2), found in review ------------------------------
+
+
+def test_pending_commit_keeps_no_consumed_secret() -> None:
+    """Once the Welcome is made, the joiner, welcome, epoch and encryption secrets of the new
+    epoch are consumed: neither the pending commit nor its stored form keeps them."""
+    from mlspy.group import Group, SigningIdentity, create_key_package
+    from mlspy.messages import Add, Proposal
+
+    alice = Group.create(SigningIdentity.generate(b"alice"))
+    bob = create_key_package(SigningIdentity.generate(b"bob"))
+    out = alice.commit([Proposal(Add(bob.key_package))])
+    pending = alice.pending_commit
+    assert pending is not None and pending.epoch is not None
+    s = pending.epoch.secrets
+    assert s.joiner_secret == s.welcome_secret == s.epoch_secret == s.encryption_secret == b""
+    stored = Group.from_bytes(alice.to_bytes()).pending_commit
+    assert stored is not None and stored.epoch is not None
+    assert stored.epoch.secrets.joiner_secret == b""
+    alice.merge_pending_commit()
+    joined = Group.join(out.welcome or b"", bob)
+    assert joined.epoch_authenticator == alice.epoch_authenticator
+
+
+def test_removed_member_keeps_only_what_a_past_epoch_keeps() -> None:
+    from mlspy.errors import MLSError
+    from mlspy.group import Group, SigningIdentity, StagedCommit, create_key_package
+    from mlspy.messages import Add, Proposal, Remove
+
+    alice = Group.create(SigningIdentity.generate(b"alice"))
+    bob_kp = create_key_package(SigningIdentity.generate(b"bob"))
+    out = alice.commit([Proposal(Add(bob_kp.key_package))])
+    alice.merge_pending_commit()
+    bob = Group.join(out.welcome or b"", bob_kp)
+    late = alice.encrypt_application(b"sent before the removal")
+    removal = alice.commit([Proposal(Remove(bob.own_leaf_index))])
+    alice.merge_pending_commit()
+    staged = bob.process(removal.commit)
+    assert isinstance(staged, StagedCommit) and staged.self_removed
+    bob.merge_staged_commit(staged)
+    assert not bob.active
+    kept = Group.from_bytes(bob.to_bytes())._epoch  # what a stored state would hold
+    assert kept.private is None
+    assert kept.secrets.init_secret == kept.secrets.exporter_secret == b""
+    assert kept.secrets.external_secret == b""
+    try:
+        secret = bob.export_secret("label", b"", 32)
+    except MLSError:
+        secret = b""
+    assert secret != alice.export_secret("label", b"", 32)
+    assert bob.process(late).data == b"sent before the removal"  # type: ignore[union-attr]
+
+
+def test_removed_members_state_is_stored_and_loaded(tmp_path: Path) -> None:
+    from mlspy.group import Group, SigningIdentity, StagedCommit, create_key_package
+    from mlspy.messages import Add, Proposal, Remove
+    from mlspy.storage import GroupStore, SQLiteStore
+
+    alice = Group.create(SigningIdentity.generate(b"alice"))
+    bob_kp = create_key_package(SigningIdentity.generate(b"bob"))
+    out = alice.commit([Proposal(Add(bob_kp.key_package))])
+    alice.merge_pending_commit()
+    groups = GroupStore(SQLiteStore(tmp_path / "bob.db"))
+    bob = groups.adopt(Group.join(out.welcome or b"", bob_kp))
+    removal = alice.commit([Proposal(Remove(bob.group.own_leaf_index))])
+    alice.merge_pending_commit()
+    staged = bob.process(removal.commit)
+    assert isinstance(staged, StagedCommit)
+    bob.merge_staged_commit(staged)
+    loaded = groups.load(bob.group.group_id).group
+    assert not loaded.active and loaded.to_bytes() == bob.group.to_bytes()

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,10 @@ SUBMIT_ATTEMPTS = 3  # tries of one submission when the DS cannot be reached
 _NOT_JUDGED = frozenset({401, 429})
 OUTBOX = "outbox/"  # store key prefix: our commits whose fate the DS has not told us
 PROCESSED = "processed"  # store key: queued messages processed but not yet acknowledged
+RETIRED = "retired/"  # store key prefix: replaced last-resort KeyPackages, by ref -> when
+# How long a replaced last-resort KeyPackage's private keys are kept: someone may have claimed
+# it just before, and their Welcome still needs them. Then they go (forward secrecy, §16.8).
+LAST_RESORT_GRACE = 3600.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,7 @@ class Client:
         config: GroupConfig | None = None,
         poll_interval: float = 1.0,
         verify: bool | str = True,
+        last_resort_grace: float = LAST_RESORT_GRACE,
     ) -> None:
         self.server = server.rstrip("/")
         self.name = name
@@ -172,6 +178,7 @@ class Client:
         self.config = config or GroupConfig()
         self.pool_size = key_packages
         self.poll_interval = poll_interval
+        self.last_resort_grace = last_resort_grace
         stored = self.store.get("identity")
         self.identity = (
             _decode_identity(stored.value)
@@ -238,6 +245,11 @@ class Client:
         )
         bundles = [create_key_package(self.identity) for _ in range(self.pool_size - count)]
         if not last_resort or rotate_last_resort:
+            now = str(time.time()).encode()
+            for old in self.groups.key_packages():
+                key = RETIRED + old.ref().hex()
+                if old.is_last_resort and self.store.get(key) is None:
+                    self.store.write({key: (now, None)})
             bundles.append(create_key_package(self.identity, last_resort=True))
         if bundles:
             for b in bundles:
@@ -519,7 +531,17 @@ class Client:
         written = self.store.write({PROCESSED: (value, version)})[PROCESSED]
         return written if seqs else None
 
+    def _purge_retired(self) -> None:
+        """Delete replaced last-resort KeyPackages whose grace period is over."""
+        now = time.time()
+        for key in self.store.keys(RETIRED):
+            entry = self.store.get(key)
+            if entry is not None and float(entry.value) + self.last_resort_grace <= now:
+                self.groups.delete_key_package(bytes.fromhex(key[len(RETIRED) :]))
+                self.store.write({key: (None, entry.version)})
+
     async def _sync_locked(self) -> None:
+        self._purge_retired()
         await self._flush_outbox()
         proposals_for: set[bytes] = set()
         while True:

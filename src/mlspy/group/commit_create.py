@@ -26,6 +26,7 @@ from mlspy.group.state import (
     CommitOutput,
     PendingCommit,
     StagedCommit,
+    forget_consumed,
 )
 from mlspy.group.welcome import (
     NewMember,
@@ -160,6 +161,9 @@ def create_commit(
             group._own_leaf,
             created.path_secrets if created else None,
         )
+    # The Welcome is made: joiner, welcome, epoch and encryption secrets are consumed (§9.2)
+    # and must not wait in the pending commit (nor in its stored form) for the merge.
+    new_epoch.secrets = forget_consumed(new_epoch.secrets)
     staged = StagedCommit(
         sender=me,
         epoch=new_epoch,

@@ -702,14 +702,18 @@ class Group:
         staged.merged = True
 
     def _merge(self, staged: StagedCommit) -> None:
-        self._past.add(self._epoch, self._config.max_past_epochs)
         self._proposals.clear()
         self._own_update_keys.clear()
         self._own_messages.clear()
         self._pending = None
         if staged.self_removed or staged.epoch is None:
+            # Removed (§12.4.2): the last epoch stays current but keeps no more than a past
+            # epoch does (late messages), so our path keys and its other secrets are gone,
+            # from memory and from storage.
+            self._epoch = retire(self._epoch)
             self._active = False
             return
+        self._past.add(self._epoch, self._config.max_past_epochs)
         staged.epoch.secrets = forget_consumed(staged.epoch.secrets)
         self._epoch = staged.epoch
         self._remember_resumption(staged.epoch)

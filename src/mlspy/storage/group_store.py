@@ -221,6 +221,13 @@ class GroupStore:
     def add_key_package(self, bundle: KeyPackageBundle) -> None:
         self.store.write({_kp_key(bundle.ref()): (encode_bundle(bundle), None)})
 
+    def delete_key_package(self, ref: bytes) -> None:
+        """Forget a KeyPackage's private keys (e.g. a replaced last-resort one)."""
+        key = _kp_key(ref)
+        current = self.store.get(key)
+        if current is not None:
+            self.store.write({key: (None, current.version)})
+
     def key_packages(self) -> list[KeyPackageBundle]:
         out = []
         for key in self.store.keys("kp/"):
