@@ -13,6 +13,27 @@ from mlspy.errors import MLSError
 from mlspy.vectors import runner
 
 
+def run() -> None:
+    """The console entry point: the command, with an unexpected failure reported in one line
+    (set MLSPY_DEBUG=1 for the traceback) instead of a traceback."""
+    import os
+
+    try:
+        main(standalone_mode=True)
+    except Exception as exc:
+        if os.environ.get("MLSPY_DEBUG"):
+            raise
+        click.echo(f"mlspy: error: {_describe(exc)} (MLSPY_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(1)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlspy")
 def main() -> None:
@@ -27,7 +48,7 @@ def vectors() -> None:
 @vectors.command("verify")
 @click.option("--kind", help="Vector kind for every FILE (default: from each file name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def verify(kind: str | None, as_json: bool, files: tuple[Path, ...]) -> None:
     """Check official test-vector FILEs and report passed, failed and skipped entries.
 
@@ -50,12 +71,17 @@ def verify(kind: str | None, as_json: bool, files: tuple[Path, ...]) -> None:
                     "MLS_TEST_VECTORS to the folder holding the official vectors"
                 )
             paths = sorted(directory.glob("*.json"))
+            if not paths:
+                raise click.UsageError(
+                    f"no *.json test vectors in {directory}; point MLS_TEST_VECTORS at the "
+                    "folder holding the official vectors"
+                )
             supported = set(runner.supported_kinds())
             results = [
                 _run(p, None, as_json) if runner.kind_of(p) in supported else runner.unknown_file(p)
                 for p in paths
             ]
-    except MLSError as exc:
+    except (MLSError, ValueError) as exc:  # e.g. a file that is not JSON
         raise click.UsageError(str(exc)) from None
 
     passed = sum(r.count("passed") for r in results)
@@ -111,7 +137,9 @@ def bench(ctx: click.Context) -> None:
 
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
+)
 @click.option(
     "--database",
     help="SQLite file path (default: ~/.local/share/mlspy/ds.sqlite) or postgresql://… URL.",
@@ -172,7 +200,11 @@ def tree_command(
             ids = groups.group_ids()
             if group_hex is None and len(ids) != 1:
                 raise click.UsageError(f"--group is needed: the store holds {len(ids)} groups")
-            group = groups.load(bytes.fromhex(group_hex) if group_hex else ids[0]).group
+            try:
+                gid = bytes.fromhex(group_hex) if group_hex else ids[0]
+            except ValueError:
+                raise click.BadParameter("a group id in hex", param_hint="--group") from None
+            group = groups.load(gid).group
             tree = group.tree
             private = group._epoch.private
             held = set(private.keys) if private is not None else set()
@@ -183,6 +215,11 @@ def tree_command(
             raise click.UsageError("give a RATCHET_TREE file or --store")
     except MLSError as exc:
         raise click.ClickException(f"cannot read the tree: {exc}") from None
+    if committer is not None and not 0 <= committer < tree.n_leaves:
+        raise click.BadParameter(
+            f"leaf {committer} is not in a tree of {tree.n_leaves} leaves (0..{tree.n_leaves - 1})",
+            param_hint="--committer",
+        )
     path = commit_path(tree, committer) if committer is not None else set()
     if as_json:
         nodes = [
@@ -207,13 +244,25 @@ def tree_command(
 @click.option("--state", type=click.Path(dir_okay=False), help="SQLite file for your state.")
 def chat_command(server: str, user: str, state: str | None) -> None:
     """An interactive end-to-end encrypted terminal chat."""
+    import httpx
+
     from mlspy.tools.chat import run
 
+    if not server.startswith(("http://", "https://")):
+        raise click.BadParameter("give an http:// or https:// URL", param_hint="--server")
+    try:  # fail here, with one line, rather than inside the full-screen chat
+        httpx.get(server.rstrip("/") + "/healthz", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise click.ClickException(
+            f"cannot reach a Delivery Service at {server} ({exc}); is `mlspy serve` running?"
+        ) from None
     run(server, user, state)
 
 
 @main.command("interop-server")
-@click.option("--port", default=50051, show_default=True, type=int, help="gRPC port.")
+@click.option(
+    "--port", default=50051, show_default=True, type=click.IntRange(0, 65535), help="gRPC port."
+)
 def interop_server_command(port: int) -> None:
     """Serve the MLS community's interop gRPC interface (mls_client.proto)."""
     from mlspy.interop.server import serve

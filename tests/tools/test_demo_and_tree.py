@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -68,3 +69,69 @@ def test_tree_text_png_svg(tmp_path: Path) -> None:
 def test_tree_errors_are_one_line() -> None:
     result = CliRunner().invoke(main, ["tree"])
     assert result.exit_code == 2 and "RATCHET_TREE" in result.output
+
+
+# --- Unhappy paths: one line and a non-zero status, never a hang or a traceback (review) ------
+
+
+def test_tree_committer_outside_the_tree_is_refused(tmp_path: Path) -> None:
+    tree_file, _, _ = _sixteen(tmp_path)
+    for leaf in ("-1", "16"):
+        result = CliRunner().invoke(main, ["tree", str(tree_file), "--committer", leaf])
+        assert result.exit_code == 2, result.output
+        assert "is not in a tree of 16 leaves" in result.output
+
+
+def test_ports_out_of_range_are_refused() -> None:
+    for command in ("serve", "interop-server"):
+        result = CliRunner().invoke(main, [command, "--port", "99999"])
+        assert result.exit_code == 2 and "not in the range" in result.output
+
+
+def test_chat_without_a_server_fails_before_the_screen_opens() -> None:
+    result = CliRunner().invoke(main, ["chat", "--server", "http://127.0.0.1:9", "--user", "a"])
+    assert result.exit_code == 1
+    assert "cannot reach a Delivery Service" in result.output and "mlspy serve" in result.output
+    result = CliRunner().invoke(main, ["chat", "--server", "notaurl", "--user", "a"])
+    assert result.exit_code == 2
+
+
+def test_vectors_verify_refuses_to_check_nothing(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("MLS_TEST_VECTORS", str(tmp_path))
+    result = CliRunner().invoke(main, ["vectors", "verify"])
+    assert result.exit_code == 2 and "no *.json test vectors" in result.output
+
+
+def test_interop_run_explains_an_unreachable_client(tmp_path: Path, capsys: Any) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    from mlspy.interop.runner import main as run_main
+
+    for argv, expected in (
+        (["--client", "127.0.0.1:9"], "cannot reach client 127.0.0.1:9"),
+        (["--client", "127.0.0.1:9", str(bad)], 'expected {"scripts"'),
+        (["--client", "127.0.0.1:9", "--rotations", "0"], "at least 1"),
+    ):
+        try:
+            run_main(argv)
+        except SystemExit as exc:
+            assert exc.code == 2
+        else:
+            raise AssertionError("no usage error")
+        assert expected in capsys.readouterr().err
+
+
+def test_unexpected_failures_are_one_line(monkeypatch: Any, capsys: Any) -> None:
+    import mlspy.cli as cli
+
+    def broken(**kwargs: Any) -> None:
+        raise ValueError("something specific\nwith detail")
+
+    monkeypatch.setattr(cli, "main", broken)
+    monkeypatch.delenv("MLSPY_DEBUG", raising=False)
+    try:
+        cli.run()
+    except SystemExit as exc:
+        assert exc.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ValueError: with detail" in err and "MLSPY_DEBUG" in err

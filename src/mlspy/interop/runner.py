@@ -157,6 +157,39 @@ def run_config(
             c.close()
 
 
+def _load_config(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """A scenario file, or a usage error naming what is wrong with it."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        parser.error(f"cannot read scenario file {path}: {exc}")
+    scripts = config.get("scripts") if isinstance(config, dict) else None
+    if not isinstance(scripts, dict) or not all(isinstance(v, list) for v in scripts.values()):
+        parser.error(f'{path}: expected {{"scripts": {{name: [step, ...]}}}}')
+    return config  # type: ignore[no-any-return]
+
+
+def _probe(targets: Sequence[str], parser: argparse.ArgumentParser) -> list[int]:
+    """The cipher suites every client supports; a usage error if one cannot be reached."""
+    pb2, pb2_grpc = load()
+    common: set[int] | None = None
+    for target in targets:
+        channel = grpc.insecure_channel(target)
+        try:
+            stub = pb2_grpc.MLSClientStub(channel)
+            req = pb2.SupportedCiphersuitesRequest()
+            got = set(stub.SupportedCiphersuites(req, timeout=10).ciphersuites)
+        except grpc.RpcError as exc:
+            parser.error(
+                f"cannot reach client {target} ({exc.code().name}); is `mlspy interop-server "
+                "--port PORT` (or another stack's interop client) running there?"
+            )
+        finally:
+            channel.close()
+        common = got if common is None else common & got
+    return sorted(common or set())
+
+
 def builtin_configs() -> list[Path]:
     """mlspy's own scenario files."""
     return sorted(CONFIG_DIR.glob("*.json"))
@@ -185,9 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     modes = [m == "encrypted" for m in (args.mode or ["encrypted", "plaintext"])]
     paths = [Path(p) for p in args.config] or builtin_configs()
+    if args.rotations is not None and args.rotations < 1:
+        parser.error("--rotations must be at least 1")
+    configs = {path: _load_config(path, parser) for path in paths}
+    common = _probe(args.client, parser)
+    missing = sorted(set(args.suite or ()) - set(common))
+    if missing:
+        parser.error(f"suite(s) {missing} not supported by every client; common suites: {common}")
     failed = 0
-    for path in paths:
-        config = json.loads(path.read_text())
+    for path, config in configs.items():
         recorded: list[dict[str, Any]] | None = [] if args.record else None
         outcomes = run_config(
             args.client,
@@ -209,10 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             bad = [o for o in runs if o.error is not None]
             label = f"{path.stem}/{name}"
             if not bad:
-                print(f"PASS {label} ({len(runs)} runs)")
+                print(f"PASS {label} ({len(runs)} runs)", flush=True)
                 continue
             failed += 1
-            print(f"FAIL {label} ({len(bad)}/{len(runs)} runs failed)")
+            print(f"FAIL {label} ({len(bad)}/{len(runs)} runs failed)", flush=True)
             for o in bad:
                 mode = "encrypted" if o.encrypt else "plaintext"
                 print(f"    suite {o.suite} {mode} rotation {o.rotation}: {o.error}")
