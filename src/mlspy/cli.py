@@ -154,7 +154,22 @@ def serve_command(
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    _check_port_free(host, port)
     serve(host, port, database, tls_cert, tls_key)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Say plainly that the port is taken, before the server starts and logs its way out."""
+    import socket
+
+    try:
+        with socket.create_server((host, port), reuse_port=False):
+            pass
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another server "
+            "using it? Choose another --port."
+        ) from None
 
 
 @main.command("demo")
@@ -267,6 +282,7 @@ def interop_server_command(port: int) -> None:
     """Serve the MLS community's interop gRPC interface (mls_client.proto)."""
     from mlspy.interop.server import serve
 
+    _check_port_free("0.0.0.0", port)
     serve(port)
 
 

@@ -135,3 +135,15 @@ def test_unexpected_failures_are_one_line(monkeypatch: Any, capsys: Any) -> None
         assert exc.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ValueError: with detail" in err and "MLSPY_DEBUG" in err
+
+
+def test_servers_on_a_busy_port_say_so_in_one_line() -> None:
+    import socket
+
+    with socket.create_server(("0.0.0.0", 0)) as busy:
+        port = str(busy.getsockname()[1])
+        busy.listen()
+        for command in (["serve", "--host", "0.0.0.0"], ["interop-server"]):
+            result = CliRunner().invoke(main, [*command, "--port", port])
+            assert result.exit_code == 1, result.output
+            assert "Choose another --port" in result.output
