@@ -211,6 +211,7 @@ def tree_command(
         if store:
             from mlspy.storage import GroupStore, SQLiteStore
 
+            _require_state_store(store)
             groups = GroupStore(SQLiteStore(store))
             ids = groups.group_ids()
             if group_hex is None and len(ids) != 1:
@@ -251,6 +252,28 @@ def tree_command(
             except RuntimeError as exc:
                 raise click.ClickException(str(exc)) from None
             click.echo(f"wrote {out}", err=True)
+
+
+def _require_state_store(path: str) -> None:
+    """A viewer must not turn an arbitrary file into a store: look before opening it."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(Path(path).resolve()))}?mode=ro", uri=True)
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blobs'"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        found = None
+    if not found:
+        raise click.ClickException(
+            f"{path} is not an mlspy state store (one made by `mlspy chat --state FILE` or "
+            "GroupStore(SQLiteStore(FILE)))"
+        )
 
 
 @main.command("chat")

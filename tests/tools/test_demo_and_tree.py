@@ -147,3 +147,19 @@ def test_servers_on_a_busy_port_say_so_in_one_line() -> None:
             result = CliRunner().invoke(main, [*command, "--port", port])
             assert result.exit_code == 1, result.output
             assert "Choose another --port" in result.output
+
+
+def test_tree_store_leaves_a_foreign_file_untouched(tmp_path: Path) -> None:
+    foreign = tmp_path / "notes.txt"
+    foreign.write_bytes(b"")
+    result = CliRunner().invoke(main, ["tree", "--store", str(foreign)])
+    assert result.exit_code == 1 and "is not an mlspy state store" in result.output
+    assert foreign.read_bytes() == b""
+
+
+def test_bench_json_to_stdout_is_only_json() -> None:
+    result = CliRunner().invoke(
+        main, ["bench", "--sizes", "2", "--shapes", "full", "--repeat", "1", "--json", "-"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "crypto_costs" in json.loads(result.stdout)

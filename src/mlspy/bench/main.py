@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
@@ -89,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shapes", default="sparse,full", help="sparse,full (default: both)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per cell; the median is kept")
     parser.add_argument("--compare", choices=["mls-rs"], help="also run mls-rs in this process")
-    parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    parser.add_argument(
+        "--json", type=Path, help="write the results as JSON to this file (- for stdout)"
+    )
     parser.add_argument("--plot", type=Path, help="write a log-log PNG plot to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
@@ -102,6 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     shapes = [s for s in args.shapes.split(",") if s]
     if any(s not in ("sparse", "full") for s in shapes):
         parser.error("--shapes takes sparse and/or full")
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    for out in (args.json, args.plot):
+        # Refuse an unwritable destination now, not after minutes of measuring.
+        if out is not None and str(out) != "-" and not out.resolve().parent.is_dir():
+            parser.error(f"no directory for {out}")
+    to_stdout = str(args.json) == "-"
     compare = args.compare == "mls-rs"
     if compare and not mlsrs_ops.available():
         print(
@@ -115,8 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(text, file=sys.stderr, flush=True)
 
     results = run(sizes, shapes, args.repeat, compare, progress)
-    print(report.table(results))
-    if args.json:
+    # With --json -, stdout carries only the JSON (the table goes to stderr).
+    print(report.table(results), file=sys.stderr if to_stdout else sys.stdout)
+    if to_stdout:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    elif args.json:
         report.write_json(results, args.json)
         print(f"\nJSON: {args.json}")
     if args.plot:
