@@ -60,6 +60,7 @@ from mlspy.group import (
 )
 from mlspy.messages import Add, Capabilities, Credential, MLSMessage, Proposal, Remove
 from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup, Write
+from mlspy.storage.base import delete
 
 COMMIT_RETRIES = 8
 SUBMIT_ATTEMPTS = 3  # tries of one submission when the DS cannot be reached
@@ -101,6 +102,10 @@ def _pending_removals(group: Group) -> set[int]:
         for q in group.pending_proposals
         if isinstance(q.proposal.body, Remove)
     }
+
+
+def _outbox_key(group_id: bytes) -> str:
+    return OUTBOX + group_id.hex()
 
 
 def _pending_only(stored: StoredGroup) -> list[Proposal] | None:
@@ -317,7 +322,7 @@ class Client:
 
     def _outbox_entry(self, group_id: bytes) -> Callable[[CommitOutput], dict[str, Write]]:
         """The outbox write for a commit, made in the same batch as its pending state."""
-        key = OUTBOX + group_id.hex()
+        key = _outbox_key(group_id)
 
         def write(out: CommitOutput) -> dict[str, Write]:
             stored = self.store.get(key)
@@ -327,10 +332,12 @@ class Client:
         return write
 
     def _outbox_drop(self, group_id: bytes) -> None:
-        key = OUTBOX + group_id.hex()
-        stored = self.store.get(key)
-        if stored is not None:
-            self.store.write({key: (None, stored.version)})
+        delete(self.store, _outbox_key(group_id))
+
+    def _abandon(self, group_id: bytes) -> None:
+        """Our commit never took effect: forget it, pending state and outbox entry."""
+        self.group(group_id).clear_pending_commit()
+        self._outbox_drop(group_id)
 
     async def _deliver(
         self, group_id: bytes, outgoing: _Outgoing, *, known_fresh: bool = False
@@ -352,8 +359,7 @@ class Client:
                 )
                 break
             except DSConflict:
-                self.group(group_id).clear_pending_commit()
-                self._outbox_drop(group_id)
+                self._abandon(group_id)
                 return False
             except DSRequestError as exc:
                 if exc.status >= 500:
@@ -365,8 +371,7 @@ class Client:
                 else:
                     # The DS judged the commit (an accepted one it would have acknowledged
                     # again), or nothing went through before: it never took effect.
-                    self.group(group_id).clear_pending_commit()
-                    self._outbox_drop(group_id)
+                    self._abandon(group_id)
                     raise
             except httpx.TransportError:
                 uncertain = True
@@ -405,7 +410,7 @@ class Client:
         """A pending commit without its outbox entry was never sent (both are written
         together, the entry first removed after the DS's answer): forget it."""
         for group_id in self.group_ids():
-            key = OUTBOX + group_id.hex()
+            key = _outbox_key(group_id)
             stored = self.group(group_id)
             pending = stored.group.pending_commit_message
             entry = self.store.get(key)

@@ -80,6 +80,13 @@ class MemoryStore:
             return out
 
 
+def delete(store: Store, key: str) -> None:
+    """Delete ``key`` if it is there (at whatever version it has)."""
+    current = store.get(key)
+    if current is not None:
+        store.write({key: (None, current.version)})
+
+
 def check_versions(batch: Mapping[str, Write], current: Callable[[str], int | None]) -> None:
     """Refuse the batch if any key's version is not the expected one."""
     for key, (_, expected) in batch.items():

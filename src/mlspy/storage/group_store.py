@@ -40,7 +40,7 @@ from mlspy.group.serialize import (
     serialize_ratchet_part,
 )
 from mlspy.messages import MLSMessage, Proposal
-from mlspy.storage.base import CHECK, Store, Versioned, Write
+from mlspy.storage.base import CHECK, Store, Versioned, Write, delete
 
 T = TypeVar("T")
 
@@ -85,6 +85,8 @@ class StoredGroup:
         group: Group,
         version: int | None,
         ratchet_version: int | None = None,
+        *,
+        in_parts: bool | None = None,
     ) -> None:
         self._groups = groups
         self._group = group
@@ -94,7 +96,7 @@ class StoredGroup:
         self._ratchet_version = ratchet_version
         # Whether the store holds this state in parts; a state stored whole (older mlspy)
         # is rewritten in parts by its first write, whatever a stray ratchet key says.
-        self._in_parts = ratchet_version is not None
+        self._in_parts = ratchet_version is not None if in_parts is None else in_parts
 
     @property
     def group(self) -> Group:
@@ -223,10 +225,7 @@ class GroupStore:
 
     def delete_key_package(self, ref: bytes) -> None:
         """Forget a KeyPackage's private keys (e.g. a replaced last-resort one)."""
-        key = _kp_key(ref)
-        current = self.store.get(key)
-        if current is not None:
-            self.store.write({key: (None, current.version)})
+        delete(self.store, _kp_key(ref))
 
     def key_packages(self) -> list[KeyPackageBundle]:
         out = []
@@ -246,14 +245,13 @@ class GroupStore:
         if stored is None:
             raise UsageError(f"no stored group {group_id.hex()}")
         ratchets = self.store.get(_ratchet_key(group_id))
-        handle = StoredGroup(
+        return StoredGroup(
             self,
             _load(stored, ratchets),
             stored.version,
             ratchets.version if ratchets is not None else None,
+            in_parts=_in_parts(stored),
         )
-        handle._in_parts = _in_parts(stored)
-        return handle
 
     def adopt(self, group: Group) -> StoredGroup:
         """Start storing a group created or joined outside this store."""
