@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
@@ -17,3 +19,18 @@ if _TESTS_DIR not in sys.path:
 from vectors_dir import vector_params  # noqa: E402
 
 __all__ = ["vector_params"]
+
+
+# --- Evidence for docs/validation.md (see tests/parity.py) ----------------------------------
+
+# pytester: the catalogue meta-test runs a small pytest session to show the check bites.
+pytest_plugins = ("pytester",)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Fail a run in which a catalogue row's test ran without the evidence it owes: a parity
+    check with the public view for a public rule, a rejection carrying the rule's id."""
+    from catalogue import rows
+    from parity import CatalogueEvidence
+
+    config.pluginmanager.register(CatalogueEvidence(rows), "mlspy-catalogue-evidence")

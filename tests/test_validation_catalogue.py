@@ -13,57 +13,24 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from catalogue import HEADER, ROOT, SCOPES, Row, catalogue_text, parse, rows
+from parity import (
+    PARITY,
+    REJECTIONS,
+    RULE_ID_EXEMPT,
+    evidence_problems,
+    needs_rule_id,
+    node_id,
+)
 
 import mlspy.credentials
 import mlspy.errors
 from mlspy.errors import MLSError
 
-ROOT = Path(__file__).resolve().parents[1]
-CATALOGUE = ROOT / "docs" / "validation.md"
-HEADER = "| id | section | rule | error | test |"
 NOT_ENFORCED = "(not enforced)"
 # The count this catalogue was written with; it may only grow.
 MIN_ROWS = 199
 AREAS = {"LN", "KP", "TR", "PR", "PL", "CM", "WG", "FR", "ST", "EC", "EP", "PS", "RB", "CD"}
-
-
-@dataclass(frozen=True)
-class Row:
-    line: int
-    id: str
-    section: str
-    rule: str
-    error: str
-    test: str
-
-
-def _cell(text: str) -> str:
-    return text.strip().strip("`").strip()
-
-
-@cache
-def catalogue_text() -> str:
-    return CATALOGUE.read_text(encoding="utf-8")
-
-
-@cache
-def rows() -> tuple[Row, ...]:
-    """Every row of every table whose header is exactly :data:`HEADER`."""
-    lines = catalogue_text().splitlines()
-    out: list[Row] = []
-    i = 0
-    while i < len(lines):
-        if lines[i].strip() != HEADER:
-            i += 1
-            continue
-        assert re.fullmatch(r"\|(\s*-+\s*\|){5}", lines[i + 1].strip()), lines[i + 1]
-        i += 2
-        while i < len(lines) and lines[i].startswith("|"):
-            cells = lines[i].strip().strip("|").split("|")
-            assert len(cells) == 5, f"line {i + 1}: {len(cells)} cells: {lines[i]!r}"
-            out.append(Row(i + 1, *(_cell(c) for c in cells)))
-            i += 1
-    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -222,8 +222,7 @@ def tree_command(
                 raise click.BadParameter("a group id in hex", param_hint="--group") from None
             group = groups.load(gid).group
             tree = group.tree
-            private = group._epoch.private
-            held = set(private.keys) if private is not None else set()
+            held = group.held_node_indices()
         elif ratchet_tree:
             data = Path(ratchet_tree).read_bytes()
             tree = RatchetTree.from_nodes(get_suite(suite), decode_ratchet_tree(data))
@@ -301,12 +300,35 @@ def chat_command(server: str, user: str, state: str | None) -> None:
 @click.option(
     "--port", default=50051, show_default=True, type=click.IntRange(0, 65535), help="gRPC port."
 )
-def interop_server_command(port: int) -> None:
+@click.option(
+    "--max-leaf-lifetime",
+    default="none",
+    show_default=True,
+    metavar="SECONDS|none|default",
+    help=(
+        "Maximum total LeafNode lifetime its groups accept (RFC 9420 §7.2). 'none' accepts "
+        "what the community's stacks issue (valid from 0 to 2^64-1); 'default' restores the "
+        "library's five-year cap."
+    ),
+)
+def interop_server_command(port: int, max_leaf_lifetime: str) -> None:
     """Serve the MLS community's interop gRPC interface (mls_client.proto)."""
     from mlspy.interop.server import serve
+    from mlspy.tree.validation import MAX_LEAF_LIFETIME
 
+    limit: int | None
+    if max_leaf_lifetime == "none":
+        limit = None
+    elif max_leaf_lifetime == "default":
+        limit = MAX_LEAF_LIFETIME
+    elif max_leaf_lifetime.isdigit():
+        limit = int(max_leaf_lifetime)
+    else:
+        raise click.BadParameter(
+            "a number of seconds, 'none' or 'default'", param_hint="--max-leaf-lifetime"
+        )
     _check_port_free("0.0.0.0", port)
-    serve(port)
+    serve(port, max_leaf_lifetime=limit)
 
 
 @main.command(

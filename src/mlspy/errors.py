@@ -29,13 +29,19 @@ class DecodeError(MLSError):
 
 
 class ValidationError(MLSError):
-    """A peer broke a rule of RFC 9420. Subclasses name the section they enforce."""
+    """A peer broke a rule of RFC 9420. Subclasses name the section they enforce.
+
+    ``rule`` is the rule's id in the validation catalogue (``docs/validation.md``, e.g.
+    ``"LN-12"``) where the raise site enforces exactly one catalogued rule; an error that wraps
+    another (an invalid KeyPackage inside an Add) keeps the inner error's rule and chains it
+    as ``__cause__``."""
 
     section: ClassVar[str] = ""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, rule: str | None = None) -> None:
         suffix = f" (RFC 9420 §{self.section})" if self.section else ""
         super().__init__(f"{message}{suffix}")
+        self.rule = rule
 
 
 class UsageError(MLSError):

@@ -160,14 +160,21 @@ def protect_private_message(
     *,
     padding: int = 0,
     reuse_guard: bytes | None = None,
+    rng: Callable[[int], bytes] | None = None,
 ) -> PrivateMessage:
-    """Encrypt signed content from a member; advances the sender's ratchet (single use)."""
+    """Encrypt signed content from a member; advances the sender's ratchet (single use).
+
+    The 4-byte ``reuse_guard`` (§6.3.1) is ``reuse_guard`` if given, else drawn from ``rng``
+    (``os.urandom`` by default).
+    """
     fc = content.content
     if content.wire_format != WireFormat.mls_private_message:
         raise UsageError("content was signed for another wire format")
     if fc.sender.sender_type != SenderType.member or fc.sender.leaf_index is None:
         raise UsageError("only members send PrivateMessages (RFC 9420 §6.3)")
-    guard = reuse_guard if reuse_guard is not None else os.urandom(4)
+    guard = reuse_guard
+    if guard is None:
+        guard = rng(4) if rng is not None else os.urandom(4)
     if len(guard) != 4:
         raise UsageError("reuse_guard is 4 bytes")
     leaf = LeafIndex(fc.sender.leaf_index)

@@ -793,7 +793,8 @@ def test_an_outsider_cannot_wedge_a_group_with_a_bogus_external_commit(
     rejoined, commit = join_external(
         alice.client.group_info(gid), alice.identity, remove_prior=0, config=config
     )
-    alice.client.submit(gid, commit, group_info=rejoined.group_info())
+    alice.client.submit(gid, commit, group_info=rejoined.pending_group_info())
+    rejoined.merge_pending_commit()
 
 
 def test_the_ds_refuses_handshakes_it_can_check(ds: Cluster) -> None:

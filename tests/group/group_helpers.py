@@ -72,6 +72,7 @@ from mlspy.schedule.transcript import confirmed_transcript_hash, interim_transcr
 from mlspy.tree.math import LeafIndex
 from mlspy.tree.ratchet_tree import RatchetTree
 from mlspy.tree.treekem import LeafNodeParams, create_update_path, sign_leaf_node
+from parity import assert_public_parity, public_view_for, record_rejection
 
 # §8.3: the HPKE export label of an external init secret.
 EXTERNAL_INIT_LABEL = b"MLS 1.0 external init secret"
@@ -117,12 +118,13 @@ def make_group(
 
 
 def deliver(groups: Sequence[Group], message: bytes, *, sender: Group | None = None) -> None:
-    """Pass a handshake message to every member but its sender; merge commits."""
+    """Pass a handshake message to every member but its sender; merge commits (an echo of
+    a member's own pending commit included)."""
     for g in groups:
         if g is sender or not g.active:
             continue
         event = g.process(message)
-        if isinstance(event, StagedCommit) and not event.merged:
+        if isinstance(event, StagedCommit):
             g.merge_staged_commit(event)
 
 
@@ -188,14 +190,26 @@ def reject(
     message: bytes,
     error: type[ValidationError],
     match: str | None = None,
+    *,
+    member_only: bool = False,
 ) -> ValidationError:
-    """``receiver.process(message)`` raises exactly ``error`` and changes nothing."""
+    """``receiver.process(message)`` raises exactly ``error`` and changes nothing.
+
+    Parity (DESIGN.md, "One home per rule"): unless ``member_only`` (the rule needs the
+    member's secrets, e.g. a membership or confirmation tag) or the message is a
+    PrivateMessage, the receiver's public view — taken before the member processes — must
+    reject the message with the same class and stay unchanged. Both the parity check and the
+    error's catalogue rule id are recorded for the catalogue meta-test (``tests/parity.py``)."""
+    view = public_view_for(receiver, message, member_only=member_only)
     before = snapshot(receiver)
     with pytest.raises(MLSError) as info:
         receiver.process(message)
     assert_exact(info.value, error, match)
     assert snapshot(receiver) == before, "a rejected message changed the receiver's state"
     assert isinstance(info.value, ValidationError)
+    record_rejection(info.value)
+    if view is not None:
+        assert_public_parity(view, message, info.value)
     return info.value
 
 
@@ -231,8 +245,8 @@ def forge_proposal(
 ) -> bytes:
     """A proposal PublicMessage from ``proposer``, signed and MACed for its current epoch,
     without the proposer's own checks."""
-    cs = proposer._cs
-    epoch = proposer._epoch
+    cs = proposer.cipher_suite
+    epoch = proposer.state.epoch
     fc = FramedContent(
         epoch.context.group_id,
         epoch.epoch,
@@ -245,7 +259,7 @@ def forge_proposal(
         fc = tweak_content(fc)
     ac = authenticate(
         cs,
-        proposer._identity.signature_private_key,
+        proposer.identity.signature_private_key,
         WireFormat.mls_public_message,
         fc,
         epoch.context,
@@ -273,7 +287,7 @@ def ref_of(group: Group, proposal_message: bytes) -> Ref:
     assert pm is not None and pm.content.proposal is not None
     leaf = pm.content.sender.leaf_index
     assert leaf is not None
-    ref = group._cs.make_proposal_ref(pm.authenticated_content().encode())
+    ref = group.cipher_suite.make_proposal_ref(pm.authenticated_content().encode())
     return Ref(ref, pm.content.proposal, leaf)
 
 
@@ -282,7 +296,7 @@ def resign_leaf(
 ) -> LeafNode:
     """Re-sign ``leaf`` (update/commit leaves bind the group id and leaf index)."""
     gid = cs_group.group_id if leaf_index is not None else None
-    return sign_leaf_node(cs_group._cs, signature_private_key, leaf, gid, leaf_index)
+    return sign_leaf_node(cs_group.cipher_suite, signature_private_key, leaf, gid, leaf_index)
 
 
 def update_leaf(
@@ -295,7 +309,7 @@ def update_leaf(
     """A signed ``update`` LeafNode for ``member`` with a fresh encryption key, then
     ``changes`` applied and the result re-signed (for ``leaf_index``, default its own)."""
     ident = member.identity
-    _, enc_pub = member._cs.hpke_key_pair()
+    _, enc_pub = member.cipher_suite.hpke_key_pair()
     leaf = LeafNode(
         enc_pub,
         ident.signature_key,
@@ -366,7 +380,7 @@ def _psk_secret(
     the group's retained resumption PSKs; an unknown PSK contributes zeros."""
     if not psk_ids:
         return None
-    cs = group._cs
+    cs = group.cipher_suite
     pairs = []
     for pid in psk_ids:
         if pid.psktype == PSKType.external:
@@ -438,10 +452,10 @@ def forge_commit(
     honestly (from the tweaked content) unless ``confirmation_tag`` overrides it.
     ``signature_private_key`` / ``membership_key`` override the keys used to sign / MAC.
     """
-    cs = committer._cs
-    epoch = committer._epoch
+    cs = committer.cipher_suite
+    epoch = committer.state.epoch
     ctx = epoch.context
-    ident = committer._identity
+    ident = committer.identity
     me = committer.own_leaf_index
     pors = [_as_por(p) for p in proposals]
     resolved: list[tuple[Proposal, int | None]] = []
@@ -523,15 +537,15 @@ def reframe(
     confirmation_tag: bytes | None = None,
 ) -> bytes:
     """Decode a valid commit PublicMessage from ``committer``, edit it, re-sign and re-MAC it."""
-    cs = committer._cs
-    epoch = committer._epoch
+    cs = committer.cipher_suite
+    epoch = committer.state.epoch
     pm = MLSMessage.decode(message).public_message
     assert pm is not None
     fc = pm.content if tweak_content is None else tweak_content(pm.content)
     tag = pm.auth.confirmation_tag if confirmation_tag is None else confirmation_tag
     ac = authenticate(
         cs,
-        committer._identity.signature_private_key,
+        committer.identity.signature_private_key,
         WireFormat.mls_public_message,
         fc,
         epoch.context,
@@ -563,7 +577,7 @@ def forge_external_commit(
     gi = gi_msg.group_info
     assert isinstance(gi, GroupInfo)
     ctx = gi.group_context
-    cs = member._cs
+    cs = member.cipher_suite
     ext_pub = ExternalPub.find_in(gi.extensions)
     assert ext_pub is not None
     real_kem, init_secret = cs.hpke.send_export(

@@ -219,8 +219,10 @@ class TestCommitFraming:
         assert pm is not None
         edited = pm.authenticated_content()
         edited = replace(edited, content=replace(edited.content, authenticated_data=b"evil"))
-        epoch = bob._epoch
-        remac = protect_public_message(bob._cs, edited, epoch.context, epoch.secrets.membership_key)
+        epoch = bob.state.epoch
+        remac = protect_public_message(
+            bob.cipher_suite, edited, epoch.context, epoch.secrets.membership_key
+        )
         reject(carol, MLSMessage.wrap(remac).encode(), SignatureError, "does not verify")
         assert_recovers(groups, carol)
 
@@ -238,7 +240,7 @@ class TestCommitProcessing:
         message = forge_commit(bob, [update, new_kp(), Proposal(Remove(ALICE))])
         staged = carol.process(message)
         assert isinstance(staged, StagedCommit)
-        assert staged.updated == [DAVE] and staged.removed == [ALICE]
+        assert [m.leaf_index for m in staged.updated] == [DAVE] and staged.removed_leaves == [ALICE]
 
     def test_reference_to_an_unknown_proposal(self, groups: list[Group]) -> None:
         bob, carol = groups[BOB], groups[CAROL]
@@ -438,7 +440,7 @@ class TestExternalCommit:
         dave_again = SigningIdentity.generate(groups[DAVE].identity.credential.identity or b"")
         resync = forge_external_commit(carol, dave_again, extra=[Proposal(Remove(DAVE))])
         staged = carol.process(resync)
-        assert isinstance(staged, StagedCommit) and staged.removed == [DAVE]
+        assert isinstance(staged, StagedCommit) and staged.removed_leaves == [DAVE]
 
     def test_no_external_init(self, groups: list[Group], joiner: SigningIdentity) -> None:
         carol = groups[CAROL]
@@ -535,9 +537,12 @@ class TestExternalCommit:
 
     def test_joiner_already_a_member(self, groups: list[Group]) -> None:
         """A member's identity joins again without removing its old leaf: two leaves would
-        share a signature key (§7.3). Built with the public ``join_external``."""
+        share a signature key (§7.3). ``join_external`` refuses to build it (the sender runs
+        the receivers' rules); forged, every receiver refuses it."""
         alice, carol, dave = groups[ALICE], groups[CAROL], groups[DAVE]
-        _, message = join_external(alice.group_info(), dave.identity)
+        with pytest.raises(CommitError, match="signature key belongs to another member"):
+            join_external(alice.group_info(), dave.identity)
+        message = forge_external_commit(carol, dave.identity)
         reject(carol, message, CommitError, "signature key belongs to another member")
         assert_recovers(groups, carol)
 

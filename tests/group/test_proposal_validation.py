@@ -145,7 +145,7 @@ class TestProposalListRegularCommit:
         message = forge_commit(bob, [Proposal(Remove(DAVE)), Proposal(Add(again))])
         staged = carol.process(message)
         assert isinstance(staged, StagedCommit)
-        assert staged.removed == [DAVE] and [i for i, _ in staged.added] == [DAVE]
+        assert staged.removed_leaves == [DAVE] and [m.leaf_index for m in staged.added] == [DAVE]
 
     def test_add_whose_encryption_key_is_in_the_tree(self, groups: list[Group]) -> None:
         bob, carol = groups[BOB], groups[CAROL]
@@ -206,7 +206,7 @@ class TestProposalListRegularCommit:
         custom = Proposal(CustomProposal(CUSTOM_TYPE, b"hello"))
         reject(carol, forge_commit(bob, [custom]), ProposalListError, "member 3")
         staged = carol.process(forge_commit(bob, [custom, Proposal(Remove(DAVE))]))
-        assert isinstance(staged, StagedCommit) and staged.removed == [DAVE]
+        assert isinstance(staged, StagedCommit) and staged.removed_leaves == [DAVE]
 
     def test_gce_requiring_a_capability_no_member_has(self, groups: list[Group]) -> None:
         """After the commit every leaf must support the group's required_capabilities

@@ -146,6 +146,7 @@ from mlspy.schedule.psk import compute_psk_secret
 from mlspy.schedule.secret_tree import RatchetType, sender_data_key_nonce
 from mlspy.tree.math import LeafIndex, NodeIndex
 from mlspy.tree.ratchet_tree import RatchetTree as Tree
+from parity import assert_public_parity, public_view_for, raises_exactly, record_rejection
 
 ALICE, BOB, CAROL, DAVE = 0, 1, 2, 3
 CUSTOM_EXTENSION = 0xF0F0
@@ -156,13 +157,20 @@ WELCOME_LABEL = "Welcome"
 
 
 def reject_any(
-    receiver: Group, message: bytes, error: type[MLSError], match: str | None = None
+    receiver: Group,
+    message: bytes,
+    error: type[MLSError],
+    match: str | None = None,
+    *,
+    member_only: bool = False,
 ) -> MLSError:
     """Like ``group_helpers.reject`` for any MLSError class (DecodeError and CryptoError name
     no RFC section): ``receiver.process(message)`` raises exactly ``error`` and changes
-    nothing."""
+    nothing; unless ``member_only`` or a PrivateMessage, the receiver's public view rejects
+    it alike (``tests/parity.py``)."""
     if issubclass(error, ValidationError):
-        return reject(receiver, message, error, match)
+        return reject(receiver, message, error, match, member_only=member_only)
+    view = public_view_for(receiver, message, member_only=member_only)
     before = snapshot(receiver)
     with pytest.raises(MLSError) as info:
         receiver.process(message)
@@ -170,6 +178,9 @@ def reject_any(
     if match is not None:
         assert re.search(match, str(info.value), re.IGNORECASE), str(info.value)
     assert snapshot(receiver) == before, "a rejected message changed the receiver's state"
+    record_rejection(info.value)
+    if view is not None:
+        assert_public_parity(view, message, info.value)
     return info.value
 
 
@@ -184,11 +195,8 @@ def reject_join(
 ) -> None:
     """``Group.join`` raises exactly ``error``; then, if given, the ``genuine`` Welcome still
     joins with the same KeyPackage (the failed attempt consumed nothing)."""
-    with pytest.raises(MLSError) as info:
+    with raises_exactly(error, match):
         Group.join(welcome, bundle, **join)  # type: ignore[arg-type]
-    assert type(info.value) is error, f"expected {error.__name__}, got {info.value!r}"
-    if match is not None:
-        assert re.search(match, str(info.value), re.IGNORECASE), str(info.value)
     if genuine is not None:
         joined = Group.join(genuine, bundle, **join)  # type: ignore[arg-type]
         assert joined.epoch >= 1
@@ -392,8 +400,8 @@ def seal_private(
     ``ratchet_leaf`` (default: the content's sender) in a *copy* of ``sender``'s secret tree,
     exactly as ``protect_private_message`` does, with optional edits: the plaintext before
     encryption, the ciphertext after, and the SenderData's leaf index and generation."""
-    cs = sender._cs
-    epoch = sender._epoch
+    cs = sender.cipher_suite
+    epoch = sender.state.epoch
     key = signer or sender.identity.signature_private_key
     tag = b"\x00" * cs.nh if content.content_type == ContentType.commit else None
     ac = authenticate(cs, key, WireFormat.mls_private_message, content, epoch.context, tag)
@@ -468,8 +476,8 @@ def public(
     member_tag: bool = True,
 ) -> bytes:
     """Sign ``content`` as a PublicMessage (with a real membership tag for member senders)."""
-    cs = group._cs
-    epoch = group._epoch
+    cs = group.cipher_suite
+    epoch = group.state.epoch
     member = content.sender.sender_type == SenderType.member
     signs_context = member or content.sender.sender_type == SenderType.new_member_commit
     context = epoch.context if signs_context else None
@@ -678,7 +686,7 @@ class TestWelcome:
         bundle = create_key_package(SigningIdentity.generate(b"newcomer"))
         out = committer.commit([Proposal(Add(bundle.key_package))])
         assert out.welcome is not None
-        tree = Tree.from_nodes(committer._cs, decode_ratchet_tree(out.ratchet_tree))
+        tree = Tree.from_nodes(committer.cipher_suite, decode_ratchet_tree(out.ratchet_tree))
         eleven, root = tree.parent(NodeIndex(11)), tree.parent(NodeIndex(7))
         assert eleven is not None and eleven.unmerged_leaves == (7,)
         assert root is not None and root.unmerged_leaves == (7,)
@@ -692,7 +700,7 @@ class TestWelcome:
             out.welcome,
             bundle,
             committer.identity.signature_private_key,
-            group_info=with_tree(committer._cs, drop),
+            group_info=with_tree(committer.cipher_suite, drop),
         )
         reject_join(
             forged, bundle, UnmergedLeafError, "node 11 .* does not list", genuine=out.welcome
@@ -787,7 +795,7 @@ class TestFraming:
 
     def test_application_data_in_a_public_message(self, groups: list[Group]) -> None:
         bob, carol = groups[BOB], groups[CAROL]
-        cs, epoch = bob._cs, bob._epoch
+        cs, epoch = bob.cipher_suite, bob.state.epoch
         fc = app_content(bob)
         ac = authenticate(
             cs, bob.identity.signature_private_key, WireFormat.mls_public_message, fc, epoch.context
@@ -1106,6 +1114,7 @@ class TestExternalJoin:
         group, _ = join_external(
             gi, SigningIdentity.generate(b"joiner"), ratchet_tree=alice.export_ratchet_tree()
         )
+        group.merge_pending_commit()
         assert group.epoch == alice.epoch + 1
 
     def test_joiner_credential_refused_by_the_as(self) -> None:
@@ -1126,7 +1135,7 @@ class TestExternalJoin:
         alice, carol, dave = groups[ALICE], groups[CAROL], groups[DAVE]
         _, message = join_external(alice.group_info(), dave.identity, remove_prior=DAVE)
         staged = carol.process(message)
-        assert isinstance(staged, StagedCommit) and staged.removed == [DAVE]
+        assert isinstance(staged, StagedCommit) and staged.removed_leaves == [DAVE]
 
 
 # --- §7.3, §5.3.1: leaf nodes against the group's extensions and the AS --------------------------

@@ -558,3 +558,44 @@ def test_tls_encoded_private_keys_are_unwrapped_for_vectors() -> None:
         assert _raw_private_key(raw) == raw
         assert _raw_private_key(prefix + raw) == raw
     assert _raw_private_key(b"\x05short") == b"\x05short"  # not a key: left alone
+
+
+def _forever_key_package(identity: bytes) -> bytes:
+    """A KeyPackage valid from 0 to 2^64-1, as other stacks issue them (MLSMessage bytes)."""
+    from mlspy.group import SigningIdentity, create_key_package
+    from mlspy.group.key_package import CLOCK_SKEW
+    from mlspy.messages import MLSMessage
+
+    ident = SigningIdentity.generate(identity, SUITE)
+    bundle = create_key_package(ident, now=CLOCK_SKEW, lifetime=2**64 - 1 - CLOCK_SKEW)
+    lifetime = bundle.key_package.leaf_node.lifetime
+    assert lifetime is not None and (lifetime.not_before, lifetime.not_after) == (0, 2**64 - 1)
+    return MLSMessage.wrap(bundle.key_package).encode()
+
+
+@pytest.mark.parametrize("cap", [None, "default"])
+def test_interop_server_accepts_leaves_other_stacks_issue(cap: str | None) -> None:
+    """RFC 9420 §7.2 leaves the maximum LeafNode lifetime to the application; the community's
+    stacks issue leaves valid from 0 to 2^64-1. The interop server accepts them by default and
+    refuses them with the library's cap restored (``--max-leaf-lifetime default``)."""
+    from mlspy.tree.validation import MAX_LEAF_LIFETIME
+
+    limit = MAX_LEAF_LIFETIME if cap == "default" else None
+    server, port = make_server(0, "127.0.0.1", max_leaf_lifetime=limit)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        stub = pb2_grpc.MLSClientStub(channel)
+        alice = _group(stub, b"alice")
+        request = pb2.AddProposalRequest(state_id=alice, key_package=_forever_key_package(b"x"))
+        if limit is None:
+            proposal = stub.AddProposal(request).proposal
+            out = stub.Commit(pb2.CommitRequest(state_id=alice, by_reference=[proposal]))
+            assert out.welcome
+        else:
+            with pytest.raises(grpc.RpcError) as info:
+                stub.AddProposal(request)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "exceeds the maximum" in (info.value.details() or "")
+    finally:
+        channel.close()
+        server.stop(grace=None)

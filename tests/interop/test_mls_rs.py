@@ -213,7 +213,7 @@ class Hub:
             assert isinstance(event, ApplicationMessage)
             assert event.data == data
             assert event.epoch == group.epoch
-            assert event.sender == self.py_leaf_of(name, by)
+            assert event.sender.leaf_index == self.py_leaf_of(name, by)
         for name, rs_group in self.rs.items():
             if name == by:
                 continue

@@ -231,12 +231,14 @@ class Hub:
             staged = g.process(out.commit)
             assert isinstance(staged, StagedCommit), staged
             if name == sender:
-                assert staged.own and staged.merged
+                assert staged.own and staged is own
+                g.merge_staged_commit(staged)
                 continue
             assert not staged.own
-            assert [i for i, _ in staged.added] == [i for i, _ in own.added]
+            assert staged.added == own.added
             assert staged.removed == own.removed
             assert staged.updated == own.updated
+            assert staged.committer == own.committer
             assert staged.psks == own.psks
             g.merge_staged_commit(staged)
             if staged.self_removed:
@@ -251,7 +253,8 @@ class Hub:
         return own
 
     def _welcome(self, staged: StagedCommit, out: CommitOutput, tree_out_of_band: bool) -> None:
-        for leaf, kp in staged.added:
+        for member, kp in zip(staged.added, staged.key_packages, strict=True):
+            leaf = member.leaf_index
             ref = key_package_ref(kp)
             owner = next((c for c in self.clients.values() if ref in c.bundles), None)
             if owner is None:
@@ -301,11 +304,13 @@ class Hub:
             g = self.group(other)
             staged = g.process(commit)
             assert isinstance(staged, StagedCommit), staged
-            assert [i for i, _ in staged.added] == []
+            assert staged.added == ()
             if other == name:
                 # Our old appearance learns that it was removed.
                 assert staged.self_removed
             g.merge_staged_commit(staged)
+        assert new.epoch == self.group(via).epoch - 1  # not merged before the DS accepts
+        new.merge_pending_commit()
         c.group = new
         self.check()
         return commit
@@ -333,7 +338,7 @@ class Hub:
             assert isinstance(event, ApplicationMessage), event
             assert event.data == sent.data
             assert event.authenticated_data == sent.authenticated_data
-            assert event.sender == sent.sender_leaf
+            assert event.sender.leaf_index == sent.sender_leaf
             assert event.epoch == sent.epoch
             count += 1
         return count

@@ -18,7 +18,7 @@ from mlspy.group import (
     StagedCommit,
     create_key_package,
 )
-from mlspy.group.serialize import deserialize_group_parts
+from mlspy.group.serialize import deserialize_state_parts
 from mlspy.messages import Add, Proposal
 from mlspy.storage import CHECK, GroupStore, MemoryStore, SQLiteStore, Store
 
@@ -178,7 +178,7 @@ def test_mismatched_parts_are_storage_errors(tmp_path: Path) -> None:
         (b"MLSg" + old_ratchets.value[4:], "not a stored mlspy group state part"),
     ):
         with pytest.raises(StorageError, match=reason):
-            deserialize_group_parts(epoch_part.value, ratchets)
+            deserialize_state_parts(epoch_part.value, ratchets)
     groups.store.write({f"ratchets/{gid.hex()}": (None, bob._ratchet_version)})
     with pytest.raises(StorageError, match="no ratchet part"):
         groups.load(gid)

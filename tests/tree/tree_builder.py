@@ -51,7 +51,7 @@ def make_leaf(
         credential or Credential.basic(identity),
         Capabilities((1,), (int(cs.id),), (), (), credentials),
         LeafNodeSource.key_package,
-        Lifetime(0, 2**64 - 1),
+        Lifetime(1_700_000_000, 1_700_000_000 + 365 * 24 * 3600),
         None,
         (),
         b"",

@@ -20,7 +20,7 @@ from mlspy.tree.math import LeafIndex
 
 
 def _secrets_of(group: Group, extra: list[bytes]) -> set[bytes]:
-    epoch = group._epoch
+    epoch = group.state.epoch
     found = {getattr(epoch.secrets, f.name) for f in dataclasses.fields(epoch.secrets)}
     if epoch.private is not None:
         found |= set(epoch.private.keys.values())
@@ -42,24 +42,24 @@ def _scenario() -> tuple[Group, Group, list[object], set[bytes]]:
     alice = Group.create(SigningIdentity.generate(b"alice"))
     bundle = create_key_package(SigningIdentity.generate(b"bob"))
     out = alice.commit([Proposal(Add(bundle.key_package))], force_path=True)
-    pending = alice._pending
+    pending = alice.state.pending
     alice.merge_pending_commit()
     bob = Group.join(out.welcome or b"", bundle)
     bob.process(alice.encrypt_application(b"x"))
     alice.encrypt_application(b"y")
-    lookup = bob._epoch.secret_tree.lookup(LeafIndex(0), RatchetType.APPLICATION, 3)
+    lookup = bob.state.epoch.secret_tree.lookup(LeafIndex(0), RatchetType.APPLICATION, 3)
     objects: list[object] = [
-        alice._epoch,
-        alice._epoch.secrets,
-        alice._epoch.private,
-        bob._epoch,
-        bob._epoch.private,
+        alice.state.epoch,
+        alice.state.epoch.secrets,
+        alice.state.epoch.private,
+        bob.state.epoch,
+        bob.state.epoch.private,
         bundle,
         alice.identity,
         pending,
         lookup,
         lookup.key,
-        *bob._epoch.secret_tree._ratchets.values(),
+        *bob.state.epoch.secret_tree._ratchets.values(),
     ]
     extra = [
         bundle.init_private_key,
@@ -132,12 +132,12 @@ def test_pending_commit_keeps_no_consumed_secret() -> None:
     bob = create_key_package(SigningIdentity.generate(b"bob"))
     out = alice.commit([Proposal(Add(bob.key_package))])
     pending = alice.pending_commit
-    assert pending is not None and pending.epoch is not None
-    s = pending.epoch.secrets
+    assert pending is not None and pending.new_state is not None
+    s = pending.new_state.secrets
     assert s.joiner_secret == s.welcome_secret == s.epoch_secret == s.encryption_secret == b""
     stored = Group.from_bytes(alice.to_bytes()).pending_commit
-    assert stored is not None and stored.epoch is not None
-    assert stored.epoch.secrets.joiner_secret == b""
+    assert stored is not None and stored.new_state is not None
+    assert stored.new_state.secrets.joiner_secret == b""
     alice.merge_pending_commit()
     joined = Group.join(out.welcome or b"", bob)
     assert joined.epoch_authenticator == alice.epoch_authenticator
@@ -160,7 +160,7 @@ def test_removed_member_keeps_only_what_a_past_epoch_keeps() -> None:
     assert isinstance(staged, StagedCommit) and staged.self_removed
     bob.merge_staged_commit(staged)
     assert not bob.active
-    kept = Group.from_bytes(bob.to_bytes())._epoch  # what a stored state would hold
+    kept = Group.from_bytes(bob.to_bytes()).state.epoch  # what a stored state would hold
     assert kept.private is None
     assert kept.secrets.init_secret == kept.secrets.exporter_secret == b""
     assert kept.secrets.external_secret == b""

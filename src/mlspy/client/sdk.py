@@ -498,11 +498,12 @@ class Client:
                 )
                 try:
                     await asyncio.to_thread(
-                        self.ds.submit, group_id, commit, group_info=group.group_info()
+                        self.ds.submit, group_id, commit, group_info=group.pending_group_info()
                     )
                 except DSConflict:
                     await asyncio.sleep(0.05)
                     continue
+                group.merge_pending_commit()
                 self._forget(group_id)
                 self._handles[group_id] = self.groups.adopt(group)
                 await self.events.put(
@@ -603,8 +604,7 @@ class Client:
         if isinstance(event, ProposalReceived):
             return True
         if isinstance(event, ApplicationMessage):
-            sender = stored.group.tree.leaf(event.sender)
-            name = _name(sender.credential) if sender else "?"
+            name = _name(event.sender.credential)
             await self.events.put(
                 Event(
                     "message",

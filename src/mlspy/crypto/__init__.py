@@ -1,7 +1,8 @@
 """Cryptographic primitives of the MLS cipher suites (RFC 9420 §5) and HPKE (RFC 9180)."""
 
 from mlspy.crypto.hpke import AeadId, Hpke, KdfId, KemId
-from mlspy.crypto.signature import SignatureScheme, Signer
+from mlspy.crypto.rng import Rng
+from mlspy.crypto.signature import MessageSigner, SignatureScheme, Signer
 from mlspy.crypto.suite import (
     MLS_LABEL_PREFIX,
     CipherSuite,
@@ -17,6 +18,8 @@ __all__ = [
     "Hpke",
     "KdfId",
     "KemId",
+    "MessageSigner",
+    "Rng",
     "SignatureScheme",
     "Signer",
     "suite",

@@ -7,6 +7,14 @@ API does not expose (the exporter interface used by external commits, RFC 9420 �
 ``DeriveKeyPair``, RFC 9180 §7.1.3) — RFC 9180 is composed here from ``cryptography``'s DH,
 HKDF/HMAC and AEAD primitives. Unit tests cross-check the two paths against each other.
 
+Injected randomness: key generation, :meth:`Hpke.seal` and :meth:`Hpke.send_export` take an
+optional keyword ``rng`` (see :mod:`mlspy.crypto.rng`). Without it they draw from
+``os.urandom`` and ``seal`` keeps the native fast path. With it, ``GenerateKeyPair()`` is
+``DeriveKeyPair(rng(Nsk))`` (RFC 9180 §7.1.3, the way the RFC's own test vectors fix ``ikmE``)
+and encapsulation runs on the composed path, so the output is a deterministic function of the
+inputs and the ``rng`` stream. Both paths produce ordinary RFC 9180 ciphertexts: either opens
+the other's.
+
 Key formats are those of RFC 9180 §7.1.1 (``SerializePublicKey`` / ``SerializePrivateKey``):
 raw 32/56-byte strings for X25519/X448, the uncompressed SEC1 point and the big-endian scalar
 for the NIST curves.
@@ -14,7 +22,6 @@ for the NIST curves.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
@@ -27,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from mlspy.crypto.rng import Rng, draw
 from mlspy.errors import CryptoError, InternalError
 
 
@@ -78,13 +86,14 @@ class _KemParams:
     order: int
 
 
-_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-_P384_ORDER = int(
+# Group orders of the NIST curves (SEC 2 §2.4.2, §2.5.1, §2.6.1); signature.py uses them too.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+P384_ORDER = int(
     "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
     "581A0DB248B0A77AECEC196ACCC52973",
     16,
 )
-_P521_ORDER = int(
+P521_ORDER = int(
     "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA"
     "51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
     16,
@@ -92,13 +101,13 @@ _P521_ORDER = int(
 
 _KEMS: dict[KemId, _KemParams] = {
     KemId.DHKEM_P256_HKDF_SHA256: _KemParams(
-        32, 65, 32, KdfId.HKDF_SHA256, ec.SECP256R1(), 0xFF, _P256_ORDER
+        32, 65, 32, KdfId.HKDF_SHA256, ec.SECP256R1(), 0xFF, P256_ORDER
     ),
     KemId.DHKEM_P384_HKDF_SHA384: _KemParams(
-        48, 97, 48, KdfId.HKDF_SHA384, ec.SECP384R1(), 0xFF, _P384_ORDER
+        48, 97, 48, KdfId.HKDF_SHA384, ec.SECP384R1(), 0xFF, P384_ORDER
     ),
     KemId.DHKEM_P521_HKDF_SHA512: _KemParams(
-        64, 133, 66, KdfId.HKDF_SHA512, ec.SECP521R1(), 0x01, _P521_ORDER
+        64, 133, 66, KdfId.HKDF_SHA512, ec.SECP521R1(), 0x01, P521_ORDER
     ),
     KemId.DHKEM_X25519_HKDF_SHA256: _KemParams(32, 32, 32, KdfId.HKDF_SHA256, None, 0, 0),
     KemId.DHKEM_X448_HKDF_SHA512: _KemParams(64, 56, 56, KdfId.HKDF_SHA512, None, 0, 0),
@@ -230,9 +239,10 @@ class Hpke:
     def public_key_of(self, sk: bytes) -> bytes:
         return self.serialize_public(self.load_private(sk).public_key())
 
-    def generate_key_pair(self) -> tuple[bytes, bytes]:
-        """A fresh (private, public) key pair, serialized."""
-        return self.derive_key_pair(os.urandom(self._kem.n_sk))
+    def generate_key_pair(self, *, rng: Rng | None = None) -> tuple[bytes, bytes]:
+        """``GenerateKeyPair()`` (RFC 9180 §4): ``DeriveKeyPair(ikm)`` over ``Nsk`` bytes drawn
+        from ``rng`` (``os.urandom`` by default); returns serialized (sk, pk)."""
+        return self.derive_key_pair(draw(rng, self._kem.n_sk))
 
     def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
         """``DeriveKeyPair(ikm)`` of RFC 9180 §7.1.3; returns serialized (sk, pk)."""
@@ -289,8 +299,9 @@ class Hpke:
         eae_prk = self._kem_labeled_extract(b"", b"eae_prk", dh)
         return self._kem_labeled_expand(eae_prk, b"shared_secret", kem_context, self._kem.n_secret)
 
-    def _encap(self, pk_r: bytes) -> tuple[bytes, bytes]:
-        sk_e_bytes, enc = self.generate_key_pair()
+    def _encap(self, pk_r: bytes, rng: Rng | None = None) -> tuple[bytes, bytes]:
+        """``Encap(pkR)`` (RFC 9180 §4.1) with the ephemeral pair from ``GenerateKeyPair``."""
+        sk_e_bytes, enc = self.generate_key_pair(rng=rng)
         dh = self._dh(self.load_private(sk_e_bytes), self.load_public(pk_r))
         return self._extract_and_expand(dh, enc + pk_r), enc
 
@@ -318,20 +329,30 @@ class Hpke:
 
     # --- Single-shot APIs (RFC 9180 §6.1) ----------------------------------------------------
 
-    def seal(self, pk_r: bytes, info: bytes, aad: bytes, pt: bytes) -> tuple[bytes, bytes]:
-        """``SealBase(pkR, info, aad, pt)`` → (enc, ct)."""
-        if self._native is not None and not aad:
+    def seal(
+        self, pk_r: bytes, info: bytes, aad: bytes, pt: bytes, *, rng: Rng | None = None
+    ) -> tuple[bytes, bytes]:
+        """``SealBase(pkR, info, aad, pt)`` → (enc, ct) (RFC 9180 §6.1).
+
+        Without ``rng`` the native implementation is used where it covers the suite. With
+        ``rng`` the ephemeral key is ``DeriveKeyPair(rng(Nsk))`` and the composed path runs, so
+        the output is deterministic given the ``rng`` stream.
+        """
+        if rng is None and self._native is not None and not aad:
             try:
                 out = self._native.encrypt(pt, self.load_public(pk_r), info)  # type: ignore[arg-type]
             except ValueError:  # e.g. a small-order X25519 point: no shared secret
                 raise CryptoError("HPKE encryption failed: invalid recipient key") from None
             n = self._kem.n_enc
             return out[:n], out[n:]
-        return self.seal_composed(pk_r, info, aad, pt)
+        return self.seal_composed(pk_r, info, aad, pt, rng=rng)
 
-    def seal_composed(self, pk_r: bytes, info: bytes, aad: bytes, pt: bytes) -> tuple[bytes, bytes]:
-        """``SealBase`` composed from primitives (used for X448, and to cross-check)."""
-        shared_secret, enc = self._encap(pk_r)
+    def seal_composed(
+        self, pk_r: bytes, info: bytes, aad: bytes, pt: bytes, *, rng: Rng | None = None
+    ) -> tuple[bytes, bytes]:
+        """``SealBase`` composed from primitives (used for X448, with an ``rng``, and to
+        cross-check the native path)."""
+        shared_secret, enc = self._encap(pk_r, rng)
         key, nonce, _ = self._key_schedule(shared_secret, info)
         return enc, self._aead_cipher(key).encrypt(nonce, pt, aad)
 
@@ -357,10 +378,17 @@ class Hpke:
             raise CryptoError("HPKE decryption failed") from None
 
     def send_export(
-        self, pk_r: bytes, info: bytes, exporter_context: bytes, length: int
+        self,
+        pk_r: bytes,
+        info: bytes,
+        exporter_context: bytes,
+        length: int,
+        *,
+        rng: Rng | None = None,
     ) -> tuple[bytes, bytes]:
-        """``SetupBaseS`` then ``Export`` (RFC 9180 §5.3) → (enc, exported secret)."""
-        shared_secret, enc = self._encap(pk_r)
+        """``SetupBaseS`` then ``Export`` (RFC 9180 §5.1, §5.3) → (enc, exported secret); with
+        ``rng`` the ephemeral key is ``DeriveKeyPair(rng(Nsk))``."""
+        shared_secret, enc = self._encap(pk_r, rng)
         _, _, exporter_secret = self._key_schedule(shared_secret, info)
         return enc, self._labeled_expand(exporter_secret, b"sec", exporter_context, length)
 

@@ -4,6 +4,17 @@ Key formats follow the MLS test vectors: EdDSA keys are their native byte string
 public keys are uncompressed SEC1 points and private keys big-endian scalars
 (Field-Element-to-Octet-String). ECDSA signatures are DER-encoded on the wire, as RFC 9420
 §5.1.2 requires ("encoded ... as defined in [RFC 8446] §4.2.3", i.e. DER ECDSA-Sig-Value).
+
+Two things here are named for signing. :class:`Signer` is one *scheme* (it signs with a private
+key passed as bytes). :class:`MessageSigner` is the protocol of one *key*: an object that signs
+with a key it holds, possibly outside Python memory (an HSM, a remote signer);
+``CipherSuiteProvider.sign_with_label`` accepts either raw key bytes or such an object, and
+:mod:`mlspy.provider` re-exports the protocol as ``Signer``.
+
+Determinism: Ed25519 and Ed448 signatures are deterministic (RFC 8032 §5.1.6, §5.2.6), so a
+protocol run with injected randomness is byte-for-byte reproducible in the Ed25519/Ed448
+suites. ``cryptography`` randomizes ECDSA nonces, so the P-256/P-384/P-521 suites reproduce
+everything except the signature bytes (which still verify).
 """
 
 from __future__ import annotations
@@ -12,12 +23,15 @@ import hashlib
 from collections import OrderedDict
 from enum import IntEnum
 from functools import lru_cache
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from mlspy.crypto.hpke import P256_ORDER, P384_ORDER, P521_ORDER
+from mlspy.crypto.rng import Rng, draw
 from mlspy.errors import CryptoError
 
 
@@ -37,8 +51,35 @@ _EC: dict[SignatureScheme, tuple[ec.EllipticCurve, hashes.HashAlgorithm, int]] =
     SignatureScheme.ecdsa_secp521r1_sha512: (ec.SECP521R1(), hashes.SHA512(), 66),
 }
 
+# Group order of each ECDSA curve, for deriving a scalar from random bytes.
+_ORDERS: dict[SignatureScheme, int] = {
+    SignatureScheme.ecdsa_secp256r1_sha256: P256_ORDER,
+    SignatureScheme.ecdsa_secp384r1_sha384: P384_ORDER,
+    SignatureScheme.ecdsa_secp521r1_sha512: P521_ORDER,
+}
+
+# Private key sizes of EdDSA (RFC 8032 §5.1.5, §5.2.5).
+_EDDSA_SEED_SIZE = {SignatureScheme.ed25519: 32, SignatureScheme.ed448: 57}
+
 SigningKey = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | ec.EllipticCurvePrivateKey
 VerifyingKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | ec.EllipticCurvePublicKey
+
+
+@runtime_checkable
+class MessageSigner(Protocol):
+    """A signature key that signs for itself (RFC 9420 §5.1.2).
+
+    ``sign(message)`` signs ``message`` — the complete encoded ``SignContent`` (label and
+    content already wrapped by ``SignWithLabel``) — with the cipher suite's signature algorithm
+    and returns the signature as it goes on the wire (raw for EdDSA, DER for ECDSA).
+    ``public_key`` is the matching serialized public key (a leaf's ``signature_key``).
+    Implementations may keep the private key anywhere: in an HSM, a remote signer, a closure.
+    """
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
 
 
 class Signer:
@@ -90,8 +131,21 @@ class Signer:
     def public_key_of(self, sk: bytes) -> bytes:
         return _serialize_public(self.load_private(sk).public_key())
 
-    def generate_key_pair(self) -> tuple[bytes, bytes]:
-        """A fresh (private, public) signature key pair, serialized."""
+    def generate_key_pair(self, *, rng: Rng | None = None) -> tuple[bytes, bytes]:
+        """A fresh (private, public) signature key pair, serialized.
+
+        With ``rng`` the key is a deterministic function of the bytes drawn: EdDSA keys are the
+        raw seed (RFC 8032 §5.1.5, §5.2.5); an ECDSA scalar is ``c mod (n - 1) + 1`` for ``c``
+        drawn with 64 extra bits (FIPS 186-5 §A.2.1), so it is never 0 and negligibly biased.
+        """
+        if rng is not None:
+            if self._ec is not None:
+                size = self._ec[2]
+                c = int.from_bytes(draw(rng, size + 8), "big")
+                sk = (c % (_ORDERS[self.scheme] - 1) + 1).to_bytes(size, "big")
+            else:
+                sk = draw(rng, _EDDSA_SEED_SIZE[self.scheme])
+            return sk, _serialize_public(self._load_private(sk).public_key())
         key: SigningKey
         if self._ec is not None:
             key = ec.generate_private_key(self._ec[0])

@@ -1,7 +1,13 @@
 """MLS cipher suites and the labelled cryptographic operations of RFC 9420 §5.
 
 ``CipherSuite`` is the IANA registry (§17.1); :func:`suite` returns the cached
-:class:`CipherSuiteProvider` implementing it. All secrets and keys are ``bytes``.
+:class:`CipherSuiteProvider` implementing it. All secrets and keys are ``bytes``, except that a
+signing key may also be a :class:`~mlspy.crypto.signature.MessageSigner` holding its private
+key elsewhere (an HSM, a remote signer).
+
+Operations that draw randomness (key generation, ``EncryptWithLabel``) take an optional
+keyword ``rng`` (:mod:`mlspy.crypto.rng`); without it they use ``os.urandom`` and the native
+HPKE, with it their output is deterministic given the ``rng`` stream.
 
     struct {
         opaque label<V>;
@@ -22,7 +28,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from mlspy.crypto.hpke import AeadId, Hpke, KdfId, KemId
-from mlspy.crypto.signature import SignatureScheme, Signer
+from mlspy.crypto.rng import Rng
+from mlspy.crypto.signature import MessageSigner, SignatureScheme, Signer
 from mlspy.errors import CryptoError, UnsupportedCipherSuiteError
 
 MLS_LABEL_PREFIX = b"MLS 1.0 "
@@ -225,22 +232,31 @@ class CipherSuiteProvider:
 
     # --- Signatures (§5.1.2) ---------------------------------------------------------------
 
-    def signature_key_pair(self) -> tuple[bytes, bytes]:
-        return self.signer.generate_key_pair()
+    def signature_key_pair(self, *, rng: Rng | None = None) -> tuple[bytes, bytes]:
+        """A fresh (private, public) signature key pair; deterministic given ``rng`` (see
+        :meth:`~mlspy.crypto.signature.Signer.generate_key_pair`)."""
+        return self.signer.generate_key_pair(rng=rng)
 
     def signature_public_key(self, private_key: bytes) -> bytes:
         return self.signer.public_key_of(private_key)
 
-    def sign_with_label(self, private_key: bytes, label: str | bytes, content: bytes) -> bytes:
-        """``SignWithLabel(SignatureKey, Label, Content)``::
+    def sign_with_label(
+        self, private_key: bytes | MessageSigner, label: str | bytes, content: bytes
+    ) -> bytes:
+        """``SignWithLabel(SignatureKey, Label, Content)`` (§5.1.2)::
 
         struct {
             opaque label<V>;
             opaque content<V>;
         } SignContent;
+
+        ``private_key`` is the raw private key, or a :class:`MessageSigner` that is handed the
+        encoded SignContent and signs it with a key it holds.
         """
         sign_content = _vec(MLS_LABEL_PREFIX + _label(label)) + _vec(content)
-        return self.signer.sign(private_key, sign_content)
+        if isinstance(private_key, bytes | bytearray | memoryview):
+            return self.signer.sign(bytes(private_key), sign_content)
+        return private_key.sign(sign_content)
 
     def verify_with_label(
         self, public_key: bytes, label: str | bytes, content: bytes, signature: bytes
@@ -251,8 +267,10 @@ class CipherSuiteProvider:
 
     # --- Public-key encryption (§5.1.3) ----------------------------------------------------
 
-    def hpke_key_pair(self) -> tuple[bytes, bytes]:
-        return self.hpke.generate_key_pair()
+    def hpke_key_pair(self, *, rng: Rng | None = None) -> tuple[bytes, bytes]:
+        """A fresh HPKE (private, public) key pair: ``DeriveKeyPair(ikm)`` over ``Nsk`` bytes
+        from ``rng`` (``os.urandom`` by default) (RFC 9180 §7.1.3)."""
+        return self.hpke.generate_key_pair(rng=rng)
 
     def derive_key_pair(self, secret: bytes) -> tuple[bytes, bytes]:
         """``KEM.DeriveKeyPair(secret)`` → (private, public)."""
@@ -262,14 +280,22 @@ class CipherSuiteProvider:
         return self.hpke.public_key_of(private_key)
 
     def encrypt_with_label(
-        self, public_key: bytes, label: str | bytes, context: bytes, plaintext: bytes
+        self,
+        public_key: bytes,
+        label: str | bytes,
+        context: bytes,
+        plaintext: bytes,
+        *,
+        rng: Rng | None = None,
     ) -> tuple[bytes, bytes]:
         """``EncryptWithLabel(PublicKey, Label, Context, Plaintext)`` → (kem_output, ciphertext).
 
         ``SealBase(PublicKey, EncryptContext, "", Plaintext)`` with EncryptContext as above.
+        With ``rng`` the HPKE ephemeral key is ``DeriveKeyPair(rng(Nsk))`` and the output is
+        deterministic (RFC 9180 §6.1, §7.1.3); without it the native HPKE is used.
         """
         info = _vec(MLS_LABEL_PREFIX + _label(label)) + _vec(context)
-        return self.hpke.seal(public_key, info, b"", plaintext)
+        return self.hpke.seal(public_key, info, b"", plaintext, rng=rng)
 
     def decrypt_with_label(
         self,

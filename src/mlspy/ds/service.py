@@ -28,7 +28,7 @@ from mlspy.credentials import CredentialError, X509Validator
 from mlspy.crypto import suite
 from mlspy.ds.db import Database, Tx
 from mlspy.errors import DecodeError, MLSError, ValidationError
-from mlspy.group import key_package_ref, validate_key_package
+from mlspy.group import GroupConfig, key_package_ref, validate_key_package
 from mlspy.group.public_group import (
     PublicGroup,
     PublicStagedCommit,
@@ -109,6 +109,27 @@ class QueuedMessage:
 class _Bucket:
     tokens: float
     updated: float
+
+
+class _RegistryValidator:
+    """The AS's answer, from inside a DS transaction: a credential is valid when this
+    service binds its identity to that very signature key (what members ask the AS with
+    ``ASCredentialValidator``)."""
+
+    def __init__(self, service: DeliveryService, tx: Tx) -> None:
+        self.service = service
+        self.tx = tx
+
+    def validate(self, credential: Credential, signature_key: bytes) -> None:
+        try:
+            identity = self.service._identity_of(credential, signature_key)
+        except BadRequest as exc:
+            raise CredentialError(str(exc)) from exc
+        rows = self.tx.execute("SELECT signature_key FROM clients WHERE identity = ?", (identity,))
+        if not rows:
+            raise CredentialError(f"identity {identity!r} is not registered with the AS")
+        if bytes(rows[0][0]) != signature_key:
+            raise CredentialError(f"the AS binds identity {identity!r} to another signature key")
 
 
 @dataclass
@@ -344,6 +365,14 @@ class DeliveryService:
         if len(data) > self.max_message:
             raise TooLarge(f"message of {len(data)} bytes exceeds the {self.max_message} limit")
 
+    def _group_config(self, tx: Tx) -> GroupConfig:
+        """The rules the DS judges handshakes by: the members' defaults (leaf lifetimes by
+        this server's clock, the same maximum total lifetime), and, this DS being the
+        Authentication Service, its own registry as the credential validator (§5.3.1)."""
+        return GroupConfig(
+            clock=lambda: int(self.clock()), credential_validator=_RegistryValidator(self, tx)
+        )
+
     def create_group(
         self,
         client: ClientInfo,
@@ -360,9 +389,12 @@ class DeliveryService:
         external commits from clients already on the roster (resync after state loss)."""
         self._check_size(group_info)
         try:
-            public = PublicGroup.from_group_info(group_info, ratchet_tree=ratchet_tree)
+            with self.db.transaction() as tx:
+                public = PublicGroup.from_group_info(
+                    group_info, ratchet_tree=ratchet_tree, config=self._group_config(tx)
+                )
         except MLSError as exc:
-            raise BadRequest(f"invalid GroupInfo: {exc}") from None
+            raise BadRequest(f"invalid GroupInfo: {exc}") from exc
         members = {m.signature_key for m in public.members()}
         if client.signature_key not in members:
             raise Forbidden("you are not a member of this group")
@@ -503,7 +535,9 @@ class DeliveryService:
             if mode == "public" and content_type != ContentType.application:
                 if msg.public_message is None:
                     raise BadRequest("this group's handshakes must be PublicMessages")
-                public = deserialize_public_group(bytes(public_state))
+                public = deserialize_public_group(
+                    bytes(public_state), config=self._group_config(tx)
+                )
                 try:
                     event = public.process(msg)
                 except MLSError as exc:

@@ -1,42 +1,37 @@
-"""Creating a Commit (RFC 9420 §12.4.1): proposals, UpdatePath, key schedule, Welcome."""
+"""Creating a Commit (RFC 9420 §12.4.1): proposals, UpdatePath, key schedule, Welcome.
+
+The committer runs the receivers' rules on what it sends: the proposal list through
+:func:`~mlspy.group.proposals.apply_proposals` and its new path LeafNode through
+:func:`~mlspy.group.commit_validate.validate_path_leaf`, so a commit that members or the
+Delivery Service would refuse never leaves.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
-from mlspy.errors import (
-    GroupStateError,
-    ValidationError,
-)
-from mlspy.group.framing import (
-    authenticated_for,
-    protect_signed,
-)
-from mlspy.group.key_package import (
-    validate_key_package,
-)
-from mlspy.group.proposals import (
-    QueuedProposal,
-    apply_proposals,
-    check_sender_may_propose,
-)
+from mlspy.errors import GroupStateError, ValidationError
+from mlspy.group.commit_receive import apply_own_updates
+from mlspy.group.commit_validate import staged_commit, validate_path_leaf
+from mlspy.group.framing import authenticated_for, protect_signed
+from mlspy.group.member_state import MemberState
+from mlspy.group.proposals import AppliedProposals, QueuedProposal, apply_proposals
 from mlspy.group.state import (
     CommitOutput,
+    EpochState,
     PendingCommit,
-    StagedCommit,
     forget_consumed,
+    next_epoch,
 )
-from mlspy.group.welcome import (
-    NewMember,
-    create_welcome,
-    resolve_psks,
-)
+from mlspy.group.welcome import NewMember, create_welcome, resolve_psks
 from mlspy.messages import (
     Add,
+    AuthenticatedContent,
     Commit,
     ContentType,
+    FramedContent,
+    GroupContext,
     GroupContextExtensions,
     MLSMessage,
     PreSharedKey,
@@ -46,109 +41,176 @@ from mlspy.messages import (
     ResumptionPSKUsage,
     Sender,
     Update,
+    WireFormat,
     encode_ratchet_tree,
 )
-from mlspy.tree.treekem import (
-    CreatedUpdatePath,
-    LeafNodeParams,
-    create_update_path,
-)
+from mlspy.schedule.transcript import confirmed_transcript_hash
+from mlspy.tree.ratchet_tree import RatchetTree
+from mlspy.tree.treekem import CreatedUpdatePath, LeafNodeParams, create_update_path
 
-if TYPE_CHECKING:
-    from mlspy.group.group import Group
+
+@dataclass(frozen=True)
+class CommitOptions:
+    """How :func:`create_commit` builds a commit (see ``Group.commit``)."""
+
+    force_path: bool = False
+    include_pending: bool = True
+    authenticated_data: bytes = b""
+    ratchet_tree_in_welcome: bool | None = None
+    resumption_usage: ResumptionPSKUsage | None = None
+    wire_format: WireFormat | None = None
 
 
 def create_commit(
-    group: Group,
-    proposals: Iterable[Proposal] = (),
-    *,
-    force_path: bool = False,
-    include_pending: bool = True,
-    authenticated_data: bytes = b"",
-    ratchet_tree_in_welcome: bool | None = None,
-    resumption_usage: ResumptionPSKUsage | None = None,
+    state: MemberState, proposals: Iterable[Proposal], options: CommitOptions
 ) -> CommitOutput:
-    """:meth:`Group.commit`: apply the proposals to a copy of the tree, refresh our path if
+    """``Group.commit``: apply the proposals to a copy of the tree, refresh our path if
     needed, run the key schedule, sign and protect, and build the Welcome; the result waits in
-    ``group._pending``."""
-    group._require_active()
-    if group._pending is not None:
+    ``state.pending`` until merged."""
+    state.require_active()
+    if state.pending is not None:
         raise GroupStateError("a commit is already pending: merge or clear it first")
-    me = Sender.member(group._own_leaf)
-    queued: list[QueuedProposal] = []
-    refs: list[ProposalOrRef] = []
-    if include_pending:
-        for q in select_pending(group, list(group._proposals.values())):
-            queued.append(q)
-            refs.append(ProposalOrRef.by_reference(q.ref or b""))
-    for p in proposals:
-        check_sender_may_propose(p, me)
-        if isinstance(p.body, Add):
-            validate_key_package(
-                p.body.key_package,
-                cipher_suite=group.context.cipher_suite,
-                now=group._config.now(),
-            )
-        queued.append(QueuedProposal(p, me, None))
-        refs.append(ProposalOrRef.by_value(p))
-    epoch = group._epoch
-    cs = group._cs
+    me = Sender.member(state.own_leaf)
+    queued, refs = _proposals_to_cover(state, proposals, options.include_pending)
+    epoch = state.epoch
     tree = epoch.tree.copy()
     applied = apply_proposals(
-        cs,
+        state.cs,
         epoch.context,
         tree,
         queued,
         me,
-        now=group._config.now(),
-        psk_available=group._has_psk,
-        resumption_usage=resumption_usage,
-        credential_validator=group._config.credential_validator,
+        checks=state.config.leaf_checks(),
+        psk_available=state.has_psk,
+        resumption_usage=options.resumption_usage,
     )
     private = epoch.private.copy() if epoch.private is not None else None
     if private is None:
         raise GroupStateError("no private tree state")
-    group._apply_own_updates(queued, private)
+    apply_own_updates(state, queued, private)
     private.prune(tree)
     provisional = replace(epoch.context, epoch=epoch.epoch + 1, extensions=applied.extensions)
-    created: CreatedUpdatePath | None = None
-    commit_secret = bytes(cs.nh)
-    if applied.path_required or force_path:
-        ident = group._identity
-        created = create_update_path(
-            tree,
-            group._own_leaf,
-            LeafNodeParams(
-                ident.signature_key, ident.credential, ident.capabilities, ident.leaf_extensions
-            ),
-            ident.signature_private_key,
-            group.group_id,
-            lambda th: replace(provisional, tree_hash=th).encode(),
-            excluded_leaves={i for i, _ in applied.added},
-        )
-        commit_secret = created.commit_secret
+    created = None
+    if applied.path_required or options.force_path:
+        created = _update_path(state, tree, provisional, applied)
         private = created.private
     provisional = replace(provisional, tree_hash=tree.tree_hash())
     commit = Commit(tuple(refs), created.update_path if created else None)
-    fc = group._frame(ContentType.commit, authenticated_data, commit=commit)
-    ac = authenticated_for(
-        cs, epoch, group._identity.signature_private_key, fc, group._config.handshake_wire_format
-    )
-    psk_secret = resolve_psks(cs, applied.psks, group._psk_value)
-    new_epoch = group._next_epoch(
-        epoch,
-        ac,
-        provisional,
+    ac = _sign(state, commit, options)
+    new_epoch = next_epoch(
+        state.cs,
+        state.config,
+        replace(
+            provisional,
+            confirmed_transcript_hash=confirmed_transcript_hash(
+                state.cs, epoch.interim_transcript_hash, ac.confirmed_transcript_hash_input()
+            ),
+        ),
         tree,
         private,
         epoch.secrets.init_secret,
-        commit_secret,
-        psk_secret,
+        created.commit_secret if created else bytes(state.cs.nh),
+        resolve_psks(state.cs, applied.psks, state.psk_value),
     )
-    signed = replace(ac, auth=replace(ac.auth, confirmation_tag=new_epoch.confirmation_tag))
-    message = protect_signed(cs, epoch, signed, padding_block=group._config.padding_block)
+    return _finish(state, ac, applied, new_epoch, created, options)
 
-    group_info = group._group_info(new_epoch, ratchet_tree_in_welcome, None)
+
+def _proposals_to_cover(
+    state: MemberState, proposals: Iterable[Proposal], include_pending: bool
+) -> tuple[list[QueuedProposal], list[ProposalOrRef]]:
+    me = Sender.member(state.own_leaf)
+    queued: list[QueuedProposal] = []
+    refs: list[ProposalOrRef] = []
+    if include_pending:
+        for q in select_pending(state, list(state.proposals.values())):
+            queued.append(q)
+            refs.append(ProposalOrRef.by_reference(q.ref or b""))
+    for p in proposals:
+        queued.append(QueuedProposal(p, me, None))
+        refs.append(ProposalOrRef.by_value(p))
+    return queued, refs
+
+
+def _update_path(
+    state: MemberState, tree: RatchetTree, provisional: GroupContext, applied: AppliedProposals
+) -> CreatedUpdatePath:
+    """A fresh UpdatePath for our leaf; its LeafNode passes the receivers' checks."""
+    ident = state.identity
+    old_tree = state.epoch.tree
+    created = create_update_path(
+        tree,
+        state.own_leaf,
+        LeafNodeParams(
+            ident.signature_key, ident.credential, ident.capabilities, ident.leaf_extensions
+        ),
+        ident.signature_private_key,
+        state.group_id,
+        lambda th: replace(provisional, tree_hash=th).encode(),
+        excluded_leaves={i for i, _ in applied.added},
+    )
+    leaf = tree.leaf(state.own_leaf)
+    if leaf is None:  # pragma: no cover - create_update_path just set it
+        raise GroupStateError("our leaf is blank after creating a path")
+    validate_path_leaf(
+        state.cs,
+        state.group_id,
+        old_tree,
+        tree,
+        leaf,
+        state.own_leaf,
+        applied,
+        state.config.leaf_checks(),
+    )
+    return created
+
+
+def _sign(state: MemberState, commit: Commit, options: CommitOptions) -> AuthenticatedContent:
+    fc = FramedContent(
+        state.group_id,
+        state.epoch.epoch,
+        Sender.member(state.own_leaf),
+        options.authenticated_data,
+        ContentType.commit,
+        commit=commit,
+    )
+    return authenticated_for(
+        state.cs,
+        state.epoch,
+        state.identity.signature_private_key,
+        fc,
+        handshake_wire_format(state, options.wire_format),
+    )
+
+
+def handshake_wire_format(state: MemberState, requested: WireFormat | None) -> WireFormat:
+    """The wire format of one handshake message: the group's default, or ``requested`` where
+    the group's policy allows choosing per message."""
+    default = state.config.handshake_wire_format
+    if requested is None or requested == default:
+        return default
+    if not state.config.allow_wire_format_override:
+        raise GroupStateError(
+            f"this group sends handshakes as {default.name} only (GroupConfig policy)"
+        )
+    if requested not in (WireFormat.mls_public_message, WireFormat.mls_private_message):
+        raise GroupStateError(f"a handshake cannot be sent as {requested.name}")
+    return requested
+
+
+def _finish(
+    state: MemberState,
+    ac: AuthenticatedContent,
+    applied: AppliedProposals,
+    new_epoch: EpochState,
+    created: CreatedUpdatePath | None,
+    options: CommitOptions,
+) -> CommitOutput:
+    """Confirmation tag, protection, GroupInfo and Welcome; the commit becomes pending."""
+    cs = state.cs
+    epoch = state.epoch
+    signed = replace(ac, auth=replace(ac.auth, confirmation_tag=new_epoch.confirmation_tag))
+    message = protect_signed(cs, epoch, signed, padding_block=state.config.padding_block)
+    group_info = state.group_info(new_epoch, options.ratchet_tree_in_welcome, None)
     welcome = None
     if applied.added:
         welcome = create_welcome(
@@ -156,28 +218,27 @@ def create_commit(
             group_info,
             new_epoch.secrets.joiner_secret,
             applied.psks,
-            psk_secret,
+            resolve_psks(cs, applied.psks, state.psk_value),
             [NewMember(i, kp) for i, kp in applied.added],
-            group._own_leaf,
+            state.own_leaf,
             created.path_secrets if created else None,
         )
     # The Welcome is made: joiner, welcome, epoch and encryption secrets are consumed (§9.2)
     # and must not wait in the pending commit (nor in its stored form) for the merge.
     new_epoch.secrets = forget_consumed(new_epoch.secrets)
-    staged = StagedCommit(
-        sender=me,
-        epoch=new_epoch,
-        added=applied.added,
-        removed=applied.removed,
-        updated=applied.updated,
-        psks=applied.psks,
-        reinit=applied.reinit,
-        self_removed=False,
+    staged = staged_commit(
+        Sender.member(state.own_leaf),
+        state.own_leaf,
+        applied,
+        epoch.tree,
+        new_epoch.tree,
+        new_epoch.epoch,
+        options.authenticated_data,
         own=True,
-        authenticated_data=authenticated_data,
+        new_state=new_epoch,
     )
     wire = message.encode()
-    group._pending = PendingCommit(signed.encode(), wire, staged)
+    state.pending = PendingCommit(signed.encode(), wire, staged)
     return CommitOutput(
         wire,
         MLSMessage.wrap(welcome).encode() if welcome else None,
@@ -186,11 +247,11 @@ def create_commit(
     )
 
 
-def _preselect(group: Group, pending: list[QueuedProposal]) -> list[QueuedProposal]:
+def _preselect(state: MemberState, pending: list[QueuedProposal]) -> list[QueuedProposal]:
     """The committer's choices of §12.2: no own Update or own removal; per leaf a Remove
     rather than an Update, else the most recent Update; one GroupContextExtensions (the last);
     one Add per client; one proposal per PSK id."""
-    me = group._own_leaf
+    me = state.own_leaf
     removes: dict[int, QueuedProposal] = {}
     updates: dict[int, QueuedProposal] = {}
     gce: QueuedProposal | None = None
@@ -222,23 +283,24 @@ def _preselect(group: Group, pending: list[QueuedProposal]) -> list[QueuedPropos
     return [q for q in pending if id(q) in keep]
 
 
-def select_pending(group: Group, pending: list[QueuedProposal]) -> list[QueuedProposal]:
+def select_pending(state: MemberState, pending: list[QueuedProposal]) -> list[QueuedProposal]:
     """The cached proposals a commit should cover: all valid ones (§12.4 SHOULD), chosen as
     §12.2 recommends; any that still fail validation are left out one by one."""
-    chosen = _preselect(group, pending)
-    me = Sender.member(group._own_leaf)
-    epoch = group._epoch
+    chosen = _preselect(state, pending)
+    me = Sender.member(state.own_leaf)
+    epoch = state.epoch
+    checks = state.config.leaf_checks()
 
     def valid(candidate: list[QueuedProposal]) -> bool:
         try:
             apply_proposals(
-                group._cs,
+                state.cs,
                 epoch.context,
                 epoch.tree.copy(),
                 candidate,
                 me,
-                now=group._config.now(),
-                psk_available=group._has_psk,
+                checks=checks,
+                psk_available=state.has_psk,
             )
         except ValidationError:
             return False

@@ -3,9 +3,10 @@
 An external joiner needs a GroupInfo with the ``external_pub`` extension and the tree. It
 derives the new epoch's ``init_secret`` with the HPKE exporter against ``external_pub``
 (§8.3), sends it as an ExternalInit proposal inside its own Commit (sender
-``new_member_commit``, always with a path, proposals only by value), and is in the new epoch
-as soon as the commit is built. Optionally it removes a prior appearance of itself (resync) and
-injects external PSKs.
+``new_member_commit``, always with a path, proposals only by value), and merges it like any
+commit of its own once the Delivery Service accepted it. Optionally it removes a prior
+appearance of itself (resync) and injects external PSKs. The commit passes the receivers'
+rules (:mod:`mlspy.group.commit_validate`) before it leaves.
 """
 
 from __future__ import annotations
@@ -14,18 +15,25 @@ import os
 from collections.abc import Sequence
 from dataclasses import replace
 
-from mlspy.crypto import suite
+from mlspy.crypto import CipherSuiteProvider, suite
 from mlspy.errors import DecodeError, ExternalCommitError, MLSError, UsageError
+from mlspy.group.commit_validate import check_resync, staged_commit, validate_path_leaf
 from mlspy.group.framing import decode_message
 from mlspy.group.group import Group
 from mlspy.group.identity import SigningIdentity
-from mlspy.group.proposals import QueuedProposal, apply_proposals, required_capabilities
+from mlspy.group.member_state import Lifecycle, MemberState
+from mlspy.group.proposals import (
+    AppliedProposals,
+    QueuedProposal,
+    apply_proposals,
+    required_capabilities,
+)
 from mlspy.group.state import (
     EXTERNAL_INIT_LABEL,
     GroupConfig,
-    build_epoch,
-    commit_epoch_secrets,
-    with_confirmed_hash,
+    PendingCommit,
+    next_epoch,
+    public_epoch,
 )
 from mlspy.group.welcome import resolve_psks, verify_group_info
 from mlspy.messages import (
@@ -35,6 +43,7 @@ from mlspy.messages import (
     ExternalInit,
     ExternalPub,
     FramedContent,
+    GroupContext,
     GroupInfo,
     KeyPackage,
     LeafNode,
@@ -53,8 +62,9 @@ from mlspy.messages import (
 from mlspy.messages import RatchetTree as RatchetTreeExtension
 from mlspy.protection import authenticate, protect_public_message
 from mlspy.schedule.transcript import confirmed_transcript_hash, interim_transcript_hash
+from mlspy.tree.math import LeafIndex
 from mlspy.tree.ratchet_tree import RatchetTree
-from mlspy.tree.treekem import LeafNodeParams, create_update_path
+from mlspy.tree.treekem import CreatedUpdatePath, LeafNodeParams, create_update_path
 from mlspy.tree.validation import validate_tree
 
 
@@ -78,22 +88,101 @@ def join_external(
     authenticated_data: bytes = b"",
     config: GroupConfig | None = None,
 ) -> tuple[Group, bytes]:
-    """Join a group by external commit. Returns our group (already in the new epoch) and the
-    commit to send; if the Delivery Service rejects the commit, discard the group."""
+    """Join a group by external commit (§12.4.3.2), following the one commit flow: returns
+    our group, still in the GroupInfo's epoch with the external commit pending, and the commit
+    to send. Once the Delivery Service accepted it, ``group.merge_pending_commit()`` starts the
+    new epoch; if it was refused, discard the group."""
     config = config or GroupConfig()
+    checks = config.leaf_checks()
+    gi, cs, old_tree, external_pub = _joinable(group_info, identity, ratchet_tree, config)
+    ctx = gi.group_context
+    kem_output, init_secret = cs.hpke.send_export(external_pub, b"", EXTERNAL_INIT_LABEL, cs.nh)
+    psks = dict(external_psks or {})
+    proposals = _external_proposals(cs, kem_output, remove_prior, psk_ids, psks)
+    me = Sender.new_member_commit()
+    tree = old_tree.copy()
+    applied = apply_proposals(
+        cs,
+        ctx,
+        tree,
+        [QueuedProposal(p, me, None) for p in proposals],
+        me,
+        checks=checks,
+        psk_available=lambda p: p.psktype == PSKType.external and (p.psk_id or b"") in psks,
+    )
+    own_leaf, created = _occupy_and_refresh(cs, tree, identity, ctx, applied)
+    commit = Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), created.update_path)
+    check_resync(old_tree, applied, created.update_path)
+    validate_path_leaf(
+        cs, ctx.group_id, old_tree, tree, created.update_path.leaf_node, own_leaf, applied, checks
+    )
+    fc = FramedContent(
+        ctx.group_id, ctx.epoch, me, authenticated_data, ContentType.commit, commit=commit
+    )
+    # The confirmation tag follows from the signature: sign with a placeholder, then fill it.
+    ac = authenticate(
+        cs, identity.signature_private_key, WireFormat.mls_public_message, fc, ctx, b""
+    )
+    interim = interim_transcript_hash(cs, ctx.confirmed_transcript_hash, gi.confirmation_tag)
+    confirmed = confirmed_transcript_hash(cs, interim, ac.confirmed_transcript_hash_input())
+    new_ctx = replace(
+        ctx,
+        epoch=ctx.epoch + 1,
+        tree_hash=tree.tree_hash(),
+        extensions=applied.extensions,
+        confirmed_transcript_hash=confirmed,
+    )
+    psk_secret = resolve_psks(
+        cs, applied.psks, lambda p: psks.get(p.psk_id or b"") if p.psk_id else None
+    )
+    epoch = next_epoch(
+        cs, config, new_ctx, tree, created.private, init_secret, created.commit_secret, psk_secret
+    )
+    signed = replace(ac, auth=replace(ac.auth, confirmation_tag=epoch.confirmation_tag))
+    message = MLSMessage.wrap(protect_public_message(cs, signed, ctx, None)).encode()
+    staged = staged_commit(
+        me,
+        own_leaf,
+        applied,
+        old_tree,
+        tree,
+        new_ctx.epoch,
+        authenticated_data,
+        own=True,
+        new_state=epoch,
+    )
+    state = MemberState(
+        identity,
+        config,
+        own_leaf,
+        public_epoch(cs, ctx, old_tree, interim, gi.confirmation_tag),
+        pending=PendingCommit(signed.encode(), message, staged),
+        external_psks=psks,
+        lifecycle=Lifecycle.JOINING,
+    )
+    return Group(state), message
+
+
+def _joinable(
+    group_info: bytes | MLSMessage | GroupInfo,
+    identity: SigningIdentity,
+    ratchet_tree: bytes | None,
+    config: GroupConfig,
+) -> tuple[GroupInfo, CipherSuiteProvider, RatchetTree, bytes]:
+    """The GroupInfo, its suite, its validated tree and its ``external_pub`` (§12.4.3.1)."""
     gi = _group_info(group_info)
     ctx = gi.group_context
     try:
         cs = suite(ctx.cipher_suite)
     except MLSError as exc:
-        raise ExternalCommitError(str(exc)) from None
+        raise ExternalCommitError(str(exc)) from exc
     if identity.cipher_suite != ctx.cipher_suite:
         raise UsageError("the identity's cipher suite is not the group's")
     try:
         tree_ext = RatchetTreeExtension.find_in(gi.extensions)
         ext_pub = ExternalPub.find_in(gi.extensions)
     except DecodeError as exc:
-        raise ExternalCommitError(f"malformed GroupInfo extension: {exc}") from None
+        raise ExternalCommitError(f"malformed GroupInfo extension: {exc}") from exc
     if tree_ext is not None:
         tree = RatchetTree.from_nodes(cs, tree_ext.ratchet_tree)
     elif ratchet_tree is not None:
@@ -109,31 +198,38 @@ def join_external(
         tree_hash=ctx.tree_hash,
         required_capabilities=required_capabilities(ctx.extensions),
         now=config.now(),
+        max_lifetime=config.max_leaf_lifetime,
         credential_validator=config.credential_validator,
     )
+    return gi, cs, tree, ext_pub.external_pub
 
-    kem_output, init_secret = cs.hpke.send_export(
-        ext_pub.external_pub, b"", EXTERNAL_INIT_LABEL, cs.nh
-    )
-    psks = dict(external_psks or {})
+
+def _external_proposals(
+    cs: CipherSuiteProvider,
+    kem_output: bytes,
+    remove_prior: int | None,
+    psk_ids: Sequence[bytes],
+    psks: dict[bytes, bytes],
+) -> list[Proposal]:
     proposals = [Proposal(ExternalInit(kem_output))]
     if remove_prior is not None:
         proposals.append(Proposal(Remove(remove_prior)))
     for psk_id in psk_ids:
         if psk_id not in psks:
             raise UsageError("unknown external PSK id: pass its value in external_psks")
-        proposals.append(Proposal(PreSharedKey(PreSharedKeyID.external(psk_id, os.urandom(cs.nh)))))
-    me = Sender.new_member_commit()
-    applied = apply_proposals(
-        cs,
-        ctx,
-        tree,
-        [QueuedProposal(p, me, None) for p in proposals],
-        me,
-        now=config.now(),
-        psk_available=lambda p: p.psktype == PSKType.external and (p.psk_id or b"") in psks,
-    )
-    # Occupy the leftmost blank leaf, then refresh its whole path.
+        nonce = os.urandom(cs.nh)
+        proposals.append(Proposal(PreSharedKey(PreSharedKeyID.external(psk_id, nonce))))
+    return proposals
+
+
+def _occupy_and_refresh(
+    cs: CipherSuiteProvider,
+    tree: RatchetTree,
+    identity: SigningIdentity,
+    ctx: GroupContext,
+    applied: AppliedProposals,
+) -> tuple[LeafIndex, CreatedUpdatePath]:
+    """Occupy the leftmost blank leaf, then refresh its whole path (§12.4.3.2)."""
     _, enc_pub = cs.hpke_key_pair()
     placeholder = LeafNode(
         enc_pub,
@@ -161,29 +257,7 @@ def join_external(
         ctx.group_id,
         lambda th: replace(provisional, tree_hash=th).encode(),
     )
-    provisional = replace(provisional, tree_hash=tree.tree_hash())
-    commit = Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), created.update_path)
-    fc = FramedContent(
-        ctx.group_id, ctx.epoch, me, authenticated_data, ContentType.commit, commit=commit
-    )
-    # The confirmation tag follows from the signature: sign with a placeholder, then fill it.
-    ac = authenticate(
-        cs, identity.signature_private_key, WireFormat.mls_public_message, fc, ctx, b""
-    )
-    interim = interim_transcript_hash(cs, ctx.confirmed_transcript_hash, gi.confirmation_tag)
-    confirmed = confirmed_transcript_hash(cs, interim, ac.confirmed_transcript_hash_input())
-    new_ctx = with_confirmed_hash(provisional, confirmed)
-    psk_secret = resolve_psks(
-        cs, applied.psks, lambda p: psks.get(p.psk_id or b"") if p.psk_id else None
-    )
-    secrets = commit_epoch_secrets(cs, init_secret, created.commit_secret, psk_secret, new_ctx)
-    epoch = build_epoch(
-        cs, config, context=new_ctx, tree=tree, private=created.private, secrets=secrets
-    )
-    signed = replace(ac, auth=replace(ac.auth, confirmation_tag=epoch.confirmation_tag))
-    message = MLSMessage.wrap(protect_public_message(cs, signed, ctx, None))
-    group = Group(identity, epoch, own_leaf, config, external_psks=psks)
-    return group, message.encode()
+    return own_leaf, created
 
 
 def external_proposal(

@@ -6,7 +6,14 @@ import time
 from dataclasses import dataclass
 
 from mlspy.crypto import CipherSuiteProvider, suite
-from mlspy.errors import KeyPackageError, LeafNodeError
+from mlspy.errors import (
+    DecodeError,
+    KeyPackageError,
+    LeafNodeError,
+    MLSError,
+    ProtocolVersionError,
+    UsageError,
+)
 from mlspy.group.identity import SigningIdentity
 from mlspy.messages import (
     Extension,
@@ -15,10 +22,11 @@ from mlspy.messages import (
     LeafNode,
     LeafNodeSource,
     Lifetime,
+    MLSMessage,
     ProtocolVersion,
 )
 from mlspy.tree.treekem import sign_leaf_node
-from mlspy.tree.validation import validate_leaf_node
+from mlspy.tree.validation import MAX_LEAF_LIFETIME, validate_leaf_node
 
 KEY_PACKAGE_TBS = "KeyPackageTBS"
 DEFAULT_LIFETIME = 90 * 24 * 3600
@@ -88,13 +96,46 @@ def create_key_package(
     return KeyPackageBundle(kp, init_priv, enc_priv, identity.signature_private_key)
 
 
+def as_key_package(key_package: KeyPackage | bytes | MLSMessage) -> KeyPackage:
+    """A KeyPackage given as the struct, as MLSMessage bytes, or as bare KeyPackage bytes
+    (what other stacks' ``serialize()`` gives); anything else is a :class:`UsageError`."""
+    if isinstance(key_package, KeyPackage):
+        return key_package
+    if isinstance(key_package, MLSMessage):
+        if key_package.key_package is None:
+            raise UsageError(
+                f"expected a KeyPackage, got an MLSMessage({key_package.wire_format.name})"
+            )
+        return key_package.key_package
+    if not isinstance(key_package, bytes | bytearray | memoryview):
+        raise UsageError(f"expected a KeyPackage or its bytes, got {type(key_package).__name__}")
+    data = bytes(key_package)
+    try:
+        message = MLSMessage.decode(data)
+    except DecodeError as as_message:
+        try:
+            return KeyPackage.decode(data)
+        except DecodeError as as_bare:
+            raise UsageError(
+                "expected a KeyPackage as MLSMessage bytes or bare KeyPackage bytes: "
+                f"as an MLSMessage, {as_message}; as a KeyPackage, {as_bare}"
+            ) from as_bare
+    if message.version != ProtocolVersion.mls10:
+        raise ProtocolVersionError(f"MLSMessage version {message.version} is not mls10")
+    if message.key_package is None:
+        raise UsageError(f"expected a KeyPackage, got an MLSMessage({message.wire_format.name})")
+    return message.key_package
+
+
 def validate_key_package(
     kp: KeyPackage,
     *,
     cipher_suite: int | None = None,
     now: int | None = None,
+    max_lifetime: int | None = MAX_LEAF_LIFETIME,
 ) -> CipherSuiteProvider:
-    """The checks of §10.1; ``cipher_suite`` is the group's, ``now`` enables lifetime checks."""
+    """The checks of §10.1; ``cipher_suite`` is the group's, ``now`` enables the clock check
+    of the leaf's lifetime, ``max_lifetime`` bounds its total lifetime (§7.2)."""
     if kp.version != ProtocolVersion.mls10:
         raise KeyPackageError(f"KeyPackage version {kp.version} is not mls10")
     if cipher_suite is not None and kp.cipher_suite != cipher_suite:
@@ -103,14 +144,14 @@ def validate_key_package(
         )
     try:
         cs = suite(kp.cipher_suite)
-    except Exception as exc:
-        raise KeyPackageError(str(exc)) from None
+    except MLSError as exc:
+        raise KeyPackageError(str(exc)) from exc
     if kp.init_key == kp.leaf_node.encryption_key:
         raise KeyPackageError("init_key equals the leaf encryption_key")
     try:
         cs.hpke.load_public(kp.init_key)
-    except Exception:
-        raise KeyPackageError("init_key is not a valid public key for the suite") from None
+    except (MLSError, ValueError) as exc:
+        raise KeyPackageError("init_key is not a valid public key for the suite") from exc
     try:
         validate_leaf_node(
             cs,
@@ -119,9 +160,10 @@ def validate_key_package(
             leaf_index=None,
             expected_source=LeafNodeSource.key_package,
             now=now,
+            max_lifetime=max_lifetime,
         )
     except LeafNodeError as exc:
-        raise KeyPackageError(f"invalid leaf node: {exc}") from None
+        raise KeyPackageError(f"invalid leaf node: {exc}") from exc
     if not cs.verify_with_label(
         kp.leaf_node.signature_key, KEY_PACKAGE_TBS, kp.tbs(), kp.signature
     ):

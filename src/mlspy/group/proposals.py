@@ -13,17 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from mlspy.credentials import CredentialValidator
 from mlspy.crypto import CipherSuiteProvider
 from mlspy.errors import (
     KeyPackageError,
     LeafNodeError,
+    MLSError,
     ProposalError,
     ProposalListError,
     PskError,
     RequiredCapabilitiesError,
 )
 from mlspy.group.key_package import validate_key_package
+from mlspy.group.state import LeafChecks
 from mlspy.messages import (
     Add,
     CustomProposal,
@@ -111,8 +112,8 @@ def check_sender_may_propose(proposal: Proposal, sender: Sender) -> None:
 def required_capabilities(extensions: Sequence[Extension]) -> RequiredCapabilities | None:
     try:
         return RequiredCapabilities.find_in(extensions)
-    except Exception as exc:  # a malformed payload is the proposer's fault
-        raise ProposalError(f"malformed required_capabilities extension: {exc}") from None
+    except MLSError as exc:  # a malformed payload is the proposer's fault
+        raise ProposalError(f"malformed required_capabilities extension: {exc}") from exc
 
 
 def check_leaf_supports_group(leaf: LeafNode, extensions: Sequence[Extension]) -> None:
@@ -155,58 +156,97 @@ def apply_proposals(
     context: GroupContext,
     tree: RatchetTree,
     proposals: Sequence[QueuedProposal],
-    committer: Sender,
+    committer: Sender | None,
     *,
-    now: int | None = None,
+    checks: LeafChecks | None = None,
     psk_available: Callable[[PreSharedKeyID], bool] | None = None,
     resumption_usage: ResumptionPSKUsage | None = None,
-    credential_validator: CredentialValidator | None = None,
 ) -> AppliedProposals:
     """Validate ``proposals`` for a Commit by ``committer`` and apply them to ``tree``
-    (mutated: pass a copy). Raises a :class:`ValidationError` subclass for any broken rule."""
-    external = committer.sender_type == SenderType.new_member_commit
-    committer_leaf = committer.leaf_index if committer.sender_type == SenderType.member else None
-
+    (mutated: pass a copy). ``committer`` None validates proposals on receipt, before anyone
+    commits them. Raises a :class:`ValidationError` subclass for any broken rule."""
+    checks = checks or LeafChecks()
     by_type: dict[int, list[QueuedProposal]] = {}
     for q in proposals:
         by_type.setdefault(q.proposal.proposal_type, []).append(q)
-    # List rules first (§12.2), then who may propose what (§12.1).
-    if external:
-        _check_external_list(by_type, proposals)
-    else:
-        if ProposalType.external_init in by_type:
-            raise ProposalListError("a regular commit may not contain external_init")
-        if ProposalType.reinit in by_type and len(proposals) > 1:
-            raise ProposalListError("a reinit must be the only proposal of its commit")
+    _check_list(by_type, proposals, committer)
     for q in proposals:
         check_sender_may_propose(q.proposal, q.sender)
-
+    committer_leaf = (
+        committer.leaf_index
+        if committer is not None and committer.sender_type == SenderType.member
+        else None
+    )
     result = AppliedProposals(extensions=context.extensions)
-
-    # 1. GroupContextExtensions (at most one).
     gces = by_type.get(ProposalType.group_context_extensions, [])
-    if len(gces) > 1:
-        raise ProposalListError("more than one group_context_extensions proposal")
     if gces:
-        body = gces[0].proposal.body
-        assert isinstance(body, GroupContextExtensions)
-        _check_unique_extension_types(body.extensions)
-        if ExternalSenders.extension_type in {e.extension_type for e in body.extensions}:
-            try:
-                senders = ExternalSenders.find_in(body.extensions)
-            except Exception as exc:
-                raise ProposalError(f"malformed external_senders extension: {exc}") from None
-            if senders is not None and credential_validator is not None:
-                for sender in senders.external_senders:
-                    credential_validator.validate(sender.credential, sender.signature_key)
-        required_capabilities(body.extensions)
-        result.extensions = body.extensions
-
-    # 2. Updates; 3. Removes — at most one of either per leaf.
+        result.extensions = _apply_group_context_extensions(gces, checks)
     touched: set[int] = set()
+    _apply_updates(cs, context, tree, by_type, committer_leaf, touched, result, checks)
+    _apply_removes(tree, by_type, committer_leaf, touched, result)
+    _apply_adds(context, tree, by_type, result, checks)
+    _apply_psks(cs, by_type, result, psk_available, resumption_usage)
+    _note_external_init_and_reinit(context, by_type, result)
+    _check_custom_support(tree, by_type, result)
+    _check_group_support(tree, result, bool(gces))
+    result.path_required = not proposals or any(
+        q.proposal.proposal_type not in PATH_OPTIONAL_TYPES for q in proposals
+    )
+    return result
+
+
+def _check_list(
+    by_type: dict[int, list[QueuedProposal]],
+    proposals: Sequence[QueuedProposal],
+    committer: Sender | None,
+) -> None:
+    """The list rules of §12.2 that depend on the kind of commit."""
+    if committer is not None and committer.sender_type == SenderType.new_member_commit:
+        _check_external_list(by_type, proposals)
+        return
+    if ProposalType.external_init in by_type:
+        raise ProposalListError("a regular commit may not contain external_init")
+    if ProposalType.reinit in by_type and len(proposals) > 1:
+        raise ProposalListError("a reinit must be the only proposal of its commit")
+    if len(by_type.get(ProposalType.group_context_extensions, [])) > 1:
+        raise ProposalListError("more than one group_context_extensions proposal")
+
+
+def _apply_group_context_extensions(
+    gces: list[QueuedProposal], checks: LeafChecks
+) -> tuple[Extension, ...]:
+    """§12.1.7: unique types, well-formed external senders and required capabilities."""
+    body = gces[0].proposal.body
+    if not isinstance(body, GroupContextExtensions):  # pragma: no cover - by construction
+        raise ProposalError("not a group_context_extensions proposal")
+    _check_unique_extension_types(body.extensions)
+    if ExternalSenders.extension_type in {e.extension_type for e in body.extensions}:
+        try:
+            senders = ExternalSenders.find_in(body.extensions)
+        except MLSError as exc:
+            raise ProposalError(f"malformed external_senders extension: {exc}") from exc
+        if senders is not None and checks.credential_validator is not None:
+            for sender in senders.external_senders:
+                checks.credential_validator.validate(sender.credential, sender.signature_key)
+    required_capabilities(body.extensions)
+    return body.extensions
+
+
+def _apply_updates(
+    cs: CipherSuiteProvider,
+    context: GroupContext,
+    tree: RatchetTree,
+    by_type: dict[int, list[QueuedProposal]],
+    committer_leaf: int | None,
+    touched: set[int],
+    result: AppliedProposals,
+    checks: LeafChecks,
+) -> None:
+    """Updates (§12.1.2), at most one per leaf and never the committer's own."""
     for q in by_type.get(ProposalType.update, []):
         body = q.proposal.body
-        assert isinstance(body, Update)
+        if not isinstance(body, Update):  # pragma: no cover - by construction
+            raise ProposalError("not an update proposal")
         leaf = q.sender.leaf_index
         if leaf is None or tree.leaf(LeafIndex(leaf)) is None:
             raise ProposalError("update from a sender that is not a member")
@@ -215,41 +255,66 @@ def apply_proposals(
         if leaf in touched:
             raise ProposalListError(f"several updates/removes for leaf {leaf}")
         touched.add(leaf)
-        _validate_update(cs, context, tree, LeafIndex(leaf), body.leaf_node, result.extensions, now)
-        if credential_validator is not None:
-            credential_validator.validate(body.leaf_node.credential, body.leaf_node.signature_key)
+        _validate_update(cs, context, tree, LeafIndex(leaf), body.leaf_node, result, checks)
+        if checks.credential_validator is not None:
+            node = body.leaf_node
+            checks.credential_validator.validate(node.credential, node.signature_key)
         tree.update_leaf(LeafIndex(leaf), body.leaf_node)
         result.updated.append(LeafIndex(leaf))
-    removed_sig_keys: set[bytes] = set()
+
+
+def _apply_removes(
+    tree: RatchetTree,
+    by_type: dict[int, list[QueuedProposal]],
+    committer_leaf: int | None,
+    touched: set[int],
+    result: AppliedProposals,
+) -> None:
+    """Removes (§12.1.3) of members, at most one per leaf, never the committer."""
     for q in by_type.get(ProposalType.remove, []):
         body = q.proposal.body
-        assert isinstance(body, Remove)
+        if not isinstance(body, Remove):  # pragma: no cover - by construction
+            raise ProposalError("not a remove proposal")
         target = body.removed
         if target in touched:
             raise ProposalListError(f"several updates/removes for leaf {target}")
         if target == committer_leaf:
             raise ProposalListError("a commit may not remove the committer")
-        leaf_node = tree.leaf(LeafIndex(target))
-        if leaf_node is None:
+        if tree.leaf(LeafIndex(target)) is None:
             raise ProposalError(f"remove of blank or absent leaf {target}")
         touched.add(target)
-        removed_sig_keys.add(leaf_node.signature_key)
         tree.remove_leaf(LeafIndex(target))
         result.removed.append(LeafIndex(target))
 
-    # 4. Adds, in order.
+
+def _apply_adds(
+    context: GroupContext,
+    tree: RatchetTree,
+    by_type: dict[int, list[QueuedProposal]],
+    result: AppliedProposals,
+    checks: LeafChecks,
+) -> None:
+    """Adds (§12.1.1), in order: a valid KeyPackage (§10.1) of a client not yet in the
+    group, supporting the group."""
     added_sig_keys: set[bytes] = set()
     for q in by_type.get(ProposalType.add, []):
         body = q.proposal.body
-        assert isinstance(body, Add)
+        if not isinstance(body, Add):  # pragma: no cover - by construction
+            raise ProposalError("not an add proposal")
         kp = body.key_package
         try:
-            validate_key_package(kp, cipher_suite=context.cipher_suite, now=now)
+            validate_key_package(
+                kp,
+                cipher_suite=context.cipher_suite,
+                now=checks.now,
+                max_lifetime=checks.max_lifetime,
+            )
         except KeyPackageError as exc:
-            raise ProposalError(f"invalid KeyPackage in add: {exc}") from None
+            raise ProposalError(f"invalid KeyPackage in add: {exc}") from exc
         check_leaf_supports_group(kp.leaf_node, result.extensions)
-        if credential_validator is not None:
-            credential_validator.validate(kp.leaf_node.credential, kp.leaf_node.signature_key)
+        if checks.credential_validator is not None:
+            leaf = kp.leaf_node
+            checks.credential_validator.validate(leaf.credential, leaf.signature_key)
         sig = kp.leaf_node.signature_key
         if sig in added_sig_keys:
             raise ProposalListError("two adds for the same client (signature key)")
@@ -261,11 +326,20 @@ def apply_proposals(
         index = tree.add_leaf(kp.leaf_node)
         result.added.append((index, kp))
 
-    # 5. PSKs.
+
+def _apply_psks(
+    cs: CipherSuiteProvider,
+    by_type: dict[int, list[QueuedProposal]],
+    result: AppliedProposals,
+    psk_available: Callable[[PreSharedKeyID], bool] | None,
+    resumption_usage: ResumptionPSKUsage | None,
+) -> None:
+    """PreSharedKey proposals (§12.1.4): well-formed, each PSK once, available to us."""
     seen_psks: set[bytes] = set()
     for q in by_type.get(ProposalType.psk, []):
         body = q.proposal.body
-        assert isinstance(body, PreSharedKey)
+        if not isinstance(body, PreSharedKey):  # pragma: no cover - by construction
+            raise ProposalError("not a psk proposal")
         _validate_psk_id(cs, body.psk, resumption_usage)
         encoded = body.psk.encode()
         if encoded in seen_psks:
@@ -275,41 +349,47 @@ def apply_proposals(
             raise PskError("a proposed PSK is not available")
         result.psks.append(body.psk)
 
-    # 6. ExternalInit; 7. ReInit.
+
+def _note_external_init_and_reinit(
+    context: GroupContext, by_type: dict[int, list[QueuedProposal]], result: AppliedProposals
+) -> None:
+    """ExternalInit (§12.1.6) and ReInit (§12.1.5), for the rest of commit processing."""
     for q in by_type.get(ProposalType.external_init, []):
-        assert isinstance(q.proposal.body, ExternalInit)
-        result.external_init = q.proposal.body
+        if isinstance(q.proposal.body, ExternalInit):
+            result.external_init = q.proposal.body
     for q in by_type.get(ProposalType.reinit, []):
         body = q.proposal.body
-        assert isinstance(body, ReInit)
+        if not isinstance(body, ReInit):  # pragma: no cover - by construction
+            raise ProposalError("not a reinit proposal")
         if body.version < context.version:
             raise ProposalError("reinit to an older protocol version")
         result.reinit = body
 
-    for t, qs in by_type.items():
-        if t not in DEFAULT_PROPOSAL_TYPES:
-            for q in qs:
-                assert isinstance(q.proposal.body, CustomProposal)
-                result.custom.append(q.proposal.body)
-            # Members that stay must support a non-default proposal type (§12.2).
-            added = {a for a, _ in result.added}
-            for i, member in tree.leaves():
-                if i in added:
-                    continue
-                if t not in member.capabilities.proposals:
-                    raise ProposalListError(f"member {i} does not support proposal type {t}")
 
-    if gces:
+def _check_custom_support(
+    tree: RatchetTree, by_type: dict[int, list[QueuedProposal]], result: AppliedProposals
+) -> None:
+    """Members that stay must support a non-default proposal type (§12.2)."""
+    added = {a for a, _ in result.added}
+    for t, qs in by_type.items():
+        if t in DEFAULT_PROPOSAL_TYPES:
+            continue
+        result.custom.extend(
+            q.proposal.body for q in qs if isinstance(q.proposal.body, CustomProposal)
+        )
+        for i, member in tree.leaves():
+            if i not in added and t not in member.capabilities.proposals:
+                raise ProposalListError(f"member {i} does not support proposal type {t}")
+
+
+def _check_group_support(tree: RatchetTree, result: AppliedProposals, new_extensions: bool) -> None:
+    """After new GroupContext extensions every member supports them (§12.1.7); after new
+    credentials every credential type in use is supported by every member (§7.3)."""
+    if new_extensions:
         for _, member in tree.leaves():
             check_leaf_supports_group(member, result.extensions)
     if result.added or result.updated:
-        # New credentials must be supported by every member and vice versa (§7.3).
         check_credential_support(tree)
-
-    result.path_required = not proposals or any(
-        q.proposal.proposal_type not in PATH_OPTIONAL_TYPES for q in proposals
-    )
-    return result
 
 
 def _check_unique_extension_types(extensions: Sequence[Extension]) -> None:
@@ -341,8 +421,8 @@ def _validate_update(
     tree: RatchetTree,
     leaf: LeafIndex,
     node: LeafNode,
-    extensions: Sequence[Extension],
-    now: int | None,
+    result: AppliedProposals,
+    checks: LeafChecks,
 ) -> None:
     """An Update's LeafNode (§12.1.2, §7.3)."""
     current = tree.leaf(leaf)
@@ -355,11 +435,12 @@ def _validate_update(
             group_id=context.group_id,
             leaf_index=leaf,
             expected_source=LeafNodeSource.update,
-            now=now,
+            now=checks.now,
+            max_lifetime=checks.max_lifetime,
         )
     except LeafNodeError as exc:
-        raise ProposalError(f"invalid leaf node in update: {exc}") from None
-    check_leaf_supports_group(node, extensions)
+        raise ProposalError(f"invalid leaf node in update: {exc}") from exc
+    check_leaf_supports_group(node, result.extensions)
     if node.encryption_key == current.encryption_key:
         raise ProposalError("an update must change the encryption key")
     holder = tree.find_encryption_key(node.encryption_key)

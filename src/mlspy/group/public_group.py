@@ -1,53 +1,49 @@
 """A public view of a group, with no secrets (RFC 9420 §12.4; RFC 9750 §5).
 
-A Delivery Service (or any observer that sees PublicMessage handshakes) can follow a group from
-a GroupInfo and the ratchet tree: it verifies signatures, validates every proposal list and
-UpdatePath exactly as members do, and advances the GroupContext — tree hash and both transcript
-hashes are computable from public data. It cannot check membership tags or confirmation tags
-(those need epoch secrets) nor read PrivateMessages.
+A Delivery Service (or any observer that sees PublicMessage handshakes) follows a group from a
+GroupInfo and the ratchet tree. It runs the very code a member runs for every publicly
+checkable rule (:mod:`mlspy.group.commit_validate`): signatures, each proposal on receipt,
+proposal lists, the committer's path leaf, UpdatePath structure, lifetimes and credentials,
+with the same :class:`GroupConfig` checks; and it advances the GroupContext (tree hash and both
+transcript hashes are public). What it cannot check needs epoch secrets: membership tags,
+confirmation tags, path secrets, and anything inside a PrivateMessage. A member is this view
+plus its secrets: :meth:`Group.public_view` gives a copy of a member's.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, replace
 
 from mlspy.codec import Reader, Writer, decode_all, write_struct
 from mlspy.crypto import CipherSuiteProvider, suite
 from mlspy.errors import (
-    CommitError,
     DecodeError,
     EpochError,
     FramingError,
     GroupStateError,
-    LeafNodeError,
     MLSError,
-    PathRequiredError,
-    ProposalError,
-    ProposalListError,
     StorageError,
+    TreeError,
     UsageError,
     WelcomeError,
 )
-from mlspy.group.framing import decode_message, sender_signature_key
-from mlspy.group.proposals import (
-    AppliedProposals,
-    QueuedProposal,
-    apply_proposals,
-    check_leaf_supports_group,
-    check_sender_may_propose,
+from mlspy.group.commit_validate import (
+    PskAvailable,
+    ValidatedCommit,
+    validate_commit,
+    validate_proposal,
 )
-from mlspy.group.state import Member
+from mlspy.group.framing import decode_message, sender_signature_key
+from mlspy.group.proposals import QueuedProposal, required_capabilities
+from mlspy.group.state import GroupConfig, LeafChecks, Member, ProposalReceived
 from mlspy.group.welcome import verify_group_info
 from mlspy.messages import (
     AuthenticatedContent,
     ContentType,
     GroupContext,
     GroupInfo,
-    LeafNodeSource,
     MLSMessage,
     Proposal,
-    ProposalOrRefType,
     Sender,
     SenderType,
     decode_ratchet_tree,
@@ -55,34 +51,22 @@ from mlspy.messages import (
 )
 from mlspy.messages import RatchetTree as RatchetTreeExtension
 from mlspy.protection import verify_content_signature
-from mlspy.schedule.transcript import confirmed_transcript_hash, interim_transcript_hash
+from mlspy.schedule.transcript import interim_transcript_hash
 from mlspy.tree.math import LeafIndex
 from mlspy.tree.ratchet_tree import RatchetTree
-from mlspy.tree.treekem import merge_update_path
-from mlspy.tree.validation import validate_leaf_node, validate_tree
+from mlspy.tree.validation import validate_tree
 
-
-@dataclass(frozen=True)
-class PublicProposal:
-    proposal: Proposal
-    sender: Sender
-    ref: bytes
-
-
-@dataclass
-class PublicStagedCommit:
-    """A validated commit's public outcome; current after :meth:`PublicGroup.merge`."""
-
-    sender: Sender
-    context: GroupContext
-    tree: RatchetTree
-    interim_transcript_hash: bytes
-    applied: AppliedProposals
-    reinit: bool
+# What the public view's ``process`` returns: the events a member returns for the same
+# message, minus what needs secrets.
+PublicProposal = ProposalReceived
+PublicStagedCommit = ValidatedCommit
 
 
 class PublicGroup:
-    """Follows a group's public state from PublicMessage handshakes."""
+    """The public state of one epoch of a group, and the rules that judge its handshakes.
+
+    ``proposals`` (shared, not copied, when a member builds its view) are the proposals
+    received this epoch by reference."""
 
     def __init__(
         self,
@@ -90,15 +74,19 @@ class PublicGroup:
         tree: RatchetTree,
         interim_transcript_hash: bytes,
         *,
-        now: int | None = None,
+        config: GroupConfig | None = None,
+        proposals: OrderedDict[bytes, QueuedProposal] | None = None,
+        closed: bool = False,
     ) -> None:
         self._cs = suite(context.cipher_suite)
         self._context = context
         self._tree = tree
         self._interim = interim_transcript_hash
-        self._proposals: OrderedDict[bytes, PublicProposal] = OrderedDict()
-        self._now = now
-        self._closed = False
+        self._config = config or GroupConfig()
+        self._proposals: OrderedDict[bytes, QueuedProposal] = (
+            proposals if proposals is not None else OrderedDict()
+        )
+        self._closed = closed
 
     @classmethod
     def from_group_info(
@@ -106,9 +94,13 @@ class PublicGroup:
         group_info: bytes | MLSMessage | GroupInfo,
         *,
         ratchet_tree: bytes | None = None,
-        now: int | None = None,
+        config: GroupConfig | None = None,
     ) -> PublicGroup:
-        """Start following a group from a signed GroupInfo (tree inside or out of band)."""
+        """Start following a group from a signed GroupInfo (tree inside or out of band).
+
+        The tree is validated as a joiner validates it (§12.4.3.1), with ``config``'s
+        lifetime and credential checks."""
+        config = config or GroupConfig()
         if isinstance(group_info, GroupInfo):
             gi = group_info
         else:
@@ -120,8 +112,8 @@ class PublicGroup:
         try:
             cs = suite(ctx.cipher_suite)
             ext = RatchetTreeExtension.find_in(gi.extensions)
-        except (DecodeError, MLSError) as exc:
-            raise WelcomeError(f"unusable GroupInfo: {exc}") from None
+        except MLSError as exc:
+            raise WelcomeError(f"unusable GroupInfo: {exc}") from exc
         if ext is not None:
             tree = RatchetTree.from_nodes(cs, ext.ratchet_tree)
         elif ratchet_tree is not None:
@@ -129,9 +121,17 @@ class PublicGroup:
         else:
             raise WelcomeError("no ratchet tree: pass it out of band")
         verify_group_info(cs, gi, tree)
-        validate_tree(tree, group_id=ctx.group_id, tree_hash=ctx.tree_hash, now=now)
+        validate_tree(
+            tree,
+            group_id=ctx.group_id,
+            tree_hash=ctx.tree_hash,
+            required_capabilities=required_capabilities(ctx.extensions),
+            now=config.now(),
+            max_lifetime=config.max_leaf_lifetime,
+            credential_validator=config.credential_validator,
+        )
         interim = interim_transcript_hash(cs, ctx.confirmed_transcript_hash, gi.confirmation_tag)
-        return cls(ctx, tree, interim, now=now)
+        return cls(ctx, tree, interim, config=config)
 
     # --- Views --------------------------------------------------------------------------
 
@@ -153,21 +153,84 @@ class PublicGroup:
 
     @property
     def tree(self) -> RatchetTree:
+        """A copy of the ratchet tree."""
         return self._tree.copy()
+
+    @property
+    def interim_transcript_hash(self) -> bytes:
+        return self._interim
+
+    @property
+    def config(self) -> GroupConfig:
+        return self._config
 
     @property
     def closed(self) -> bool:
         """True after a ReInit commit: the group takes no more handshakes."""
         return self._closed
 
+    @property
+    def pending_proposals(self) -> list[QueuedProposal]:
+        return list(self._proposals.values())
+
     def members(self) -> list[Member]:
-        return [
-            Member(i, leaf.credential, leaf.signature_key, leaf.encryption_key)
-            for i, leaf in self._tree.leaves()
-        ]
+        return [Member.of(i, leaf) for i, leaf in self._tree.leaves()]
+
+    def member_at(self, leaf: int) -> Member | None:
+        node = self._tree.leaf(LeafIndex(leaf))
+        return None if node is None else Member.of(LeafIndex(leaf), node)
 
     def export_ratchet_tree(self) -> bytes:
         return encode_ratchet_tree(self._tree.to_nodes())
+
+    def copy(self) -> PublicGroup:
+        """An independent copy (tree and proposal cache copied)."""
+        return PublicGroup(
+            self._context,
+            self._tree.copy(),
+            self._interim,
+            config=self._config,
+            proposals=OrderedDict(self._proposals),
+            closed=self._closed,
+        )
+
+    # --- The rules ------------------------------------------------------------------------
+
+    def leaf_checks(self) -> LeafChecks:
+        return self._config.leaf_checks()
+
+    def validate_proposal(self, content: AuthenticatedContent) -> ProposalReceived:
+        """A verified proposal on receipt (§12.1); returns it with its reference."""
+        fc = content.content
+        proposal = fc.proposal
+        if proposal is None:  # pragma: no cover - decoding guarantees it
+            raise FramingError("proposal content without a proposal")
+        validate_proposal(
+            self._cs, self._context, self._tree, proposal, fc.sender, self.leaf_checks()
+        )
+        ref = self._cs.make_proposal_ref(content.encode())
+        member = None
+        if fc.sender.sender_type == SenderType.member:
+            member = self.member_at(fc.sender.leaf_index or 0)
+        return ProposalReceived(proposal, fc.sender, ref, member)
+
+    def cache_proposal(self, event: ProposalReceived) -> None:
+        self._proposals[event.ref] = QueuedProposal(event.proposal, event.sender, event.ref)
+
+    def validate_commit(
+        self, content: AuthenticatedContent, *, psk_available: PskAvailable | None = None
+    ) -> ValidatedCommit:
+        """Every public rule of a verified commit (§12.4.2); nothing changes."""
+        return validate_commit(
+            self._cs,
+            self._context,
+            self._tree,
+            self._interim,
+            content,
+            self._proposals,
+            self.leaf_checks(),
+            psk_available=psk_available,
+        )
 
     # --- Processing -----------------------------------------------------------------------
 
@@ -188,89 +251,19 @@ class PublicGroup:
         verify_content_signature(self._cs, key, content, self._context)
         return content
 
-    def process(self, message: bytes | MLSMessage) -> PublicProposal | PublicStagedCommit:
-        """Validate a PublicMessage proposal (cached) or commit (staged)."""
+    def process(self, message: bytes | MLSMessage) -> ProposalReceived | ValidatedCommit:
+        """Validate a PublicMessage proposal (then cached) or commit (staged: current after
+        :meth:`merge`). A failure raises and changes nothing."""
         if self._closed:
             raise GroupStateError("the group was reinitialized")
-        ac = self._verified(message)
-        fc = ac.content
-        if fc.content_type == ContentType.proposal:
-            proposal = fc.proposal
-            if proposal is None:  # pragma: no cover - decoding guarantees it
-                raise ProposalError("empty proposal")
-            check_sender_may_propose(proposal, fc.sender)
-            ref = self._cs.make_proposal_ref(ac.encode())
-            event = PublicProposal(proposal, fc.sender, ref)
-            self._proposals[ref] = event
+        content = self._verified(message)
+        if content.content.content_type == ContentType.proposal:
+            event = self.validate_proposal(content)
+            self.cache_proposal(event)
             return event
-        return self._stage_commit(ac)
+        return self.validate_commit(content)
 
-    def _stage_commit(self, ac: AuthenticatedContent) -> PublicStagedCommit:
-        fc = ac.content
-        commit = fc.commit
-        if commit is None:  # pragma: no cover
-            raise CommitError("empty commit")
-        sender = fc.sender
-        if sender.sender_type not in (SenderType.member, SenderType.new_member_commit):
-            raise CommitError(f"a {sender.sender_type.name} sender may not commit")
-        queued = []
-        for por in commit.proposals:
-            if por.type == ProposalOrRefType.proposal and por.proposal is not None:
-                queued.append(QueuedProposal(por.proposal, sender, None))
-            else:
-                cached = self._proposals.get(por.reference or b"")
-                if cached is None:
-                    raise ProposalListError("the commit references an unknown proposal")
-                queued.append(QueuedProposal(cached.proposal, cached.sender, cached.ref))
-        tree = self._tree.copy()
-        applied = apply_proposals(self._cs, self._context, tree, queued, sender, now=self._now)
-        external = sender.sender_type == SenderType.new_member_commit
-        if (applied.path_required or external) and commit.path is None:
-            raise PathRequiredError("the commit's proposals require an UpdatePath")
-        provisional = replace(
-            self._context, epoch=self._context.epoch + 1, extensions=applied.extensions
-        )
-        if external and applied.removed:
-            from mlspy.group.commit_receive import _check_resync
-
-            _check_resync(self._tree, applied.removed[0], commit.path)
-        if commit.path is not None:
-            committer = (
-                tree.add_leaf(commit.path.leaf_node)
-                if external
-                else LeafIndex(sender.leaf_index or 0)
-            )
-            try:
-                validate_leaf_node(
-                    self._cs,
-                    commit.path.leaf_node,
-                    group_id=self.group_id,
-                    leaf_index=committer,
-                    expected_source=LeafNodeSource.commit,
-                    now=self._now,
-                )
-            except LeafNodeError as exc:
-                raise CommitError(f"invalid committer leaf: {exc}") from None
-            check_leaf_supports_group(commit.path.leaf_node, applied.extensions)
-            merge_update_path(
-                tree,
-                committer,
-                commit.path,
-                excluded_leaves={i for i, _ in applied.added},
-                joiner=external,
-            )
-        confirmed = confirmed_transcript_hash(
-            self._cs, self._interim, ac.confirmed_transcript_hash_input()
-        )
-        context = replace(
-            provisional, tree_hash=tree.tree_hash(), confirmed_transcript_hash=confirmed
-        )
-        interim = interim_transcript_hash(self._cs, confirmed, ac.auth.confirmation_tag or b"")
-        return PublicStagedCommit(
-            sender, context, tree, interim, applied, applied.reinit is not None
-        )
-
-    def merge(self, staged: PublicStagedCommit) -> None:
+    def merge(self, staged: ValidatedCommit) -> None:
         """Make a staged commit's epoch current."""
         if staged.context.epoch != self._context.epoch + 1:
             raise GroupStateError("the staged commit is not for the next epoch")
@@ -278,7 +271,7 @@ class PublicGroup:
         self._tree = staged.tree
         self._interim = staged.interim_transcript_hash
         self._proposals.clear()
-        if staged.reinit:
+        if staged.applied.reinit is not None:
             self._closed = True
 
 
@@ -287,46 +280,49 @@ def serialize_public_group(group: PublicGroup) -> bytes:
     w = Writer()
     w.fixed(b"MLSp")
     w.uint16(1)
-    group._context.encode_to(w)
-    w.uint32(group._tree.n_leaves)
-    w.opaque(encode_ratchet_tree(group._tree.to_nodes()))
-    w.opaque(group._interim)
+    group.context.encode_to(w)
+    tree = group._tree
+    w.uint32(tree.n_leaves)
+    w.opaque(encode_ratchet_tree(tree.to_nodes()))
+    w.opaque(group.interim_transcript_hash)
 
-    def write_proposal(w: Writer, p: PublicProposal) -> None:
-        w.opaque(p.ref)
+    def write_proposal(w: Writer, p: QueuedProposal) -> None:
+        w.opaque(p.ref or b"")
         write_struct(w, p.proposal)
         write_struct(w, p.sender)
 
-    w.vector(list(group._proposals.values()), write_proposal)
-    w.uint8(int(group._closed))
+    w.vector(group.pending_proposals, write_proposal)
+    w.uint8(int(group.closed))
     return w.getvalue()
 
 
-def deserialize_public_group(data: bytes, *, now: int | None = None) -> PublicGroup:
+def deserialize_public_group(data: bytes, *, config: GroupConfig | None = None) -> PublicGroup:
+    """Restore a public view saved by :func:`serialize_public_group`; ``config`` gives the
+    lifetime and credential checks (not stored)."""
+
     def read(r: Reader) -> PublicGroup:
         if r.fixed(4) != b"MLSp" or r.uint16() != 1:
             raise DecodeError("not a stored public group state")
         context = GroupContext.decode_from(r)
         cs = suite(context.cipher_suite)
         n_leaves = r.uint32()
-        tree = RatchetTree.from_nodes(cs, decode_ratchet_tree(r.opaque()))
-        while tree.n_leaves < n_leaves:
-            tree._extend()
-        group = PublicGroup(context, tree, r.opaque(), now=now)
-        for p in r.vector(_read_public_proposal):
-            group._proposals[p.ref] = p
-        group._closed = bool(r.uint8())
-        return group
+        tree = RatchetTree.from_nodes(cs, decode_ratchet_tree(r.opaque()), n_leaves=n_leaves)
+        interim = r.opaque()
+        cached = r.vector(_read_public_proposal)
+        proposals = OrderedDict((q.ref or b"", q) for q in cached)
+        return PublicGroup(
+            context, tree, interim, config=config, proposals=proposals, closed=bool(r.uint8())
+        )
 
     try:
         return decode_all(data, read, "stored public group")
-    except DecodeError as exc:
-        raise StorageError(f"corrupt stored public group: {exc}") from None
+    except (DecodeError, TreeError) as exc:
+        raise StorageError(f"corrupt stored public group: {exc}") from exc
 
 
-def _read_public_proposal(r: Reader) -> PublicProposal:
+def _read_public_proposal(r: Reader) -> QueuedProposal:
     ref = r.opaque()
-    return PublicProposal(Proposal.decode_from(r), Sender.decode_from(r), ref)
+    return QueuedProposal(Proposal.decode_from(r), Sender.decode_from(r), ref)
 
 
 __all__ = [

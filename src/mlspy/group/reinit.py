@@ -13,12 +13,14 @@ import os
 from collections.abc import Sequence
 
 from mlspy.errors import GroupStateError, UsageError, WelcomeError
-from mlspy.group.group import Group, _key_package
+from mlspy.group.group import Group
 from mlspy.group.identity import SigningIdentity
+from mlspy.group.key_package import as_key_package
 from mlspy.group.state import CommitOutput, GroupConfig
 from mlspy.messages import (
     Add,
     KeyPackage,
+    MLSMessage,
     PreSharedKey,
     PreSharedKeyID,
     Proposal,
@@ -32,7 +34,7 @@ def _successor(
     identity: SigningIdentity,
     group_id: bytes,
     extensions: tuple[object, ...],
-    key_packages: Sequence[KeyPackage | bytes],
+    key_packages: Sequence[KeyPackage | bytes | MLSMessage],
     usage: ResumptionPSKUsage,
     config: GroupConfig | None,
 ) -> tuple[Group, CommitOutput]:
@@ -49,7 +51,7 @@ def _successor(
     psk_id = PreSharedKeyID.resumption(
         usage, old.group_id, old.epoch, os.urandom(new.cipher_suite.nh)
     )
-    proposals = [Proposal(Add(_key_package(kp))) for kp in key_packages]
+    proposals = [Proposal(Add(as_key_package(kp))) for kp in key_packages]
     proposals.append(Proposal(PreSharedKey(psk_id)))
     out = new.commit(proposals, resumption_usage=usage)
     new.merge_pending_commit()
@@ -58,7 +60,7 @@ def _successor(
 
 def reinit_successor(
     old: Group,
-    key_packages: Sequence[KeyPackage | bytes],
+    key_packages: Sequence[KeyPackage | bytes | MLSMessage],
     *,
     identity: SigningIdentity | None = None,
     config: GroupConfig | None = None,
@@ -85,7 +87,7 @@ def reinit_successor(
 
 def branch(
     old: Group,
-    key_packages: Sequence[KeyPackage | bytes],
+    key_packages: Sequence[KeyPackage | bytes | MLSMessage],
     *,
     group_id: bytes | None = None,
     config: GroupConfig | None = None,

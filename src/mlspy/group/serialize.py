@@ -1,12 +1,15 @@
 """Versioned serialization of a member's whole group state, private keys included.
 
-Theory of operation: the state is encoded with the same TLS presentation codec as the wire
-structs, behind a 4-byte magic and a uint16 format version. Everything a :class:`Group` holds is
-written: configuration, signing identity, the current epoch (context, ratchet tree, path
-private keys, key-schedule secrets, secret-tree position and retained keys, transcript state),
-retained past epochs, cached proposals, our pending commit, PSKs and lifecycle flags. Loading
-restores it exactly. A new format gets a new version number and an entry in ``_MIGRATIONS``
-that upgrades the previous one, so stored states keep loading.
+Theory of operation: the state (:class:`~mlspy.group.member_state.MemberState`) is encoded
+with the same TLS presentation codec as the wire structs, behind a 4-byte magic and a uint16
+format version. Everything a member holds is written: configuration, signing identity, the
+current epoch (context, ratchet tree, path private keys, key-schedule secrets, secret-tree
+position and retained keys, transcript state), retained past epochs, cached proposals, our
+pending commit, PSKs and the lifecycle. Loading restores it exactly. Every older format stays
+readable: a new format gets a new version number and the reader branches on the version
+(:func:`migrate` rewrites an old state in the current format). Version 2 added the leaf
+lifetime policy to the config, the lifecycle (joining by external commit) and staged commits
+that describe their members; version 1 states are read and rewritten as version 2.
 
 The state can also be written in two parts (:func:`serialize_group_parts`): the *epoch part*,
 everything except the secret trees, which changes only with handshake messages and is O(n) in
@@ -22,14 +25,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 
 from mlspy.codec import Reader, Writer, decode_all, write_struct
 from mlspy.crypto import suite
-from mlspy.errors import DecodeError, StorageError
-from mlspy.group.group import Group, _PastEpochs
+from mlspy.errors import DecodeError, StorageError, TreeError
 from mlspy.group.identity import SigningIdentity
+from mlspy.group.member_state import Lifecycle, MemberState, PastEpochs
 from mlspy.group.proposals import QueuedProposal
-from mlspy.group.state import EpochState, GroupConfig, PendingCommit, StagedCommit
+from mlspy.group.state import EpochState, GroupConfig, Member, PendingCommit, StagedCommit
 from mlspy.messages import (
     Capabilities,
     Credential,
@@ -51,10 +55,10 @@ from mlspy.tree.ratchet_tree import RatchetTree
 from mlspy.tree.treekem import TreePrivateKeys
 
 MAGIC = b"MLSg"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 EPOCH_PART_MAGIC = b"MLSe"  # a state without its secret trees (see serialize_group_parts)
 RATCHET_PART_MAGIC = b"MLSr"  # the secret trees of a state's current and retained epochs
-PARTS_VERSION = 1
+PARTS_VERSION = 2
 
 _SECRET_FIELDS = (
     "joiner_secret",
@@ -71,9 +75,12 @@ _SECRET_FIELDS = (
     "init_secret",
 )
 
-# version -> function upgrading a state of that version to version + 1 (raw bytes to raw
-# bytes). Empty while only version 1 exists; a format change adds an entry here.
-_MIGRATIONS: dict[int, Callable[[bytes], bytes]] = {}
+_LIFECYCLES = (
+    Lifecycle.ACTIVE,
+    Lifecycle.JOINING,
+    Lifecycle.REMOVED,
+    Lifecycle.REINIT,
+)
 
 
 # --- Pieces ---------------------------------------------------------------------------------
@@ -89,14 +96,16 @@ def _write_config(w: Writer, c: GroupConfig) -> None:
     w.uint8(int(c.external_pub_extension))
     w.uint8(int(c.check_lifetimes))
     w.uint16(c.max_resumption_psks)
+    w.optional(c.max_leaf_lifetime, Writer.uint64)
+    w.uint8(int(c.allow_wire_format_override))
 
 
-def _read_config(r: Reader) -> GroupConfig:
+def _read_config(r: Reader, version: int) -> GroupConfig:
     try:
         wire_format = WireFormat(r.uint16())
     except ValueError:
         raise DecodeError("stored handshake wire format is unknown", r.position) from None
-    return GroupConfig(
+    config = GroupConfig(
         handshake_wire_format=wire_format,
         padding_block=r.uint32(),
         max_forward_distance=r.uint32(),
@@ -106,6 +115,13 @@ def _read_config(r: Reader) -> GroupConfig:
         external_pub_extension=bool(r.uint8()),
         check_lifetimes=bool(r.uint8()),
         max_resumption_psks=r.uint16(),
+    )
+    if version == 1:
+        return config
+    return replace(
+        config,
+        max_leaf_lifetime=r.optional(Reader.uint64),
+        allow_wire_format_override=bool(r.uint8()),
     )
 
 
@@ -178,11 +194,10 @@ def _read_epoch(r: Reader, secret_trees: _TreeSource | None = None) -> EpochStat
     context = GroupContext.decode_from(r)
     cs = suite(context.cipher_suite)
     n_leaves = r.uint32()
-    tree = RatchetTree.from_nodes(cs, decode_ratchet_tree(r.opaque()))
-    while tree.n_leaves < n_leaves:
-        tree._extend()
-    if tree.n_leaves != n_leaves:
-        raise DecodeError("stored tree size does not match its nodes", r.position)
+    try:
+        tree = RatchetTree.from_nodes(cs, decode_ratchet_tree(r.opaque()), n_leaves=n_leaves)
+    except TreeError as exc:
+        raise DecodeError(f"stored tree: {exc}", r.position) from exc
     private = _read_private(r)
     secrets = EpochSecrets(**{name: r.opaque() for name in _SECRET_FIELDS})
     secret_tree = decode_secret_tree(cs, r) if secret_trees is None else secret_trees(context)
@@ -216,38 +231,83 @@ def _read_pair(r: Reader) -> tuple[bytes, bytes]:
     return r.opaque(), r.opaque()
 
 
+def _write_member(w: Writer, m: Member) -> None:
+    w.uint32(m.leaf_index)
+    m.credential.encode_to(w)
+    w.opaque(m.signature_key)
+    w.opaque(m.encryption_key)
+
+
+def _read_member(r: Reader) -> Member:
+    return Member(LeafIndex(r.uint32()), Credential.decode_from(r), r.opaque(), r.opaque())
+
+
 def _write_staged(w: Writer, s: StagedCommit) -> None:
     s.sender.encode_to(w)
-    w.optional(s.epoch, _write_epoch)
-
-    def write_added(w: Writer, item: tuple[LeafIndex, KeyPackage]) -> None:
-        w.uint32(item[0])
-        item[1].encode_to(w)
-
-    w.vector(s.added, write_added)
-    w.vector(s.removed, Writer.uint32)
-    w.vector(s.updated, Writer.uint32)
-    w.vector(s.psks, write_struct)
+    w.optional(s.committer, _write_member)
+    w.uint64(s.epoch)
+    w.optional(s.new_state, _write_epoch)
+    w.vector(list(s.added), _write_member)
+    w.vector(list(s.key_packages), write_struct)
+    w.vector(list(s.removed), _write_member)
+    w.vector(list(s.updated), _write_member)
+    w.vector(list(s.psks), write_struct)
     w.optional(s.reinit, write_struct)
     w.uint8(int(s.self_removed))
     w.uint8(int(s.own))
-    w.uint8(int(s.merged))
     w.opaque(s.authenticated_data)
 
 
 def _read_staged(r: Reader) -> StagedCommit:
     return StagedCommit(
         sender=Sender.decode_from(r),
-        epoch=r.optional(_read_epoch),
-        added=r.vector(lambda rr: (LeafIndex(rr.uint32()), KeyPackage.decode_from(rr))),
-        removed=[LeafIndex(x) for x in r.vector(Reader.uint32)],
-        updated=[LeafIndex(x) for x in r.vector(Reader.uint32)],
-        psks=r.vector(PreSharedKeyID.decode_from),
+        committer=r.optional(_read_member),
+        epoch=r.uint64(),
+        new_state=r.optional(_read_epoch),
+        added=tuple(r.vector(_read_member)),
+        key_packages=tuple(r.vector(KeyPackage.decode_from)),
+        removed=tuple(r.vector(_read_member)),
+        updated=tuple(r.vector(_read_member)),
+        psks=tuple(r.vector(PreSharedKeyID.decode_from)),
         reinit=r.optional(ReInit.decode_from),
         self_removed=bool(r.uint8()),
         own=bool(r.uint8()),
-        merged=bool(r.uint8()),
         authenticated_data=r.opaque(),
+    )
+
+
+def _read_staged_v1(r: Reader, current: EpochState) -> StagedCommit:
+    """A version 1 staged commit (always our own pending one, relative to ``current``)."""
+    sender = Sender.decode_from(r)
+    new_state = r.optional(_read_epoch)
+    added = r.vector(lambda rr: (LeafIndex(rr.uint32()), KeyPackage.decode_from(rr)))
+    removed = [LeafIndex(x) for x in r.vector(Reader.uint32)]
+    updated = [LeafIndex(x) for x in r.vector(Reader.uint32)]
+    psks = tuple(r.vector(PreSharedKeyID.decode_from))
+    reinit = r.optional(ReInit.decode_from)
+    self_removed, own = bool(r.uint8()), bool(r.uint8())
+    r.uint8()  # "merged": version 1 kept merged commits; nothing pending is merged
+    authenticated_data = r.opaque()
+    new_tree = new_state.tree if new_state is not None else current.tree
+
+    def members(tree: RatchetTree, leaves: list[LeafIndex]) -> tuple[Member, ...]:
+        return tuple(Member.of(i, leaf) for i in leaves if (leaf := tree.leaf(i)) is not None)
+
+    committer = sender.leaf_index
+    return StagedCommit(
+        sender=sender,
+        committer=members(new_tree, [LeafIndex(committer)])[0] if committer is not None else None,
+        epoch=current.epoch + 1,
+        added=tuple(Member.of(i, kp.leaf_node) for i, kp in added),
+        removed=members(current.tree, removed),
+        updated=members(new_tree, updated),
+        psks=psks,
+        reinit=reinit,
+        self_removed=self_removed,
+        own=own,
+        authenticated_data=authenticated_data,
+        new_state=new_state,
+        key_packages=tuple(kp for _, kp in added),
     )
 
 
@@ -259,6 +319,10 @@ def _write_pending(w: Writer, p: PendingCommit) -> None:
 
 def _read_pending(r: Reader) -> PendingCommit:
     return PendingCommit(r.opaque(), r.opaque(), _read_staged(r))
+
+
+def _read_pending_v1(r: Reader, current: EpochState) -> PendingCommit:
+    return PendingCommit(r.opaque(), r.opaque(), _read_staged_v1(r, current))
 
 
 def _write_resumption(w: Writer, item: tuple[tuple[bytes, int], bytes]) -> None:
@@ -277,50 +341,53 @@ def _read_resumption(r: Reader) -> tuple[tuple[bytes, int], bytes]:
 # --- Whole state ------------------------------------------------------------------------------
 
 
-def serialize_group(group: Group) -> bytes:
-    """Every bit of ``group``'s state, versioned."""
+def serialize_state(state: MemberState) -> bytes:
+    """Every bit of ``state``, versioned."""
     w = Writer()
     w.fixed(MAGIC)
     w.uint16(FORMAT_VERSION)
-    _write_body(w, group, _write_epoch)
+    _write_body(w, state, _write_epoch)
     return w.getvalue()
 
 
-def serialize_group_parts(group: Group) -> tuple[bytes, bytes]:
-    """``group``'s state as (epoch part, ratchet part); see the module docstring."""
+def serialize_state_parts(state: MemberState) -> tuple[bytes, bytes]:
+    """``state`` as (epoch part, ratchet part); see the module docstring."""
     w = Writer()
     w.fixed(EPOCH_PART_MAGIC)
     w.uint16(PARTS_VERSION)
-    _write_body(w, group, _write_epoch_part)
-    return w.getvalue(), serialize_ratchet_part(group)
+    _write_body(w, state, _write_epoch_part)
+    return w.getvalue(), serialize_ratchet_part(state)
 
 
-def serialize_ratchet_part(group: Group) -> bytes:
+def serialize_ratchet_part(state: MemberState) -> bytes:
     """The secret trees of the current and retained epochs, tagged with their epochs."""
     w = Writer()
     w.fixed(RATCHET_PART_MAGIC)
     w.uint16(PARTS_VERSION)
-    w.opaque(group.group_id)
-    w.uint16(group._epoch.context.cipher_suite)
+    w.opaque(state.group_id)
+    w.uint16(state.epoch.context.cipher_suite)
 
     def write(w: Writer, e: EpochState) -> None:
         w.uint64(e.epoch)
         encode_secret_tree(e.secret_tree, w)
 
-    w.vector([group._epoch, *group._past.epochs.values()], write)
+    w.vector([state.epoch, *state.past.epochs.values()], write)
     return w.getvalue()
 
 
-def deserialize_group_parts(epoch_part: bytes, ratchet_part: bytes) -> Group:
-    """Restore a group saved by :func:`serialize_group_parts`.
+def deserialize_state_parts(epoch_part: bytes, ratchet_part: bytes) -> MemberState:
+    """Restore a state saved by :func:`serialize_state_parts` (parts version 1 or 2).
 
     Raises :class:`StorageError` for data that is not such a pair, or parts of two different
     states."""
+    versions = []
     for data, magic in ((epoch_part, EPOCH_PART_MAGIC), (ratchet_part, RATCHET_PART_MAGIC)):
         if len(data) < 6 or data[:4] != magic:
             raise StorageError("not a stored mlspy group state part")
-        if int.from_bytes(data[4:6], "big") != PARTS_VERSION:
+        version = int.from_bytes(data[4:6], "big")
+        if not 1 <= version <= PARTS_VERSION:
             raise StorageError(f"stored state part version {data[4:6].hex()} is not supported")
+        versions.append(version)
 
     def read_ratchets(r: Reader) -> tuple[bytes, dict[int, SecretTree]]:
         r.fixed(6)
@@ -333,7 +400,7 @@ def deserialize_group_parts(epoch_part: bytes, ratchet_part: bytes) -> Group:
     try:
         group_id, trees = decode_all(bytes(ratchet_part), read_ratchets, "stored ratchet part")
     except DecodeError as exc:
-        raise StorageError(f"corrupt stored group state: {exc}") from None
+        raise StorageError(f"corrupt stored group state: {exc}") from exc
 
     def tree_for(context: GroupContext) -> SecretTree:
         if context.group_id != group_id:
@@ -343,40 +410,50 @@ def deserialize_group_parts(epoch_part: bytes, ratchet_part: bytes) -> Group:
         return trees.pop(context.epoch)  # each epoch's tree is used once
 
     try:
-        group = decode_all(bytes(epoch_part), lambda r: _read_group(r, tree_for), "epoch part")
+        state = decode_all(
+            bytes(epoch_part), lambda r: _read_state(r, versions[0], tree_for), "epoch part"
+        )
     except DecodeError as exc:
-        raise StorageError(f"corrupt stored group state: {exc}") from None
+        raise StorageError(f"corrupt stored group state: {exc}") from exc
     if trees:
         raise StorageError(f"{mismatch} (secret trees of epochs {sorted(trees)} left over)")
-    return group
+    return state
 
 
-def _write_body(w: Writer, group: Group, write_epoch: Callable[[Writer, EpochState], None]) -> None:
-    _write_config(w, group._config)
-    _write_identity(w, group._identity)
-    w.uint32(group._own_leaf)
-    write_epoch(w, group._epoch)
-    w.vector(list(group._past.epochs.values()), write_epoch)
-    w.vector(list(group._proposals.values()), _write_queued)
-    w.vector(list(group._own_update_keys.items()), _write_pair)
-    w.vector(list(group._own_messages.items()), _write_pair)
-    w.optional(group._pending, _write_pending)
-    w.vector(sorted(group._external_psks.items()), _write_pair)
-    w.vector(list(group._resumption.items()), _write_resumption)
-    w.uint8(int(group._active))
-    w.optional(group._reinit, write_struct)
-    w.vector(group._welcome_psks, write_struct)
+def _write_body(
+    w: Writer, st: MemberState, write_epoch: Callable[[Writer, EpochState], None]
+) -> None:
+    _write_config(w, st.config)
+    _write_identity(w, st.identity)
+    w.uint32(st.own_leaf)
+    write_epoch(w, st.epoch)
+    w.vector(list(st.past.epochs.values()), write_epoch)
+    w.vector(list(st.proposals.values()), _write_queued)
+    w.vector(list(st.own_update_keys.items()), _write_pair)
+    w.vector(list(st.own_messages.items()), _write_pair)
+    w.optional(st.pending, _write_pending)
+    w.vector(sorted(st.external_psks.items()), _write_pair)
+    w.vector(list(st.resumption.items()), _write_resumption)
+    w.uint8(_LIFECYCLES.index(st.lifecycle))
+    w.optional(st.reinit, write_struct)
+    w.vector(st.welcome_psks, write_struct)
 
 
-def deserialize_group(data: bytes) -> Group:
-    """Restore a group saved by :func:`serialize_group` (any supported format version).
+def deserialize_state(data: bytes) -> MemberState:
+    """Restore a state saved by :func:`serialize_state` (any supported format version).
 
     Raises :class:`StorageError` for data that is not a stored group state."""
-    data = migrate(bytes(data))
+    version = format_version(bytes(data))
+    if version < 1:
+        raise StorageError(f"stored format version {version} is not an mlspy format")
+    if version > FORMAT_VERSION:
+        raise StorageError(
+            f"stored format version {version} is newer than this mlspy ({FORMAT_VERSION})"
+        )
     try:
-        return decode_all(data, _read_group, "stored group state")
+        return decode_all(bytes(data), lambda r: _read_state(r, version), "stored group state")
     except DecodeError as exc:
-        raise StorageError(f"corrupt stored group state: {exc}") from None
+        raise StorageError(f"corrupt stored group state: {exc}") from exc
 
 
 def format_version(data: bytes) -> int:
@@ -386,54 +463,67 @@ def format_version(data: bytes) -> int:
 
 
 def migrate(data: bytes) -> bytes:
-    """Upgrade a stored state to the current format, one version at a time."""
-    version = format_version(data)
-    while version < FORMAT_VERSION:
-        step = _MIGRATIONS.get(version)
-        if step is None:
-            raise StorageError(f"no migration from stored format version {version}")
-        data = step(data)
-        version = format_version(data)
-    if version != FORMAT_VERSION:
-        raise StorageError(
-            f"stored format version {version} is newer than this mlspy ({FORMAT_VERSION})"
-        )
-    return data
+    """Upgrade a stored state to the current format (every older version is readable, so
+    this reads it and writes it anew)."""
+    if format_version(data) == FORMAT_VERSION:
+        return data
+    return serialize_state(deserialize_state(data))
 
 
-def _read_group(r: Reader, secret_trees: _TreeSource | None = None) -> Group:
+def _read_state(r: Reader, version: int, secret_trees: _TreeSource | None = None) -> MemberState:
     """The body after the magic and version; ``secret_trees`` for an epoch part."""
-    r.fixed(4)
-    r.uint16()
-    config = _read_config(r)
+    r.fixed(6)
+    config = _read_config(r, version)
     identity = _read_identity(r)
     own_leaf = LeafIndex(r.uint32())
     epoch = _read_epoch(r, secret_trees)
-    group = Group.__new__(Group)
-    group._cs = suite(epoch.context.cipher_suite)
-    group._identity = identity
-    group._epoch = epoch
-    group._own_leaf = own_leaf
-    group._config = config
-    group._past = _PastEpochs(
+    past = PastEpochs(
         OrderedDict((e.epoch, e) for e in r.vector(lambda rr: _read_epoch(rr, secret_trees)))
     )
-    group._proposals = OrderedDict((q.ref or b"", q) for q in r.vector(_read_queued))
-    group._own_update_keys = dict(r.vector(_read_pair))
-    group._own_messages = dict(r.vector(_read_pair))
-    group._pending = r.optional(_read_pending)
-    group._external_psks = dict(r.vector(_read_pair))
-    group._resumption = OrderedDict(r.vector(_read_resumption))
-    group._active = bool(r.uint8())
-    group._reinit = r.optional(ReInit.decode_from)
-    group._welcome_psks = tuple(r.vector(PreSharedKeyID.decode_from))
-    return group
+    proposals = OrderedDict((q.ref or b"", q) for q in r.vector(_read_queued))
+    own_update_keys = dict(r.vector(_read_pair))
+    own_messages = dict(r.vector(_read_pair))
+    if version == 1:
+        pending = r.optional(lambda rr: _read_pending_v1(rr, epoch))
+    else:
+        pending = r.optional(_read_pending)
+    external_psks = dict(r.vector(_read_pair))
+    resumption = OrderedDict(r.vector(_read_resumption))
+    status = r.uint8()
+    reinit = r.optional(ReInit.decode_from)
+    if version == 1:  # an "active" flag: inactive is removed, or closed by a ReInit
+        lifecycle = (
+            Lifecycle.ACTIVE if status else Lifecycle.REINIT if reinit else Lifecycle.REMOVED
+        )
+    elif status < len(_LIFECYCLES):
+        lifecycle = _LIFECYCLES[status]
+    else:
+        raise DecodeError(f"unknown stored lifecycle {status}", r.position)
+    return MemberState(
+        identity=identity,
+        config=config,
+        own_leaf=own_leaf,
+        epoch=epoch,
+        past=past,
+        proposals=proposals,
+        own_update_keys=own_update_keys,
+        own_messages=own_messages,
+        pending=pending,
+        external_psks=external_psks,
+        resumption=resumption,
+        lifecycle=lifecycle,
+        reinit=reinit,
+        welcome_psks=tuple(r.vector(PreSharedKeyID.decode_from)),
+    )
 
 
 __all__ = [
     "FORMAT_VERSION",
-    "deserialize_group",
+    "deserialize_state",
+    "deserialize_state_parts",
     "format_version",
     "migrate",
-    "serialize_group",
+    "serialize_ratchet_part",
+    "serialize_state",
+    "serialize_state_parts",
 ]

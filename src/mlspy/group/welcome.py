@@ -217,6 +217,7 @@ def join_from_welcome(
         tree_hash=context.tree_hash,
         required_capabilities=required_capabilities(context.extensions),
         now=config.now(),
+        max_lifetime=config.max_leaf_lifetime,
         credential_validator=config.credential_validator,
     )
     own_leaf = next((i for i, leaf in tree.leaves() if leaf == bundle.key_package.leaf_node), None)

@@ -98,9 +98,9 @@ def _extensions(items: Iterable[Any]) -> tuple[Extension, ...]:
     return tuple(Extension(int(e.extension_type), bytes(e.extension_data)) for e in items)
 
 
-def _config(encrypt_handshake: bool) -> GroupConfig:
-    wire = WireFormat.mls_private_message if encrypt_handshake else WireFormat.mls_public_message
-    return GroupConfig(handshake_wire_format=wire)
+# The community's stacks issue leaves valid from 0 to 2^64-1 (RFC 9420 §7.2 leaves the maximum
+# to the application), so by default the interop server sets no maximum total lifetime.
+INTEROP_MAX_LEAF_LIFETIME: int | None = None
 
 
 def _leaf_identities_from_info(gi: GroupInfo, ratchet_tree: bytes) -> dict[bytes, int]:
@@ -272,9 +272,16 @@ def _successor(
 class MLSClientServicer:
     """Every RPC of ``mls_client.MLSClient``; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_leaf_lifetime: int | None = INTEROP_MAX_LEAF_LIFETIME) -> None:
         self.state = InteropState()
         self.pb2, _ = load()
+        self.max_leaf_lifetime = max_leaf_lifetime
+
+    def _config(self, encrypt_handshake: bool) -> GroupConfig:
+        wire = (
+            WireFormat.mls_private_message if encrypt_handshake else WireFormat.mls_public_message
+        )
+        return GroupConfig(handshake_wire_format=wire, max_leaf_lifetime=self.max_leaf_lifetime)
 
     # Identification -------------------------------------------------------------------------
 
@@ -291,7 +298,7 @@ class MLSClientServicer:
         group = Group.create(
             ident,
             group_id=bytes(request.group_id),
-            config=_config(request.encrypt_handshake),
+            config=self._config(request.encrypt_handshake),
         )
         state_id = self.state.new_id()
         self.state.groups[state_id] = group
@@ -323,7 +330,7 @@ class MLSClientServicer:
             identity=txn.identity,
             ratchet_tree=bytes(request.ratchet_tree) or None,
             external_psks=txn.psks,
-            config=_config(request.encrypt_handshake),
+            config=self._config(request.encrypt_handshake),
         )
         state_id = self.state.new_id()
         self.state.groups[state_id] = group
@@ -348,8 +355,10 @@ class MLSClientServicer:
             remove_prior=remove_prior,
             external_psks=psks,
             psk_ids=list(psks),
-            config=_config(request.encrypt_handshake),
+            config=self._config(request.encrypt_handshake),
         )
+        # The test runner delivers the commit itself and expects the joiner in the new epoch.
+        group.merge_pending_commit()
         state_id = self.state.new_id()
         self.state.groups[state_id] = group
         return self.pb2.ExternalJoinResponse(
@@ -470,8 +479,7 @@ class MLSClientServicer:
         event = group.process(bytes(request.commit))
         if not isinstance(event, StagedCommit):
             raise InteropError("the message is not a commit")
-        if not event.merged:
-            group.merge_staged_commit(event)
+        group.merge_staged_commit(event)
         return group
 
     def HandleCommit(self, request: Any, context: Any) -> Any:
@@ -548,7 +556,7 @@ class MLSClientServicer:
             reinit.extensions,
             [bytes(kp) for kp in request.key_package],
             ResumptionPSKUsage.reinit,
-            _config(record.encrypt_handshake),
+            self._config(record.encrypt_handshake),
             force_path=bool(request.force_path),
             external_tree=external,
         )
@@ -568,7 +576,7 @@ class MLSClientServicer:
             ratchet_tree=bytes(request.ratchet_tree) or None,
             external_psks=record.transaction.psks,
             resumption_psks=record.old.resumption_psks(),
-            config=_config(record.encrypt_handshake),
+            config=self._config(record.encrypt_handshake),
         )
         check_successor(new, record.old)
         return self.pb2.JoinGroupResponse(
@@ -722,10 +730,12 @@ def rpc_names() -> list[str]:
     return [m.name for m in pb2.DESCRIPTOR.services_by_name["MLSClient"].methods]
 
 
-def add_to_server(server: Any) -> MLSClientServicer:
+def add_to_server(
+    server: Any, *, max_leaf_lifetime: int | None = INTEROP_MAX_LEAF_LIFETIME
+) -> MLSClientServicer:
     """Register a fresh mlspy servicer on ``server`` and return it."""
     _, pb2_grpc = load()
-    impl = MLSClientServicer()
+    impl = MLSClientServicer(max_leaf_lifetime=max_leaf_lifetime)
     base = pb2_grpc.MLSClientServicer
     namespace = {
         name: _unbound(_guarded(getattr(impl, name), impl.state.lock)) for name in rpc_names()
@@ -735,10 +745,17 @@ def add_to_server(server: Any) -> MLSClientServicer:
     return impl
 
 
-def make_server(port: int, host: str = "[::]", workers: int = 8) -> tuple[Any, int]:
-    """A started server on ``host:port`` (port 0 picks one); returns it and the bound port."""
+def make_server(
+    port: int,
+    host: str = "[::]",
+    workers: int = 8,
+    *,
+    max_leaf_lifetime: int | None = INTEROP_MAX_LEAF_LIFETIME,
+) -> tuple[Any, int]:
+    """A started server on ``host:port`` (port 0 picks one); returns it and the bound port.
+    ``max_leaf_lifetime`` is the maximum total LeafNode lifetime its groups accept (§7.2)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
-    add_to_server(server)
+    add_to_server(server, max_leaf_lifetime=max_leaf_lifetime)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")
@@ -746,9 +763,9 @@ def make_server(port: int, host: str = "[::]", workers: int = 8) -> tuple[Any, i
     return server, bound
 
 
-def serve(port: int) -> None:
+def serve(port: int, *, max_leaf_lifetime: int | None = INTEROP_MAX_LEAF_LIFETIME) -> None:
     """Serve the interop interface on ``port`` until interrupted."""
-    server, bound = make_server(port)
+    server, bound = make_server(port, max_leaf_lifetime=max_leaf_lifetime)
     print(f"mlspy interop server listening on port {bound}", flush=True)
     try:
         server.wait_for_termination()

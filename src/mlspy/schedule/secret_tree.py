@@ -108,8 +108,11 @@ class SecretTree:
 
     # --- Tree secrets --------------------------------------------------------------------
 
-    def _leaf_secret(self, leaf: LeafIndex) -> bytes:
-        """Derive and remove the leaf's node secret, consuming its ancestors (§9.2)."""
+    def _leaf_secret(self, leaf: LeafIndex, *, consume: bool = True) -> bytes:
+        """Derive and remove the leaf's node secret, consuming its ancestors (§9.2).
+
+        With ``consume=False`` the secret is derived without changing the tree: a message
+        that fails authentication afterwards must leave the state exactly as it was."""
         if not 0 <= leaf < self._n_leaves:
             raise SecretTreeError(f"leaf {leaf} is outside the secret tree")
         target = NodeIndex(2 * leaf)
@@ -130,6 +133,13 @@ class SecretTree:
             raise SecretTreeError(f"the secret of leaf {leaf} was already consumed")
         cs = self._cs
         node = start
+        if not consume:
+            secret = self._nodes[node]
+            while node != target:
+                side = b"left" if target < node else b"right"
+                secret = cs.expand_with_label(secret, "tree", side, cs.nh)
+                node = left(node) if target < node else right(node)
+            return secret
         while node != target:
             secret = self._nodes.pop(node)
             lc, rc = left(node), right(node)
@@ -175,9 +185,11 @@ class SecretTree:
             raise SecretTreeError(f"sender leaf {leaf} is outside the group")
         r = self._ratchets.get((leaf, ratchet_type))
         if r is None:
-            # Deriving the ratchet roots consumes tree secrets, which is harmless to do
-            # eagerly: the leaf secret is only ever used to seed these two ratchets.
-            r = self._ratchet(leaf, ratchet_type)
+            # The ratchet roots are derived without consuming tree secrets: only
+            # :meth:`consume`, after the message authenticated, changes the tree.
+            leaf_secret = self._leaf_secret(leaf, consume=False)
+            label = "handshake" if ratchet_type is RatchetType.HANDSHAKE else "application"
+            r = HashRatchet(self._cs.expand_with_label(leaf_secret, label, b"", self._cs.nh))
         if generation < r.generation:
             cached = r.retained.get(generation) if r.retained else None
             if cached is None:

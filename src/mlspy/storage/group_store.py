@@ -8,7 +8,7 @@ the in-memory group is reloaded from the store, so it never runs ahead of what i
 Joining consumes the KeyPackage in the same batch that stores the new group (last-resort
 KeyPackages are kept).
 
-A group is stored in two parts (:func:`~mlspy.group.serialize.serialize_group_parts`): the
+A group is stored in two parts (:func:`~mlspy.group.serialize.serialize_state_parts`): the
 epoch part under ``group/<id>`` and the secret trees under ``ratchets/<id>``. Handshake
 transitions write both; sending or receiving an application message writes only the ratchet
 part, so its cost does not grow with the group. Every write includes the ratchet part, whose
@@ -35,9 +35,9 @@ from mlspy.group import (
 )
 from mlspy.group.serialize import (
     EPOCH_PART_MAGIC,
-    deserialize_group_parts,
-    serialize_group_parts,
+    deserialize_state_parts,
     serialize_ratchet_part,
+    serialize_state_parts,
 )
 from mlspy.messages import MLSMessage, Proposal
 from mlspy.storage.base import CHECK, Store, Versioned, Write, delete
@@ -113,7 +113,7 @@ class StoredGroup:
         self._save()
 
     def _save(self, extra: dict[str, Write] | None = None) -> None:
-        epoch_part, ratchet_part = serialize_group_parts(self._group)
+        epoch_part, ratchet_part = serialize_state_parts(self._group.state)
         batch: dict[str, Write] = {
             self._key: (epoch_part, self._version),
             self._ratchet_key: (ratchet_part, self._ratchet_version),
@@ -135,7 +135,7 @@ class StoredGroup:
             self._save()
             return
         batch: dict[str, Write] = {
-            self._ratchet_key: (serialize_ratchet_part(self._group), self._ratchet_version),
+            self._ratchet_key: (serialize_ratchet_part(self._group.state), self._ratchet_version),
             # Unchanged, but it must still be the version we hold (not, e.g., a group deleted
             # and stored again since this handle loaded it).
             self._key: (CHECK, self._version),
@@ -307,7 +307,7 @@ def _load(stored: Versioned, ratchets: Versioned | None) -> Group:
         return Group.from_bytes(stored.value)
     if ratchets is None:
         raise StorageError("the stored group has no ratchet part")
-    return deserialize_group_parts(stored.value, ratchets.value)
+    return Group(deserialize_state_parts(stored.value, ratchets.value))
 
 
 __all__ = ["GroupStore", "StoredGroup", "decode_bundle", "encode_bundle"]

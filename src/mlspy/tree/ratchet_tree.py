@@ -77,17 +77,24 @@ class RatchetTree:
         return cls(cs, [leaf], [])
 
     @classmethod
-    def from_nodes(cls, cs: CipherSuiteProvider, nodes: Sequence[Node | None]) -> RatchetTree:
+    def from_nodes(
+        cls, cs: CipherSuiteProvider, nodes: Sequence[Node | None], *, n_leaves: int | None = None
+    ) -> RatchetTree:
         """Build a tree from the ``optional<Node> ratchet_tree<V>`` form.
 
-        The last node must be non-blank; the array is extended with blanks to a full tree;
+        The last node must be non-blank; the array is extended with blanks to a full tree, or
+        to ``n_leaves`` leaves (a stored tree whose right part is blank but not truncated);
         leaves must sit at even and parents at odd positions.
         """
         if not nodes or nodes[-1] is None:
             raise TreeError("the last node of a ratchet_tree must be non-blank")
-        n_leaves = 1
-        while node_width(n_leaves) < len(nodes):
-            n_leaves *= 2
+        width = 1
+        while node_width(width) < len(nodes):
+            width *= 2
+        if n_leaves is None:
+            n_leaves = width
+        elif n_leaves < width or n_leaves & (n_leaves - 1):
+            raise TreeError(f"{len(nodes)} nodes do not fit a tree of {n_leaves} leaves")
         leaves: list[LeafNode | None] = [None] * n_leaves
         parents: list[ParentNode | None] = [None] * (n_leaves - 1)
         for x, node in enumerate(nodes):

@@ -136,11 +136,18 @@ def create_update_path(
     *,
     excluded_leaves: Collection[int] = (),
     path_secret: bytes | None = None,
+    rng: Callable[[int], bytes] | None = None,
 ) -> CreatedUpdatePath:
     """Refresh ``leaf``'s path in ``tree`` (mutated in place) and build the UpdatePath.
 
     ``context_for(tree_hash)`` returns the encoded provisional GroupContext for the new tree
     hash; ``excluded_leaves`` are the leaves added by the same commit (§7.6).
+
+    ``rng`` (``os.urandom`` by default) supplies the randomness: the new leaf HPKE key pair
+    (RFC 9180 §7.1.3 ``DeriveKeyPair`` over ``rng(Nsk)``), the leaf's ``path_secret[0]``
+    unless ``path_secret`` is given (§7.4), and the HPKE encapsulations of EncryptWithLabel
+    (§5.1.3). With a deterministic ``rng`` the UpdatePath is a function of the inputs (up to
+    ECDSA signature randomness).
     """
     cs = tree.cipher_suite
     if tree.leaf(leaf) is None:
@@ -148,9 +155,12 @@ def create_update_path(
     tree.blank_direct_path(leaf)
     fdp = tree.filtered_direct_path(leaf)
 
-    leaf_priv, leaf_pub = cs.hpke_key_pair()
+    leaf_priv, leaf_pub = cs.hpke_key_pair(rng=rng)
     private = TreePrivateKeys(leaf, {NodeIndex(2 * leaf): leaf_priv})
-    secret = path_secret if path_secret is not None else os.urandom(cs.nh)
+    if path_secret is not None:
+        secret = path_secret
+    else:
+        secret = rng(cs.nh) if rng is not None else os.urandom(cs.nh)
     secrets: dict[NodeIndex, bytes] = {}
     publics: list[bytes] = []
     for x in fdp:
@@ -191,7 +201,9 @@ def create_update_path(
             key = tree.encryption_key(r)
             if key is None:  # pragma: no cover - resolutions hold non-blank nodes only
                 raise UsageError(f"node {r} in a resolution is blank")
-            kem_output, ct = cs.encrypt_with_label(key, UPDATE_PATH_NODE, context, secrets[x])
+            kem_output, ct = cs.encrypt_with_label(
+                key, UPDATE_PATH_NODE, context, secrets[x], rng=rng
+            )
             ciphertexts.append(HPKECiphertext(kem_output, ct))
         nodes.append(UpdatePathNode(pub, tuple(ciphertexts)))
     return CreatedUpdatePath(UpdatePath(new_leaf, tuple(nodes)), commit_secret, secrets, private)

@@ -32,10 +32,11 @@ LEAF_NODE_TBS = "LeafNodeTBS"
 # Extension types that are "default" and never listed in capabilities (§7.2).
 DEFAULT_EXTENSION_TYPES = frozenset({1, 2, 3, 4, 5})
 
-# The application-defined maximum total lifetime of a LeafNode (§7.2): five years. Generous
-# enough for every stack's defaults (mlspy issues 90 days, OpenMLS about 12 weeks, mls-rs up to
-# a year) while still rejecting leaves that never expire. Enforced with the other lifetime
-# checks, i.e. unless GroupConfig.check_lifetimes is off (replaying recorded vectors).
+# The default application-defined maximum total lifetime of a LeafNode (§7.2): five years.
+# Generous enough for mlspy (90 days), OpenMLS (about 12 weeks) and mls-rs (up to a year) while
+# still rejecting leaves that never expire. It needs no clock, so it is enforced even where the
+# clock check is off; ``GroupConfig.max_leaf_lifetime`` changes it (None: no maximum, for peers
+# that issue leaves valid from 0 to 2^64-1).
 MAX_LEAF_LIFETIME = 5 * 365 * 24 * 3600
 
 
@@ -63,10 +64,12 @@ def validate_leaf_node(
     expected_source: LeafNodeSource | None = None,
     required_capabilities: RequiredCapabilities | None = None,
     now: int | None = None,
+    max_lifetime: int | None = MAX_LEAF_LIFETIME,
 ) -> None:
     """The per-leaf checks of §7.3 that need no view of the other members.
 
-    ``now`` (seconds since the epoch) enables the lifetime check for key_package leaves;
+    ``now`` (seconds since the epoch) enables the clock check for key_package leaves;
+    ``max_lifetime`` bounds their total lifetime (§7.2; None: no bound);
     ``expected_source`` checks where the leaf appears (KeyPackage, Update, Commit).
     """
     if expected_source is not None and leaf.leaf_node_source != expected_source:
@@ -91,19 +94,25 @@ def validate_leaf_node(
             )
     if required_capabilities is not None:
         _check_required(leaf, required_capabilities)
-    if now is not None and leaf.lifetime is not None:
-        lt = leaf.lifetime
-        if not lt.not_before <= now <= lt.not_after:
-            raise LifetimeError(f"now ({now}) is outside [{lt.not_before}, {lt.not_after}]")
-        if lt.not_after - lt.not_before > MAX_LEAF_LIFETIME:
-            # §7.2: "Applications MUST define a maximum total lifetime that is acceptable for
-            # a LeafNode, and reject any LeafNode where the total lifetime is longer than
-            # this duration." A leaf valid for ever would defeat post-compromise security.
-            raise LifetimeError(
-                f"total lifetime {lt.not_after - lt.not_before} s exceeds the maximum "
-                f"{MAX_LEAF_LIFETIME} s (§7.2)"
-            )
+    if leaf.lifetime is not None:
+        _check_lifetime(leaf, now, max_lifetime)
     verify_leaf_signature(cs, leaf, group_id, leaf_index)
+
+
+def _check_lifetime(leaf: LeafNode, now: int | None, max_lifetime: int | None) -> None:
+    lt = leaf.lifetime
+    if lt is None:  # pragma: no cover - the caller checks
+        return
+    if now is not None and not lt.not_before <= now <= lt.not_after:
+        raise LifetimeError(f"now ({now}) is outside [{lt.not_before}, {lt.not_after}]")
+    if max_lifetime is not None and lt.not_after - lt.not_before > max_lifetime:
+        # §7.2: "Applications MUST define a maximum total lifetime that is acceptable for
+        # a LeafNode, and reject any LeafNode where the total lifetime is longer than
+        # this duration." A leaf valid for ever would defeat post-compromise security.
+        raise LifetimeError(
+            f"total lifetime {lt.not_after - lt.not_before} s exceeds the maximum "
+            f"{max_lifetime} s (§7.2)"
+        )
 
 
 def _check_required(leaf: LeafNode, required: RequiredCapabilities) -> None:
@@ -187,6 +196,7 @@ def validate_tree(
     tree_hash: bytes,
     required_capabilities: RequiredCapabilities | None = None,
     now: int | None = None,
+    max_lifetime: int | None = MAX_LEAF_LIFETIME,
     credential_validator: CredentialValidator | None = None,
 ) -> None:
     """Validate a ratchet tree received when joining (§12.4.3.1).
@@ -209,6 +219,7 @@ def validate_tree(
             leaf_index=i,
             required_capabilities=required_capabilities,
             now=now,
+            max_lifetime=max_lifetime,
         )
         if credential_validator is not None:
             credential_validator.validate(leaf.credential, leaf.signature_key)

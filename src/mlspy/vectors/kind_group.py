@@ -17,7 +17,8 @@ from mlspy.vectors.check import CheckFailed, Entry, expect, expect_eq, h
 
 # Vectors were generated in the past: their KeyPackage lifetimes may have ended. Receivers
 # are only RECOMMENDED to check lifetimes (RFC 9420 §7.3), so replay without that check.
-_REPLAY = GroupConfig(check_lifetimes=False)
+# Recorded vectors: no clock, and leaves as long-lived as their generators made them.
+_REPLAY = GroupConfig(check_lifetimes=False, max_leaf_lifetime=None)
 
 
 def _key_package(data: str) -> KeyPackage:
