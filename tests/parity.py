@@ -50,6 +50,15 @@ REJECTIONS: dict[str, set[tuple[str, str | None]]] = {}
 # carries the more specific rule that was broken. Each is listed with why.
 RULE_ID_EXEMPT: dict[str, str] = {
     "PL-01": "composite: an invalid proposal in a commit carries the id of the rule it breaks",
+    "CM-06": "content edited after signing is a signature that does not verify: CM-05",
+    "CM-12": "a receiver cannot tell who else saw a proposal it lacks: CM-11",
+    "CM-23": "an empty, zero or over-long tag is a tag that does not verify: CM-22",
+    "PS-03": "the same check as PS-01, in a multi-party join",
+    "PS-04": "PSKs in another order give another welcome secret, so the GroupInfo does not "
+    "decrypt: WG-05",
+    "ST-02": "a retained key once used is gone like any used key: ST-01",
+    "ST-04": "a consumed key still gone after a reload is a used key: ST-01",
+    "ST-06": "a key older than the retained window is as gone as a used one: ST-01",
 }
 
 

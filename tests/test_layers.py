@@ -37,6 +37,7 @@ CONTRACT_IDS = {
 }
 
 Edges = Mapping[str, set[str]]
+MAX_SHOWN = 6  # imports shown per pair of modules (or packages) in a cycle report
 
 
 # --- import-linter contracts -------------------------------------------------------------------
@@ -167,7 +168,7 @@ def _describe_import(
         else:
             kind = "top level"
         out.append(
-            f"    {importer} -> {imported}  {shown}:{number}  [{kind}]  "
+            f"      {importer} -> {imported}  {shown}:{number}  [{kind}]  "
             f"{detail['line_contents'].strip()}"
         )
     return out
@@ -202,12 +203,21 @@ def cycle_report(
         members = set(component)
         out.append(f"cycle among {len(component)}: {', '.join(component)}")
         out.append(f"  e.g. {' -> '.join(_shortest_cycle(edges, component))}")
-        out.append("  imports inside the cycle:")
+        out.append("  imports inside the cycle, fewest first (the likeliest ones to remove):")
+        by_pair: dict[tuple[str, str], list[str]] = {}
         for importer in sorted(modules):
             for imported in sorted(module_edges[importer]):
                 unit, target = squash(importer), squash(imported)
                 if unit in members and target in members and target in edges[unit]:
-                    out.extend(_describe_import(graph, runtime, importer, imported))
+                    lines = _describe_import(graph, runtime, importer, imported)
+                    by_pair.setdefault((unit, target), []).extend(lines)
+        for (unit, target), lines in sorted(by_pair.items(), key=lambda i: (len(i[1]), i[0])):
+            out.append(
+                f"  {unit} -> {target} ({len(lines)} import{'s' if len(lines) != 1 else ''})"
+            )
+            out.extend(lines[:MAX_SHOWN])
+            if len(lines) > MAX_SHOWN:
+                out.append(f"    ... and {len(lines) - MAX_SHOWN} more")
     return "\n".join(out)
 
 

@@ -35,13 +35,31 @@ class CredentialValidator(Protocol):
         ...
 
 
+# The catalogue rule (docs/validation.md) of X.509 credential validation.
+X509_RULE = "LN-32"
+
+
+def validate_credential(
+    validator: CredentialValidator, credential: Credential, signature_key: bytes, *, rule: str
+) -> None:
+    """Ask the Authentication Service about a credential (§5.3.1). A refusal reports the
+    catalogue ``rule`` of the check that asked (an Add, an Update, a committer's leaf, a tree
+    being joined...): the validator knows what is wrong with the credential, not where the
+    group met it."""
+    try:
+        validator.validate(credential, signature_key)
+    except CredentialError as exc:
+        exc.rule = rule
+        raise
+
+
 def _raw_public_key(cert: x509.Certificate) -> bytes:
     key = cert.public_key()
     if isinstance(key, ec.EllipticCurvePublicKey):
         return key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    raise CredentialError("the certificate's key type cannot sign MLS messages")
+    raise CredentialError("the certificate's key type cannot sign MLS messages", rule=X509_RULE)
 
 
 def x509_identity(cert: x509.Certificate) -> bytes:
@@ -56,7 +74,7 @@ def x509_identity(cert: x509.Certificate) -> bytes:
         pass
     cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     if not cns:
-        raise CredentialError("the certificate names no identity (no SAN, no CN)")
+        raise CredentialError("the certificate names no identity (no SAN, no CN)", rule=X509_RULE)
     value = cns[0].value
     return value.encode() if isinstance(value, str) else bytes(value)
 
@@ -80,14 +98,14 @@ class X509Validator:
         """Validate and return the identity the credential presents."""
         if credential.credential_type == CredentialType.basic:
             if not self._allow_basic or credential.identity is None:
-                raise CredentialError("basic credentials are not accepted")
+                raise CredentialError("basic credentials are not accepted", rule=X509_RULE)
             return credential.identity
         if credential.credential_type != CredentialType.x509 or not credential.certificates:
-            raise CredentialError("unsupported credential type")
+            raise CredentialError("unsupported credential type", rule=X509_RULE)
         try:
             chain = [x509.load_der_x509_certificate(c.cert_data) for c in credential.certificates]
         except ValueError:
-            raise CredentialError("a certificate of the chain is not DER") from None
+            raise CredentialError("a certificate of the chain is not DER", rule=X509_RULE) from None
         leaf, intermediates = chain[0], chain[1:]
         builder = verification.PolicyBuilder().store(self._store)
         if self._clock is not None:
@@ -95,15 +113,19 @@ class X509Validator:
         try:
             builder.build_client_verifier().verify(leaf, intermediates)
         except verification.VerificationError as exc:
-            raise CredentialError(f"certificate chain rejected: {exc}") from None
+            raise CredentialError(f"certificate chain rejected: {exc}", rule=X509_RULE) from None
         try:
             usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
             if not usage.digital_signature:
-                raise CredentialError("the leaf certificate may not sign (key usage)")
+                raise CredentialError(
+                    "the leaf certificate may not sign (key usage)", rule=X509_RULE
+                )
         except x509.ExtensionNotFound:
             pass
         if _raw_public_key(leaf) != signature_key:
-            raise CredentialError("the leaf certificate's key is not the MLS signature key")
+            raise CredentialError(
+                "the leaf certificate's key is not the MLS signature key", rule=X509_RULE
+            )
         return x509_identity(leaf)
 
     def validate(self, credential: Credential, signature_key: bytes) -> None:

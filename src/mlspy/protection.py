@@ -13,12 +13,12 @@ signature and only then consumes the key (the deletion schedule of §9.2).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlspy.codec import Reader
-from mlspy.crypto import CipherSuiteProvider
+from mlspy.crypto import CipherSuiteProvider, MessageSigner
+from mlspy.crypto.rng import draw
 from mlspy.errors import (
     ContentTypeError,
     DecodeError,
@@ -54,12 +54,13 @@ FRAMED_CONTENT_TBS = "FramedContentTBS"
 
 def sign_content(
     cs: CipherSuiteProvider,
-    signature_private_key: bytes,
+    signature_private_key: bytes | MessageSigner,
     wire_format: WireFormat,
     content: FramedContent,
     context: GroupContext | None,
 ) -> bytes:
-    """``SignWithLabel(., "FramedContentTBS", FramedContentTBS)``."""
+    """``SignWithLabel(., "FramedContentTBS", FramedContentTBS)``; the key is the raw private
+    key or a :class:`~mlspy.crypto.MessageSigner`."""
     return cs.sign_with_label(
         signature_private_key, FRAMED_CONTENT_TBS, framed_content_tbs(wire_format, content, context)
     )
@@ -67,7 +68,7 @@ def sign_content(
 
 def authenticate(
     cs: CipherSuiteProvider,
-    signature_private_key: bytes,
+    signature_private_key: bytes | MessageSigner,
     wire_format: WireFormat,
     content: FramedContent,
     context: GroupContext | None,
@@ -90,7 +91,23 @@ def verify_content_signature(
     if not cs.verify_with_label(
         signature_public_key, FRAMED_CONTENT_TBS, content.tbs(context), content.auth.signature
     ):
-        raise SignatureError("FramedContent signature does not verify")
+        raise SignatureError(
+            "FramedContent signature does not verify", rule=_signature_rule(content)
+        )
+
+
+def _signature_rule(content: AuthenticatedContent) -> str | None:
+    """The catalogue rule a bad signature breaks, by wire format, sender and content type."""
+    if content.wire_format == WireFormat.mls_private_message:
+        return "FR-17"
+    sender = content.content.sender.sender_type
+    if sender == SenderType.member:
+        return "CM-05" if content.content.content_type == ContentType.commit else "PR-02"
+    return {
+        SenderType.external: "EP-03",
+        SenderType.new_member_proposal: "EP-08",
+        SenderType.new_member_commit: "EC-03",
+    }.get(sender)
 
 
 # --- PublicMessage (§6.2) ------------------------------------------------------------------
@@ -121,15 +138,20 @@ def unprotect_public_message(
     context: GroupContext | None,
     membership_key: bytes | None,
     signature_public_key: bytes,
+    *,
+    check_membership_tag: bool = True,
 ) -> AuthenticatedContent:
-    """Check the membership tag (member senders) and the signature (§6.2)."""
+    """Check the membership tag (member senders) and the signature (§6.2). The public view of
+    a group, which holds no membership key, passes ``check_membership_tag=False``: every
+    other check is the same code."""
     if message.content.content_type == ContentType.application:
-        raise ContentTypeError("application data received in a PublicMessage")
-    if message.content.sender.sender_type == SenderType.member:
+        raise ContentTypeError("application data received in a PublicMessage", rule="FR-11")
+    if check_membership_tag and message.content.sender.sender_type == SenderType.member:
+        tag_rule = "CM-04" if message.content.content_type == ContentType.commit else "FR-10"
         if membership_key is None or message.membership_tag is None:
-            raise MembershipTagError("membership tag missing")
+            raise MembershipTagError("membership tag missing", rule=tag_rule)
         if not cs.verify_mac(membership_key, message.tbm(context), message.membership_tag):
-            raise MembershipTagError("membership tag does not verify")
+            raise MembershipTagError("membership tag does not verify", rule=tag_rule)
     content = message.authenticated_content()
     verify_content_signature(cs, signature_public_key, content, context)
     return content
@@ -174,7 +196,7 @@ def protect_private_message(
         raise UsageError("only members send PrivateMessages (RFC 9420 §6.3)")
     guard = reuse_guard
     if guard is None:
-        guard = rng(4) if rng is not None else os.urandom(4)
+        guard = draw(rng, 4)
     if len(guard) != 4:
         raise UsageError("reuse_guard is 4 bytes")
     leaf = LeafIndex(fc.sender.leaf_index)
@@ -233,7 +255,9 @@ def open_private_message(
     """
     sender_data = decrypt_sender_data(cs, message, sender_data_secret)
     if sender_data.leaf_index >= secret_tree.n_leaves:
-        raise SenderError(f"sender leaf {sender_data.leaf_index} is outside the group")
+        raise SenderError(
+            f"sender leaf {sender_data.leaf_index} is outside the group", rule="FR-20"
+        )
     leaf = LeafIndex(sender_data.leaf_index)
     found = secret_tree.lookup(leaf, _ratchet_type(message.content_type), sender_data.generation)
     nonce = _guarded_nonce(found.key.nonce, sender_data.reuse_guard)
@@ -242,7 +266,7 @@ def open_private_message(
     try:
         private_content = PrivateMessageContent.decode_from(r, message.content_type)
     except UsageError as exc:  # a struct invariant broken by peer bytes is a decode error
-        raise DecodeError(f"PrivateMessageContent: {exc}") from None
+        raise DecodeError(f"PrivateMessageContent: {exc}") from exc
     content = private_content.to_authenticated_content(message, sender_data)
     return OpenedPrivateMessage(content, sender_data, found)
 

@@ -33,7 +33,7 @@ import os
 import threading
 import time
 
-from mlspy.crypto import suite
+from mlspy.crypto import Rng, suite
 from mlspy.crypto.signature import MessageSigner as Signer
 from mlspy.errors import UsageError
 
@@ -102,6 +102,14 @@ class Provider:
     def now(self) -> int:
         """The current time in whole seconds since the Unix epoch (RFC 9420 §7.2 lifetimes)."""
         return int(time.time())
+
+    @property
+    def rng(self) -> Rng | None:
+        """The crypto layer's ``rng`` argument for this provider: ``None`` while
+        :meth:`random` is the system's (the crypto layer then draws from ``os.urandom``
+        itself and keeps its native fast paths, e.g. native HPKE ``seal``), else
+        :meth:`random`."""
+        return None if type(self).random is Provider.random else self.random
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -154,9 +154,7 @@ def test_external_join_through_the_ds(ds: Cluster) -> None:
     assert alice.group is not None
     gi = carol.client.group_info(alice.group.group_id)
     carol.group, commit = join_external(gi, carol.identity)
-    carol.client.submit(
-        carol.group.group_id, commit, group_info=carol.group.pending_group_info()
-    )
+    carol.client.submit(carol.group.group_id, commit, group_info=carol.group.pending_group_info())
     carol.group.merge_pending_commit()
     alice.sync()
     bob.sync()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import pytest
 
 from mlspy.crypto import suite
-from mlspy.errors import MLSError, ValidationError
+from mlspy.errors import DecodeError, MLSError, ValidationError
 from mlspy.group import (
     Group,
     GroupConfig,
@@ -57,6 +57,7 @@ from mlspy.messages import (
     ProposalType,
     ProtocolVersion,
     PSKType,
+    PublicMessage,
     ReInit,
     Remove,
     Sender,
@@ -211,6 +212,56 @@ def reject(
     if view is not None:
         assert_public_parity(view, message, info.value)
     return info.value
+
+
+def reject_any(
+    receiver: Group,
+    message: bytes,
+    error: type[MLSError],
+    match: str | None = None,
+    *,
+    member_only: bool = False,
+) -> MLSError:
+    """Like :func:`reject` for any MLSError class (DecodeError and CryptoError name no RFC
+    section): ``receiver.process(message)`` raises exactly ``error`` and changes nothing;
+    unless ``member_only`` or a PrivateMessage, the receiver's public view rejects it alike."""
+    if issubclass(error, ValidationError):
+        return reject(receiver, message, error, match, member_only=member_only)
+    view = public_view_for(receiver, message, member_only=member_only)
+    before = snapshot(receiver)
+    with pytest.raises(MLSError) as info:
+        receiver.process(message)
+    assert type(info.value) is error, f"expected {error.__name__}, got {info.value!r}"
+    if match is not None:
+        assert re.search(match, str(info.value), re.IGNORECASE), str(info.value)
+    assert snapshot(receiver) == before, "a rejected message changed the receiver's state"
+    record_rejection(info.value)
+    if view is not None:
+        assert_public_parity(view, message, info.value)
+    return info.value
+
+
+def reject_edited_handshake(
+    edit: Callable[[bytes, PublicMessage], bytes],
+    error: type[MLSError] = DecodeError,
+    match: str | None = None,
+    *,
+    commit: bool = False,
+) -> MLSError:
+    """The message-level form of a codec or framing rule: in a fresh three-member group,
+    bob's genuine handshake PublicMessage — a Remove proposal, or with ``commit`` a commit
+    with a path — edited by ``edit`` (given its bytes and its decoded form) is refused alike
+    by carol and by her public view (:func:`reject_any`)."""
+    groups = make_group(3)
+    bob, carol = groups[1], groups[2]
+    if commit:
+        message = bob.commit([Proposal(Remove(0))]).commit
+        bob.clear_pending_commit()
+    else:
+        message = bob.propose_remove(0)
+    pm = MLSMessage.decode(message).public_message
+    assert pm is not None, "handshakes are PublicMessages by default"
+    return reject_any(carol, edit(message, pm), error, match)
 
 
 def assert_recovers(groups: Sequence[Group], receiver: Group) -> None:

@@ -183,7 +183,7 @@ class TestCommitFraming:
         carol = groups[CAROL]
         out = carol.commit()
         carol.clear_pending_commit()
-        reject(carol, out.commit, CommitError, "our own leaf")
+        reject(carol, out.commit, CommitError, "our own leaf", member_only=True)
         assert_recovers(groups, carol)
 
     @pytest.mark.parametrize(
@@ -202,7 +202,7 @@ class TestCommitFraming:
     def test_bad_membership_tag(self, groups: list[Group]) -> None:
         bob, carol = groups[BOB], groups[CAROL]
         message = forge_commit(bob, membership_key=os.urandom(32))
-        reject(carol, message, MembershipTagError, "does not verify")
+        reject(carol, message, MembershipTagError, "does not verify", member_only=True)
         assert_recovers(groups, carol)
 
     def test_signature_by_another_member(self, groups: list[Group]) -> None:
@@ -260,7 +260,7 @@ class TestCommitProcessing:
         bob, carol = groups[BOB], groups[CAROL]
         bob.add_external_psk(PSK_ID, PSK_VALUE)  # only the committer knows it
         message = forge_commit(bob, [psk_proposal(bob)], psks={PSK_ID: PSK_VALUE})
-        reject(carol, message, PskError, "not available")
+        reject(carol, message, PskError, "not available", member_only=True)
         assert_recovers(groups, carol)
 
     @pytest.mark.parametrize("what", ["empty", "update", "remove", "gce", "custom"])
@@ -307,7 +307,7 @@ class TestCommitProcessing:
     def test_path_secret_does_not_decrypt(self, groups: list[Group]) -> None:
         bob, carol = groups[BOB], groups[CAROL]
         message = forge_commit(bob, tweak_path=_corrupt_ciphertexts)
-        reject(carol, message, UpdatePathError, "cannot decrypt")
+        reject(carol, message, UpdatePathError, "cannot decrypt", member_only=True)
         assert_recovers(groups, carol)
 
     def test_committer_leaf_source_not_commit(self, groups: list[Group]) -> None:
@@ -367,6 +367,36 @@ class TestCommitProcessing:
         reject(carol, message, UpdatePathError, "already used")
         assert_recovers(groups, carol)
 
+    def test_path_encrypts_to_a_member_added_by_the_same_commit(self, groups: list[Group]) -> None:
+        """§7.6: an UpdatePathNode has one ciphertext per node of its copath child's
+        resolution, leaving out the members the same commit adds. Bob adds a newcomer at leaf
+        4, the whole resolution under the root's copath child, so the root's node carries
+        none; one more (to the newcomer) is refused."""
+        bob, carol = groups[BOB], groups[CAROL]
+
+        def to_the_newcomer(path: UpdatePath) -> UpdatePath:
+            root = path.nodes[-1]
+            assert root.encrypted_path_secret == ()
+            extra = HPKECiphertext(os.urandom(32), os.urandom(48))
+            nodes = (*path.nodes[:-1], replace(root, encrypted_path_secret=(extra,)))
+            return replace(path, nodes=nodes)
+
+        message = forge_commit(bob, [new_kp()], path=True, tweak_path=to_the_newcomer)
+        reject(carol, message, UpdatePathError, "ciphertexts for a resolution of 0")
+        assert_recovers(groups, carol)
+
+    def test_path_key_is_not_a_kem_public_key(self, groups: list[Group]) -> None:
+        """§5.1.1, §7.6: every UpdatePath public key is a valid KEM public key (the all-zero
+        X25519 point has small order)."""
+        bob, carol = groups[BOB], groups[CAROL]
+
+        def zero(path: UpdatePath) -> UpdatePath:
+            node = replace(path.nodes[0], encryption_key=bytes(32))
+            return replace(path, nodes=(node, *path.nodes[1:]))
+
+        reject(carol, forge_commit(bob, tweak_path=zero), UpdatePathError, "invalid public key")
+        assert_recovers(groups, carol)
+
     def test_committer_leaf_parent_hash_wrong(self, groups: list[Group]) -> None:
         bob, carol = groups[BOB], groups[CAROL]
         message = forge_commit(bob, tweak_path=_with_leaf(bob, parent_hash=os.urandom(32)))
@@ -379,7 +409,7 @@ class TestCommitProcessing:
         out = bob.commit()
         bob.clear_pending_commit()
         message = reframe(bob, out.commit, confirmation_tag=os.urandom(32))
-        reject(carol, message, ConfirmationTagError, "does not verify")
+        reject(carol, message, ConfirmationTagError, "does not verify", member_only=True)
         assert_recovers(groups, carol)
 
     @pytest.mark.parametrize(
@@ -388,7 +418,7 @@ class TestCommitProcessing:
     def test_confirmation_tag_forged(self, groups: list[Group], tag: bytes) -> None:
         bob, carol = groups[BOB], groups[CAROL]
         message = forge_commit(bob, [Proposal(Remove(DAVE))], confirmation_tag=tag)
-        reject(carol, message, ConfirmationTagError, "does not verify")
+        reject(carol, message, ConfirmationTagError, "does not verify", member_only=True)
         assert_recovers(groups, carol)
 
 
@@ -532,7 +562,7 @@ class TestExternalCommit:
     def test_kem_output_unusable(self, groups: list[Group], joiner: SigningIdentity) -> None:
         carol = groups[CAROL]
         message = forge_external_commit(carol, joiner, kem_output=b"\x05" * 7)
-        reject(carol, message, ExternalCommitError, "external init secret")
+        reject(carol, message, ExternalCommitError, "external init secret", member_only=True)
         assert_recovers(groups, carol)
 
     def test_joiner_already_a_member(self, groups: list[Group]) -> None:
@@ -552,13 +582,13 @@ class TestExternalCommit:
         message = forge_external_commit(
             carol, joiner, extra=[Proposal(PreSharedKey(pid))], external_psks={PSK_ID: PSK_VALUE}
         )
-        reject(carol, message, PskError, "not available")
+        reject(carol, message, PskError, "not available", member_only=True)
         assert_recovers(groups, carol)
 
     def test_confirmation_tag_wrong(self, groups: list[Group], joiner: SigningIdentity) -> None:
         carol = groups[CAROL]
         message = forge_external_commit(carol, joiner, confirmation_tag=os.urandom(32))
-        reject(carol, message, ConfirmationTagError, "does not verify")
+        reject(carol, message, ConfirmationTagError, "does not verify", member_only=True)
         assert_recovers(groups, carol)
 
 

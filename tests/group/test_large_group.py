@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from mlspy.group import Group, GroupConfig, SigningIdentity, StagedCommit, create_key_package
 from mlspy.messages import Add, Proposal, Remove
 
 N = 1000
 
 
+@pytest.mark.slow
 def test_thousand_members_each_process_a_commit() -> None:
     t0 = time.perf_counter()
     identities = [SigningIdentity.generate(f"member-{i}".encode()) for i in range(N)]

@@ -380,6 +380,7 @@ def test_errors_are_invalid_argument(clients: Clients) -> None:
 # --- The scenario runner -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_runner_all_configs_all_suites(
     clients: Clients, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -535,6 +536,7 @@ def test_deep_random_config_shape() -> None:
     assert any(p.get("proposalType") == "remove" for c in commits for p in c["byValue"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["encrypted", "plaintext"])
 def test_deep_random_scenario(
     clients: Clients, mode: str, capsys: pytest.CaptureFixture[str]

@@ -141,8 +141,7 @@ class Hub:
             event = group.process(commit)
             assert isinstance(event, StagedCommit)
             assert event.own == (name == by)
-            if not event.own:
-                group.merge_staged_commit(event)
+            group.merge_staged_commit(event)  # our own echo too: nothing merges by itself
             if event.self_removed:
                 assert not group.active
                 removed.add(name)

@@ -1,10 +1,18 @@
-"""Every rejection path of the message decoders and constructors, each with its exact error."""
+"""Every rejection path of the message decoders and constructors, each with its exact error.
+
+The framing rules the validation catalogue lists (``docs/validation.md``) are also broken
+inside a real handshake PublicMessage, which a member and its public view — the Delivery
+Service's view of the group — must both refuse (``group_helpers.reject_edited_handshake``)."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import pytest
 from messages_samples import auth, capabilities, framed_content, key_package, leaf_node
 
+from mlspy.codec import Writer
 from mlspy.errors import DecodeError, PaddingError, UsageError
 from mlspy.messages import (
     Add,
@@ -46,6 +54,19 @@ from mlspy.messages import (
     encode_ratchet_tree,
 )
 
+# The group tests' helpers build and edit real handshakes.
+_GROUP_TESTS = str(Path(__file__).resolve().parents[1] / "group")
+if _GROUP_TESTS not in sys.path:
+    sys.path.append(_GROUP_TESTS)
+
+from group_helpers import reject_edited_handshake  # noqa: E402
+
+
+def _sender_type_offset(pm: PublicMessage) -> int:
+    """Where a handshake's FramedContent ``sender_type`` sits: after the MLSMessage version
+    and wire format (4 bytes), the group_id (1-byte header) and the epoch (8 bytes)."""
+    return 4 + 1 + len(pm.content.group_id) + 8
+
 
 def _patch(data: bytes, offset: int, value: bytes) -> bytes:
     return data[:offset] + value + data[offset + len(value) :]
@@ -72,6 +93,9 @@ def test_unknown_wire_format(wire_format: int) -> None:
     err = _decode_error(MLSMessage.decode, _patch(data, 2, wire_format.to_bytes(2, "big")))
     assert err.offset == 2
     assert "wire_format" in str(err)
+    reject_edited_handshake(
+        lambda m, _: _patch(m, 2, wire_format.to_bytes(2, "big")), match="wire_format"
+    )
 
 
 @pytest.mark.parametrize("content_type", [0, 4, 255])
@@ -89,6 +113,14 @@ def test_unknown_content_type_in_framed_content(content_type: int) -> None:
     assert err.offset == 23
     assert "content_type" in str(err)
 
+    def edit(message: bytes, pm: PublicMessage) -> bytes:
+        # A member sender (1 + 4 bytes) and empty authenticated_data (1 byte) come first.
+        at = _sender_type_offset(pm) + 5 + 1
+        assert message[at] == ContentType.proposal
+        return _patch(message, at, bytes([content_type]))
+
+    reject_edited_handshake(edit, match="content_type")
+
 
 @pytest.mark.parametrize("sender_type", [0, 5, 255])
 def test_unknown_sender_type(sender_type: int) -> None:
@@ -96,6 +128,13 @@ def test_unknown_sender_type(sender_type: int) -> None:
     err = _decode_error(FramedContent.decode, _patch(data, 14, bytes([sender_type])))
     assert err.offset == 14
     assert "sender_type" in str(err)
+
+    def edit(message: bytes, pm: PublicMessage) -> bytes:
+        at = _sender_type_offset(pm)
+        assert message[at] == SenderType.member
+        return _patch(message, at, bytes([sender_type]))
+
+    reject_edited_handshake(edit, match="sender_type")
 
 
 def _tree() -> tuple[bytes, int]:
@@ -221,6 +260,22 @@ def test_auth_data_needs_confirmation_tag_for_commit() -> None:
     data = FramedContentAuthData(b"sig").encode()
     _decode_error(FramedContentAuthData.decode, data, ContentType.commit)
     _decode_error(FramedContentAuthData.decode, data + b"\x00", ContentType.proposal)
+
+    def drop_the_tag(message: bytes, pm: PublicMessage) -> bytes:
+        """A commit without its confirmation tag (which sits before the membership tag)."""
+        tag, membership_tag = pm.auth.confirmation_tag, pm.membership_tag
+        assert tag is not None and membership_tag is not None
+        tail = _opaque(tag) + _opaque(membership_tag)
+        assert message.endswith(tail)
+        return message[: -len(tail)] + _opaque(membership_tag)
+
+    reject_edited_handshake(drop_the_tag, match="truncated", commit=True)
+
+
+def _opaque(data: bytes) -> bytes:
+    w = Writer()
+    w.opaque(data)
+    return w.getvalue()
 
 
 def test_public_message_member_needs_membership_tag() -> None:

@@ -50,6 +50,7 @@ from mlspy.messages import (
     decode_ratchet_tree,
 )
 from mlspy.tree.ratchet_tree import RatchetTree as PublicRatchetTree
+from parity import raises_exactly
 
 SUITES = [1, 2, 3, 4, 5, 6, 7]
 WIRE_FORMATS = {
@@ -124,7 +125,7 @@ def test_welcome_join(cs: int, wire: WireFormat, tree_oob: bool, path: bool) -> 
     hub.commit("bob")
     hub.deliver(hub.send("alice", b"welcome"))
     if tree_oob:
-        with pytest.raises(WelcomeError):
+        with raises_exactly(WelcomeError, "out of band"):
             Group.join(out.welcome, bundles[0], config=hub.config)
 
 
@@ -137,7 +138,7 @@ def test_welcome_join_external_psk(cs: int, wire: WireFormat) -> None:
     out = hub.commit("alice", [Proposal(Add(kp))])
     assert [p.psk_id for p in hub.group("carol").welcome_psks] == [b"psk-1"]
     # Without the PSK, the Welcome cannot be used.
-    with pytest.raises(PskError):
+    with raises_exactly(PskError, "not available"):
         Group.join(out.welcome, bundle, config=hub.config)  # type: ignore[arg-type]
     hub.commit("carol")
 
@@ -172,7 +173,7 @@ def test_external_join(cs: int, wire: WireFormat, variant: str) -> None:
 def test_external_join_needs_tree(cs: int) -> None:
     hub = hub_with(cs, WireFormat.mls_public_message, ["alice"])
     gi = hub.group("alice").group_info(with_ratchet_tree=False)
-    with pytest.raises(ExternalCommitError):
+    with raises_exactly(ExternalCommitError, "ratchet tree"):
         join_external(gi, hub.client("carol").identity)
 
 
@@ -218,7 +219,7 @@ def test_application_across_epochs(cs: int, wire: WireFormat) -> None:
     hub.commit("dave")
     alice = hub.group("alice")
     before = alice.epoch_authenticator
-    with pytest.raises(EpochError):
+    with raises_exactly(EpochError, "epoch"):
         alice.process(too_late.message)
     assert alice.epoch_authenticator == before
     hub.deliver(hub.send("dave", b"hi"))

@@ -24,6 +24,7 @@ from mlspy.tree.math import LeafIndex, NodeIndex
 from mlspy.tree.ratchet_tree import RatchetTree
 from mlspy.tree.treekem import sign_leaf_node
 from mlspy.tree.validation import validate_tree
+from parity import raises_exactly
 
 
 def _valid() -> TreeBuilder:
@@ -66,7 +67,7 @@ def test_valid_tree_passes() -> None:
 def test_wrong_tree_hash() -> None:
     b = _valid()
     assert b.tree is not None
-    with pytest.raises(TreeHashError, match=r"§12\.4\.3\.1"):
+    with raises_exactly(TreeHashError, r"§12\.4\.3\.1"):
         validate_tree(b.tree, group_id=GROUP_ID, tree_hash=b"\x00" * 32)
 
 
@@ -78,7 +79,7 @@ def test_one_wrong_parent_hash() -> None:
     p = tree.parent(x)
     assert p is not None
     tree.set_parent(x, ParentNode(p.encryption_key, b"\x01" * 32, p.unmerged_leaves))
-    with pytest.raises(ParentHashError, match=r"§7\.9\.2"):
+    with raises_exactly(ParentHashError, r"§7\.9\.2"):
         _validate(tree)
 
 
@@ -90,7 +91,7 @@ def test_duplicate_encryption_key() -> None:
     leaf = tree.leaf(LeafIndex(3))
     assert other is not None and leaf is not None
     _resign(b, 3, _replace(leaf, encryption_key=other.encryption_key))
-    with pytest.raises(DuplicateEncryptionKeyError, match=r"§7\.3"):
+    with raises_exactly(DuplicateEncryptionKeyError, r"§7\.3"):
         _validate(tree)
 
 
@@ -102,7 +103,7 @@ def test_duplicate_encryption_key_between_parent_and_leaf() -> None:
     leaf = tree.leaf(LeafIndex(3))
     assert p is not None and leaf is not None
     _resign(b, 3, _replace(leaf, encryption_key=p.encryption_key))
-    with pytest.raises(DuplicateEncryptionKeyError):
+    with raises_exactly(DuplicateEncryptionKeyError):
         _validate(tree)
 
 
@@ -114,7 +115,7 @@ def test_duplicate_signature_key() -> None:
     leaf = tree.leaf(LeafIndex(3))
     assert other is not None and leaf is not None
     _resign(b, 3, _replace(leaf, signature_key=other.signature_key), b.members[2].signature_priv)
-    with pytest.raises(DuplicateSignatureKeyError, match=r"§7\.3"):
+    with raises_exactly(DuplicateSignatureKeyError, r"§7\.3"):
         _validate(tree)
 
 
@@ -128,7 +129,7 @@ def test_bad_leaf_signature() -> None:
     sig = bytearray(leaf.signature)
     sig[0] ^= 1
     tree.set_leaf(LeafIndex(6), _replace(leaf, signature=bytes(sig)))
-    with pytest.raises(LeafSignatureError, match="leaf 6"):
+    with raises_exactly(LeafSignatureError, "leaf 6"):
         _validate(tree)
 
 
@@ -144,7 +145,7 @@ def test_credential_type_not_supported_by_another_member() -> None:
         caps.versions, caps.cipher_suites, caps.extensions, caps.proposals, (1, 2)
     )
     _resign(b, 6, _replace(leaf, credential=x509, capabilities=new_caps))
-    with pytest.raises(CredentialTypeError, match="does not support credential type"):
+    with raises_exactly(CredentialTypeError, "does not support credential type"):
         _validate(tree)
 
 
@@ -156,7 +157,7 @@ def test_unmerged_leaf_that_does_not_belong() -> None:
     p = tree.parent(x)
     assert p is not None
     tree.set_parent(x, ParentNode(p.encryption_key, p.parent_hash, (6,)))
-    with pytest.raises(UnmergedLeafError, match="not a descendant"):
+    with raises_exactly(UnmergedLeafError, "not a descendant"):
         _validate(tree)
 
 
@@ -171,7 +172,7 @@ def test_unmerged_leaf_lists_malformed(unmerged: tuple[int, ...], message: str) 
     p = tree.parent(NodeIndex(3))
     assert p is not None
     tree.set_parent(NodeIndex(3), ParentNode(p.encryption_key, p.parent_hash, unmerged))
-    with pytest.raises(UnmergedLeafError, match=message):
+    with raises_exactly(UnmergedLeafError, message):
         _validate(tree)
 
 
@@ -215,5 +216,5 @@ def test_leaf_without_own_credential_type_in_capabilities() -> None:
     leaf, _, _ = make_leaf(b.cs, b"b", credentials=(2,))
     assert b.tree is not None
     b.tree.add_leaf(leaf)
-    with pytest.raises(CredentialTypeError):
+    with raises_exactly(CredentialTypeError):
         _validate(b.tree)

@@ -1,6 +1,13 @@
-"""Codec edge cases (RFC 9420 §2.1): every rejection path raises DecodeError."""
+"""Codec edge cases (RFC 9420 §2.1): every rejection path raises DecodeError.
+
+The rules the validation catalogue lists (``docs/validation.md``, CD-*) are also broken inside
+a real handshake PublicMessage, which a member and its public view — the Delivery Service's
+view of the group — must both refuse (``group_helpers.reject_edited_handshake``)."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -8,6 +15,14 @@ from hypothesis import strategies as st
 
 from mlspy.codec import Reader, Writer, decode_all, varint_size
 from mlspy.errors import DecodeError, UsageError
+from mlspy.messages import PublicMessage
+
+# The group tests' helpers build and edit real handshakes.
+_GROUP_TESTS = str(Path(__file__).resolve().parents[1] / "group")
+if _GROUP_TESTS not in sys.path:
+    sys.path.append(_GROUP_TESTS)
+
+from group_helpers import reject_edited_handshake  # noqa: E402
 
 
 def _w(fn: object, *args: object) -> bytes:
@@ -44,12 +59,16 @@ def test_varint_too_large_to_encode() -> None:
 def test_varint_prefix_0b11_rejected(header: str) -> None:
     with pytest.raises(DecodeError, match="0b11"):
         Reader(bytes.fromhex(header)).varint()
+    # The group_id length header of a handshake (offset 4) given the 0b11 prefix.
+    reject_edited_handshake(lambda m, _: m[:4] + bytes.fromhex(header) + m[5:], match="0b11")
 
 
 @pytest.mark.parametrize("header", ["4000", "403f", "80000000", "80003fff"])
 def test_varint_non_minimal_rejected(header: str) -> None:
     with pytest.raises(DecodeError, match="non-minimal"):
         Reader(bytes.fromhex(header)).varint()
+    # The group_id length header of a handshake (offset 4) re-encoded in two bytes.
+    reject_edited_handshake(lambda m, _: m[:4] + bytes([0x40, m[4]]) + m[5:], match="non-minimal")
 
 
 @pytest.mark.parametrize("header", ["", "40", "80", "8000", "800000"])
@@ -94,10 +113,21 @@ def test_vector_of_items_is_bounded_by_header() -> None:
     with pytest.raises(DecodeError, match="truncated uint16"):
         Reader(bad).vector(lambda r: r.uint16())
 
+    def shorter_proposal_list(message: bytes, pm: PublicMessage) -> bytes:
+        """The Commit's proposals vector one byte shorter: its last item runs past it."""
+        assert pm.content.commit is not None
+        at = message.index(pm.content.commit.encode())
+        assert 0 < message[at] < 0x40
+        return message[:at] + bytes([message[at] - 1]) + message[at + 1 :]
+
+    reject_edited_handshake(shorter_proposal_list, match="truncated", commit=True)
+
 
 def test_vector_body_truncated() -> None:
     with pytest.raises(DecodeError, match="vector body"):
         Reader(bytes.fromhex("06000100")).vector(lambda r: r.uint16())
+    # A handshake cut in the middle of its group_id.
+    reject_edited_handshake(lambda m, _: m[: 4 + 1 + 5], match="truncated opaque")
 
 
 def test_optional() -> None:
@@ -114,11 +144,23 @@ def test_optional() -> None:
     with pytest.raises(DecodeError, match="truncated"):
         Reader(b"\x01").optional(Reader.uint8)
 
+    def bad_path_presence(message: bytes, pm: PublicMessage) -> bytes:
+        """The Commit's ``optional<UpdatePath>`` octet, just before the path, set to 2."""
+        commit = pm.content.commit
+        assert commit is not None and commit.path is not None
+        encoded = commit.encode()
+        at = message.index(encoded) + len(encoded) - len(commit.path.encode()) - 1
+        assert message[at] == 1
+        return message[:at] + b"\x02" + message[at + 1 :]
+
+    reject_edited_handshake(bad_path_presence, match="presence octet 2", commit=True)
+
 
 def test_trailing_bytes_rejected_with_offset() -> None:
     with pytest.raises(DecodeError, match="1 trailing bytes") as info:
         decode_all(b"\x01\x02", Reader.uint8, "uint8")
     assert info.value.offset == 1
+    reject_edited_handshake(lambda m, _: m + b"\x00", match="1 trailing bytes")
 
 
 def test_error_offsets_are_absolute_inside_vectors() -> None:

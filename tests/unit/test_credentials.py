@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from mlspy.credentials import CredentialError, X509Validator
@@ -12,8 +15,22 @@ from mlspy.group import (
     SigningIdentity,
     create_key_package,
 )
-from mlspy.messages import Add, Credential, Proposal
+from mlspy.messages import Add, Credential, Proposal, Update
+from parity import raises_exactly
 from x509_helpers import make_ca, x509_identity
+
+# The group tests' helpers forge real handshakes.
+_GROUP_TESTS = str(Path(__file__).resolve().parents[1] / "group")
+if _GROUP_TESTS not in sys.path:
+    sys.path.append(_GROUP_TESTS)
+
+from group_helpers import (  # noqa: E402
+    assert_recovers,
+    forge_proposal,
+    make_group,
+    reject,
+    update_leaf,
+)
 
 
 def test_x509_chain_accepted_and_identity() -> None:
@@ -28,20 +45,34 @@ def test_x509_rejections() -> None:
     ca_key, ca = make_ca()
     validator = X509Validator([ca])
     ident = x509_identity(ca_key, ca, "a@example.org")
-    with pytest.raises(CredentialError, match="not the MLS signature key"):
+    with raises_exactly(CredentialError, "not the MLS signature key"):
         validator.validate(ident.credential, SigningIdentity.generate(b"x").signature_key)
     other_key, other_ca = make_ca()
-    with pytest.raises(CredentialError, match="chain rejected"):
+    with raises_exactly(CredentialError, "chain rejected"):
         X509Validator([other_ca]).validate(ident.credential, ident.signature_key)
     expired = x509_identity(ca_key, ca, "b@example.org", days=-1)
-    with pytest.raises(CredentialError, match="chain rejected"):
+    with raises_exactly(CredentialError, "chain rejected"):
         validator.validate(expired.credential, expired.signature_key)
     no_sign = x509_identity(ca_key, ca, "c@example.org", signing=False)
-    with pytest.raises(CredentialError):
+    with raises_exactly(CredentialError):
         validator.validate(no_sign.credential, no_sign.signature_key)
-    with pytest.raises(CredentialError, match="basic"):
+    with raises_exactly(CredentialError, "basic"):
         validator.validate(Credential.basic(b"bob"), ident.signature_key)
     assert other_key is not None
+
+    # In a group of X.509 members validating with this CA, an Update to the expired
+    # certificate is refused by the member and by its public view (the Delivery Service's).
+    ids = [x509_identity(ca_key, ca, f"m{i}@example.org") for i in range(4)]
+    groups = make_group(identities=ids, config=GroupConfig(credential_validator=validator))
+    carol, dave = groups[2], groups[3]
+    leaf = update_leaf(
+        dave,
+        credential=expired.credential,
+        signature_key=expired.signature_key,
+        signature_private_key=expired.signature_private_key,
+    )
+    reject(carol, forge_proposal(dave, Proposal(Update(leaf))), CredentialError, "chain rejected")
+    assert_recovers(groups, carol)
 
 
 def test_groups_ask_the_validator_on_join_and_add() -> None:
@@ -64,6 +95,6 @@ def test_groups_ask_the_validator_on_join_and_add() -> None:
     kp2 = create_key_package(x509_identity(ca_key, ca, "carol@example.org"))
     out = alice.commit([Proposal(Add(kp2.key_package))])
     alice.merge_pending_commit()
-    with pytest.raises(CredentialError):
+    with raises_exactly(CredentialError, "chain rejected"):
         Group.join(out.welcome or b"", kp2, config=strict)
     assert other_ca_key is not None

@@ -8,6 +8,7 @@ from mlspy.crypto import suite
 from mlspy.errors import SecretTreeError, UsageError
 from mlspy.schedule.secret_tree import RatchetType, SecretTree
 from mlspy.tree.math import LeafIndex
+from parity import raises_exactly
 
 APP = RatchetType.APPLICATION
 L0, L1 = LeafIndex(0), LeafIndex(1)
@@ -57,7 +58,7 @@ def test_retained_keys_are_bounded() -> None:
     tree.key_for(L0, APP, 10)  # generations 0..9 skipped, only 7, 8, 9 retained
     for g in (7, 8, 9):
         tree.key_for(L0, APP, g)
-    with pytest.raises(SecretTreeError):
+    with raises_exactly(SecretTreeError):
         tree.key_for(L0, APP, 6)
 
 
@@ -68,7 +69,7 @@ def test_handshake_and_application_ratchets_differ() -> None:
 
 def test_out_of_range_leaf_and_bad_size() -> None:
     tree, _ = _pair()
-    with pytest.raises(SecretTreeError):
+    with raises_exactly(SecretTreeError):
         tree.lookup(LeafIndex(4), APP, 0)
     with pytest.raises(UsageError):
         SecretTree(suite(1), b"\x00" * 32, 3)
@@ -81,10 +82,10 @@ def test_replayed_lookup_cannot_be_consumed_twice() -> None:
     a = receiver.lookup(L1, APP, 1)
     b = receiver.lookup(L1, APP, 1)
     receiver.consume(a)
-    with pytest.raises(SecretTreeError):
+    with raises_exactly(SecretTreeError):
         receiver.consume(b)
     old_a = receiver.lookup(L1, APP, 0)
     old_b = receiver.lookup(L1, APP, 0)
     receiver.consume(old_a)
-    with pytest.raises(SecretTreeError):
+    with raises_exactly(SecretTreeError):
         receiver.consume(old_b)

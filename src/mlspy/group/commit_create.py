@@ -143,10 +143,11 @@ def _update_path(
         LeafNodeParams(
             ident.signature_key, ident.credential, ident.capabilities, ident.leaf_extensions
         ),
-        ident.signature_private_key,
+        ident.signing_key,
         state.group_id,
         lambda th: replace(provisional, tree_hash=th).encode(),
         excluded_leaves={i for i, _ in applied.added},
+        rng=state.config.provider.rng,
     )
     leaf = tree.leaf(state.own_leaf)
     if leaf is None:  # pragma: no cover - create_update_path just set it
@@ -176,7 +177,7 @@ def _sign(state: MemberState, commit: Commit, options: CommitOptions) -> Authent
     return authenticated_for(
         state.cs,
         state.epoch,
-        state.identity.signature_private_key,
+        state.identity.signing_key,
         fc,
         handshake_wire_format(state, options.wire_format),
     )
@@ -209,7 +210,8 @@ def _finish(
     cs = state.cs
     epoch = state.epoch
     signed = replace(ac, auth=replace(ac.auth, confirmation_tag=new_epoch.confirmation_tag))
-    message = protect_signed(cs, epoch, signed, padding_block=state.config.padding_block)
+    rng = state.config.provider.rng
+    message = protect_signed(cs, epoch, signed, padding_block=state.config.padding_block, rng=rng)
     group_info = state.group_info(new_epoch, options.ratchet_tree_in_welcome, None)
     welcome = None
     if applied.added:
@@ -222,6 +224,7 @@ def _finish(
             [NewMember(i, kp) for i, kp in applied.added],
             state.own_leaf,
             created.path_secrets if created else None,
+            rng=rng,
         )
     # The Welcome is made: joiner, welcome, epoch and encryption secrets are consumed (§9.2)
     # and must not wait in the pending commit (nor in its stored form) for the merge.
@@ -251,36 +254,35 @@ def _preselect(state: MemberState, pending: list[QueuedProposal]) -> list[Queued
     """The committer's choices of §12.2: no own Update or own removal; per leaf a Remove
     rather than an Update, else the most recent Update; one GroupContextExtensions (the last);
     one Add per client; one proposal per PSK id."""
-    me = state.own_leaf
-    removes: dict[int, QueuedProposal] = {}
-    updates: dict[int, QueuedProposal] = {}
-    gce: QueuedProposal | None = None
-    adds: dict[bytes, QueuedProposal] = {}
-    psks: dict[bytes, QueuedProposal] = {}
-    others: list[QueuedProposal] = []
+    chosen: dict[tuple[str, object], QueuedProposal] = {}
     for q in pending:
-        body = q.proposal.body
-        if isinstance(body, Remove):
-            if body.removed != me:
-                removes.setdefault(body.removed, q)
-        elif isinstance(body, Update):
-            if q.sender.leaf_index != me and q.sender.leaf_index is not None:
-                updates[q.sender.leaf_index] = q  # the most recent wins
-        elif isinstance(body, GroupContextExtensions):
-            gce = q
-        elif isinstance(body, Add):
-            adds.setdefault(body.key_package.leaf_node.signature_key, q)
-        elif isinstance(body, PreSharedKey):
-            psks.setdefault(body.psk.encode(), q)
-        else:
-            others.append(q)
-    keep = {id(q) for q in removes.values()}
-    keep |= {id(q) for leaf, q in updates.items() if leaf not in removes}
-    keep |= {id(q) for q in adds.values()} | {id(q) for q in psks.values()}
-    keep |= {id(q) for q in others}
-    if gce is not None:
-        keep.add(id(gce))
+        slot = _slot(q, state.own_leaf)
+        if slot is None:
+            continue
+        kind, key, latest_wins = slot
+        if latest_wins or (kind, key) not in chosen:
+            chosen[(kind, key)] = q
+    removed = {key for kind, key in chosen if kind == "remove"}
+    keep = {id(q) for (kind, key), q in chosen.items() if not (kind == "update" and key in removed)}
     return [q for q in pending if id(q) in keep]
+
+
+def _slot(q: QueuedProposal, me: int) -> tuple[str, object, bool] | None:
+    """Which choice of §12.2 a proposal competes for — (kind, key, whether the latest wins)
+    — or None when the committer never covers it (its own Update or removal)."""
+    body = q.proposal.body
+    if isinstance(body, Remove):
+        return None if body.removed == me else ("remove", body.removed, False)
+    if isinstance(body, Update):
+        leaf = q.sender.leaf_index
+        return None if leaf is None or leaf == me else ("update", leaf, True)
+    if isinstance(body, GroupContextExtensions):
+        return ("gce", None, True)
+    if isinstance(body, Add):
+        return ("add", body.key_package.leaf_node.signature_key, False)
+    if isinstance(body, PreSharedKey):
+        return ("psk", body.psk.encode(), False)
+    return ("other", id(q), False)
 
 
 def select_pending(state: MemberState, pending: list[QueuedProposal]) -> list[QueuedProposal]:

@@ -31,7 +31,7 @@ def stage_commit(state: MemberState, u: Unprotected) -> StagedCommit:
         return state.pending.staged  # our own commit, echoed back
     sender = ac.content.sender
     if sender.sender_type == SenderType.member and sender.leaf_index == state.own_leaf:
-        raise CommitError("a commit from our own leaf that is not our pending commit")
+        raise CommitError("a commit from our own leaf that is not our pending commit", rule="CM-09")
     validated = state.public_view().validate_commit(ac, psk_available=state.has_psk)
     return _stage_with_secrets(state, ac, validated)
 
@@ -88,7 +88,10 @@ def _stage_with_secrets(
     if not cs.verify_mac(
         new_epoch.secrets.confirmation_key, new_epoch.context.confirmed_transcript_hash, tag
     ):
-        raise ConfirmationTagError("the commit's confirmation tag does not verify")
+        raise ConfirmationTagError(
+            "the commit's confirmation tag does not verify",
+            rule="EC-08" if validated.external else "CM-22",
+        )
     return describe_commit(validated, epoch.tree, new_state=new_epoch)
 
 
@@ -103,4 +106,4 @@ def _external_init_secret(state: MemberState, applied: AppliedProposals) -> byte
             external_priv, applied.external_init.kem_output, b"", EXTERNAL_INIT_LABEL, cs.nh
         )
     except CryptoError as exc:
-        raise ExternalCommitError("cannot derive the external init secret") from exc
+        raise ExternalCommitError("cannot derive the external init secret", rule="EC-04") from exc

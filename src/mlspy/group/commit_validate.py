@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from mlspy.credentials import validate_credential
 from mlspy.crypto import CipherSuiteProvider
 from mlspy.errors import (
     CommitError,
@@ -93,7 +94,7 @@ class ValidatedCommit:
 def check_committer_type(sender: Sender) -> None:
     """Only members and external joiners commit (§12.4.2, §12.4.3.2)."""
     if sender.sender_type not in (SenderType.member, SenderType.new_member_commit):
-        raise CommitError(f"a {sender.sender_type.name} sender may not commit")
+        raise CommitError(f"a {sender.sender_type.name} sender may not commit", rule="CM-10")
 
 
 def resolve_proposals(
@@ -107,7 +108,7 @@ def resolve_proposals(
             continue
         cached = cache.get(por.reference or b"")
         if cached is None:
-            raise ProposalListError("the commit references an unknown proposal")
+            raise ProposalListError("the commit references an unknown proposal", rule="CM-11")
         queued.append(cached)
     return queued
 
@@ -140,11 +141,14 @@ def validate_path_leaf(
     committer: LeafIndex,
     applied: AppliedProposals,
     checks: LeafChecks,
+    *,
+    joiner: bool = False,
 ) -> None:
     """The committer's new LeafNode (§7.3, §12.4.2): a valid ``commit`` leaf for its
     position, supporting the group, accepted by the Authentication Service, with a
     signature key no other member holds and a credential type every member supports.
-    ``new_tree`` is the tree after the proposals (the leaf not yet in it)."""
+    ``new_tree`` is the tree after the proposals (the leaf not yet in it); ``joiner`` says
+    it is an external joiner's (§12.4.3.2: some failures are catalogued apart)."""
     try:
         validate_leaf_node(
             cs,
@@ -156,13 +160,22 @@ def validate_path_leaf(
             max_lifetime=checks.max_lifetime,
         )
     except LeafNodeError as exc:
-        raise CommitError(f"invalid committer leaf: {exc}") from exc
-    check_leaf_supports_group(leaf, applied.extensions)
+        rule = "EC-05" if joiner and exc.rule == "LN-19" else exc.rule
+        raise CommitError(f"invalid committer leaf: {exc}", rule=rule) from exc
+    check_leaf_supports_group(leaf, applied.extensions, rule="LN-08")
     if checks.credential_validator is not None:
-        checks.credential_validator.validate(leaf.credential, leaf.signature_key)
+        validate_credential(
+            checks.credential_validator,
+            leaf.credential,
+            leaf.signature_key,
+            rule="EC-07" if joiner else "LN-30",
+        )
     holder = new_tree.find_signature_key(leaf.signature_key)
     if holder is not None and holder != committer:
-        raise CommitError("the committer's new signature key belongs to another member")
+        raise CommitError(
+            "the committer's new signature key belongs to another member",
+            rule="EC-06" if joiner else "LN-26",
+        )
     current = old_tree.leaf(committer)  # before this commit; None for a joiner
     if current is None or (
         leaf.credential.credential_type != current.credential.credential_type
@@ -172,7 +185,7 @@ def validate_path_leaf(
         # so only when it changed (external joiners always).
         scratch = new_tree.copy()
         scratch.set_leaf(committer, leaf)
-        check_credential_support(scratch)
+        check_credential_support(scratch, rule="LN-12")
 
 
 def check_resync(old_tree: RatchetTree, applied: AppliedProposals, path: UpdatePath) -> None:
@@ -183,7 +196,7 @@ def check_resync(old_tree: RatchetTree, applied: AppliedProposals, path: UpdateP
     old = old_tree.leaf(applied.removed[0])
     if old is not None and path.leaf_node.credential != old.credential:
         raise ExternalCommitError(
-            "an external commit may only remove the joiner's own earlier leaf"
+            "an external commit may only remove the joiner's own earlier leaf", rule="PL-20"
         )
 
 
@@ -199,7 +212,9 @@ def _merge_path(
 ) -> tuple[LeafIndex, list[NodeIndex]]:
     external = sender.sender_type == SenderType.new_member_commit
     committer = tree.add_leaf(path.leaf_node) if external else LeafIndex(sender.leaf_index or 0)
-    validate_path_leaf(cs, group_id, old_tree, tree, path.leaf_node, committer, applied, checks)
+    validate_path_leaf(
+        cs, group_id, old_tree, tree, path.leaf_node, committer, applied, checks, joiner=external
+    )
     fdp = merge_update_path(
         tree,
         committer,
@@ -236,7 +251,9 @@ def validate_commit(
         cs, context, new_tree, queued, sender, checks=checks, psk_available=psk_available
     )
     if (applied.path_required or external) and commit.path is None:
-        raise PathRequiredError("the commit's proposals require an UpdatePath")
+        raise PathRequiredError(
+            "the commit's proposals require an UpdatePath", rule="EC-01" if external else "CM-14"
+        )
     committer: LeafIndex | None = None if external else LeafIndex(sender.leaf_index or 0)
     fdp: list[NodeIndex] = []
     if commit.path is not None:

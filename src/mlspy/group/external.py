@@ -11,11 +11,10 @@ rules (:mod:`mlspy.group.commit_validate`) before it leaves.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 
-from mlspy.crypto import CipherSuiteProvider, suite
+from mlspy.crypto import CipherSuiteProvider, MessageSigner, suite
 from mlspy.errors import DecodeError, ExternalCommitError, MLSError, UsageError
 from mlspy.group.commit_validate import check_resync, staged_commit, validate_path_leaf
 from mlspy.group.framing import decode_message
@@ -61,6 +60,7 @@ from mlspy.messages import (
 )
 from mlspy.messages import RatchetTree as RatchetTreeExtension
 from mlspy.protection import authenticate, protect_public_message
+from mlspy.provider import Provider
 from mlspy.schedule.transcript import confirmed_transcript_hash, interim_transcript_hash
 from mlspy.tree.math import LeafIndex
 from mlspy.tree.ratchet_tree import RatchetTree
@@ -96,9 +96,12 @@ def join_external(
     checks = config.leaf_checks()
     gi, cs, old_tree, external_pub = _joinable(group_info, identity, ratchet_tree, config)
     ctx = gi.group_context
-    kem_output, init_secret = cs.hpke.send_export(external_pub, b"", EXTERNAL_INIT_LABEL, cs.nh)
+    provider = config.provider
+    kem_output, init_secret = cs.hpke.send_export(
+        external_pub, b"", EXTERNAL_INIT_LABEL, cs.nh, rng=provider.rng
+    )
     psks = dict(external_psks or {})
-    proposals = _external_proposals(cs, kem_output, remove_prior, psk_ids, psks)
+    proposals = _external_proposals(cs, kem_output, remove_prior, psk_ids, psks, provider)
     me = Sender.new_member_commit()
     tree = old_tree.copy()
     applied = apply_proposals(
@@ -110,7 +113,7 @@ def join_external(
         checks=checks,
         psk_available=lambda p: p.psktype == PSKType.external and (p.psk_id or b"") in psks,
     )
-    own_leaf, created = _occupy_and_refresh(cs, tree, identity, ctx, applied)
+    own_leaf, created = _occupy_and_refresh(cs, tree, identity, ctx, applied, provider)
     commit = Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), created.update_path)
     check_resync(old_tree, applied, created.update_path)
     validate_path_leaf(
@@ -120,9 +123,7 @@ def join_external(
         ctx.group_id, ctx.epoch, me, authenticated_data, ContentType.commit, commit=commit
     )
     # The confirmation tag follows from the signature: sign with a placeholder, then fill it.
-    ac = authenticate(
-        cs, identity.signature_private_key, WireFormat.mls_public_message, fc, ctx, b""
-    )
+    ac = authenticate(cs, identity.signing_key, WireFormat.mls_public_message, fc, ctx, b"")
     interim = interim_transcript_hash(cs, ctx.confirmed_transcript_hash, gi.confirmation_tag)
     confirmed = confirmed_transcript_hash(cs, interim, ac.confirmed_transcript_hash_input())
     new_ctx = replace(
@@ -188,10 +189,10 @@ def _joinable(
     elif ratchet_tree is not None:
         tree = RatchetTree.from_nodes(cs, decode_ratchet_tree(ratchet_tree))
     else:
-        raise ExternalCommitError("no ratchet tree: pass it out of band")
+        raise ExternalCommitError("no ratchet tree: pass it out of band", rule="EC-10")
     if ext_pub is None:
-        raise ExternalCommitError("the GroupInfo has no external_pub extension")
-    verify_group_info(cs, gi, tree)
+        raise ExternalCommitError("the GroupInfo has no external_pub extension", rule="EC-09")
+    verify_group_info(cs, gi, tree, signature_rule="WG-18")
     validate_tree(
         tree,
         group_id=ctx.group_id,
@@ -200,6 +201,7 @@ def _joinable(
         now=config.now(),
         max_lifetime=config.max_leaf_lifetime,
         credential_validator=config.credential_validator,
+        tree_hash_rule="WG-19",
     )
     return gi, cs, tree, ext_pub.external_pub
 
@@ -210,6 +212,7 @@ def _external_proposals(
     remove_prior: int | None,
     psk_ids: Sequence[bytes],
     psks: dict[bytes, bytes],
+    provider: Provider,
 ) -> list[Proposal]:
     proposals = [Proposal(ExternalInit(kem_output))]
     if remove_prior is not None:
@@ -217,7 +220,7 @@ def _external_proposals(
     for psk_id in psk_ids:
         if psk_id not in psks:
             raise UsageError("unknown external PSK id: pass its value in external_psks")
-        nonce = os.urandom(cs.nh)
+        nonce = provider.random(cs.nh)
         proposals.append(Proposal(PreSharedKey(PreSharedKeyID.external(psk_id, nonce))))
     return proposals
 
@@ -228,9 +231,10 @@ def _occupy_and_refresh(
     identity: SigningIdentity,
     ctx: GroupContext,
     applied: AppliedProposals,
+    provider: Provider,
 ) -> tuple[LeafIndex, CreatedUpdatePath]:
     """Occupy the leftmost blank leaf, then refresh its whole path (§12.4.3.2)."""
-    _, enc_pub = cs.hpke_key_pair()
+    _, enc_pub = cs.hpke_key_pair(rng=provider.rng)
     placeholder = LeafNode(
         enc_pub,
         identity.signature_key,
@@ -253,9 +257,10 @@ def _occupy_and_refresh(
             identity.capabilities,
             identity.leaf_extensions,
         ),
-        identity.signature_private_key,
+        identity.signing_key,
         ctx.group_id,
         lambda th: replace(provisional, tree_hash=th).encode(),
+        rng=provider.rng,
     )
     return own_leaf, created
 
@@ -263,7 +268,7 @@ def _occupy_and_refresh(
 def external_proposal(
     group_info: bytes | MLSMessage | GroupInfo,
     proposal: Proposal,
-    signature_private_key: bytes,
+    signature_private_key: bytes | MessageSigner,
     sender_index: int,
     authenticated_data: bytes = b"",
 ) -> bytes:
@@ -288,7 +293,7 @@ def new_member_add_proposal(
     group_id: bytes,
     epoch: int,
     key_package: KeyPackage,
-    signature_private_key: bytes,
+    signature_private_key: bytes | MessageSigner,
     authenticated_data: bytes = b"",
 ) -> bytes:
     """A would-be member asking to be added: an Add of its own KeyPackage with sender

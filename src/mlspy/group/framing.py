@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlspy.crypto import CipherSuiteProvider
+from mlspy.crypto import CipherSuiteProvider, MessageSigner, Rng
 from mlspy.errors import (
     CommitError,
     ContentTypeError,
@@ -49,7 +49,9 @@ from mlspy.tree.ratchet_tree import RatchetTree
 def decode_message(data: bytes | MLSMessage) -> MLSMessage:
     message = data if isinstance(data, MLSMessage) else MLSMessage.decode(data)
     if message.version != ProtocolVersion.mls10:
-        raise ProtocolVersionError(f"MLSMessage version {message.version} is not mls10")
+        raise ProtocolVersionError(
+            f"MLSMessage version {message.version} is not mls10", rule="FR-01"
+        )
     return message
 
 
@@ -60,18 +62,27 @@ def sender_signature_key(context: GroupContext, tree: RatchetTree, content: Fram
     if st == SenderType.member:
         leaf = tree.leaf(LeafIndex(sender.leaf_index or 0))
         if sender.leaf_index is None or leaf is None:
-            raise SenderError(f"sender leaf {sender.leaf_index} is not a member")
+            outside = sender.leaf_index is None or sender.leaf_index >= tree.n_leaves
+            raise SenderError(
+                f"sender leaf {sender.leaf_index} is not a member",
+                rule="CM-07" if outside else "CM-08",
+            )
         return leaf.signature_key
     if st == SenderType.external:
         if content.content_type != ContentType.proposal:
-            raise ExternalProposalError("an external sender may only send proposals")
+            raise ExternalProposalError("an external sender may only send proposals", rule="CM-10")
         try:
             senders = ExternalSenders.find_in(context.extensions)
         except MLSError as exc:
-            raise ExternalProposalError(f"malformed external_senders extension: {exc}") from None
+            raise ExternalProposalError(
+                f"malformed external_senders extension: {exc}", rule="EP-06"
+            ) from exc
         index = sender.sender_index or 0
         if senders is None or index >= len(senders.external_senders):
-            raise ExternalProposalError(f"no external sender at index {sender.sender_index}")
+            raise ExternalProposalError(
+                f"no external sender at index {sender.sender_index}",
+                rule="EP-01" if senders is None else "EP-02",
+            )
         return senders.external_senders[index].signature_key
     if st == SenderType.new_member_proposal:
         proposal = content.proposal
@@ -80,14 +91,19 @@ def sender_signature_key(context: GroupContext, tree: RatchetTree, content: Fram
             or proposal is None
             or not isinstance(proposal.body, Add)
         ):
-            raise ExternalProposalError("a new_member_proposal must be an Add proposal")
+            raise ExternalProposalError(
+                "a new_member_proposal must be an Add proposal",
+                rule="EP-07" if content.content_type == ContentType.proposal else "CM-10",
+            )
         return proposal.body.key_package.leaf_node.signature_key
     # new_member_commit
     commit = content.commit
     if content.content_type != ContentType.commit or commit is None:
-        raise CommitError("a new_member_commit sender may only send commits")
+        raise CommitError("a new_member_commit sender may only send commits", rule="FR-08")
     if commit.path is None:
-        raise PathRequiredError("an external commit must carry an UpdatePath (§12.4.3.2)")
+        raise PathRequiredError(
+            "an external commit must carry an UpdatePath (§12.4.3.2)", rule="EC-01"
+        )
     return commit.path.leaf_node.signature_key
 
 
@@ -111,55 +127,89 @@ def unprotect(
     """Check epoch and group, decrypt or MAC-check, and verify the signature (§6, §12.4.2)."""
     body = message.body
     if isinstance(body, PublicMessage):
-        fc = body.content
-        _check_group_and_epoch(current, fc.group_id, fc.epoch)
-        key = sender_signature_key(current.context, current.tree, fc)
-        needs_tag = fc.sender.sender_type == SenderType.member
-        content = unprotect_public_message(
-            cs,
-            body,
-            current.context,
-            current.secrets.membership_key if needs_tag else None,
-            key,
+        content = verify_public_message(
+            cs, body, current.context, current.tree, current.secrets.membership_key
         )
         return Unprotected(content, WireFormat.mls_public_message, current)
     if isinstance(body, PrivateMessage):
         if body.group_id != current.context.group_id:
-            raise EpochError("message for another group")
+            raise EpochError("message for another group", rule="FR-12")
         epoch = current
         if body.epoch != current.epoch:
             old = past.get(body.epoch)
             if old is None or body.content_type != ContentType.application:
+                # Past epochs serve application data only (FR-13), as long as retained (FR-14).
+                application = body.content_type == ContentType.application
                 raise EpochError(
-                    f"message for epoch {body.epoch}, current epoch is {current.epoch}"
+                    f"message for epoch {body.epoch}, current epoch is {current.epoch}",
+                    rule="FR-14" if application else "FR-13",
                 )
             epoch = old
         opened = open_private_message(cs, body, epoch.secret_tree, epoch.secrets.sender_data_secret)
         leaf = epoch.tree.leaf(LeafIndex(opened.sender_data.leaf_index))
         if leaf is None:
-            raise SenderError(f"sender leaf {opened.sender_data.leaf_index} is not a member")
+            raise SenderError(
+                f"sender leaf {opened.sender_data.leaf_index} is not a member", rule="FR-19"
+            )
         verify_content_signature(cs, leaf.signature_key, opened.content, epoch.context)
         return Unprotected(opened.content, WireFormat.mls_private_message, epoch, opened)
-    raise FramingError(f"a {message.wire_format.name} message is not a group message")
+    raise FramingError(
+        f"a {message.wire_format.name} message is not a group message",
+        rule="FR-04" if message.wire_format == WireFormat.mls_welcome else "FR-03",
+    )
 
 
-def _check_group_and_epoch(current: EpochState, group_id: bytes, epoch: int) -> None:
-    if group_id != current.context.group_id:
-        raise EpochError("message for another group")
-    if epoch != current.epoch:
-        raise EpochError(f"message for epoch {epoch}, current epoch is {current.epoch}")
+def verify_public_message(
+    cs: CipherSuiteProvider,
+    message: PublicMessage,
+    context: GroupContext,
+    tree: RatchetTree,
+    membership_key: bytes | None,
+) -> AuthenticatedContent:
+    """The framing checks of a PublicMessage of the current epoch (§6.2, §12.1, §12.4.2):
+    group and epoch, the sender's key, content type, membership tag and signature. The public
+    view of a group passes ``membership_key=None`` (it cannot check the tag); members and the
+    public view share everything else."""
+    fc = message.content
+    check_group_and_epoch(context, fc)
+    key = sender_signature_key(context, tree, fc)
+    return unprotect_public_message(
+        cs,
+        message,
+        context,
+        membership_key,
+        key,
+        check_membership_tag=membership_key is not None,
+    )
+
+
+def check_group_and_epoch(context: GroupContext, content: FramedContent) -> None:
+    """A PublicMessage is for this group (§6) and its current epoch (§12.1, §12.4.2)."""
+    commit = content.content_type == ContentType.commit
+    if content.group_id != context.group_id:
+        raise EpochError("message for another group", rule="CM-03" if commit else None)
+    if content.epoch != context.epoch:
+        if commit:
+            rule = "CM-02" if content.epoch < context.epoch else "CM-01"
+        else:
+            rule = "EP-05" if content.sender.sender_type == SenderType.external else "PR-01"
+        raise EpochError(
+            f"message for epoch {content.epoch}, current epoch is {context.epoch}", rule=rule
+        )
 
 
 def protect(
     cs: CipherSuiteProvider,
     epoch: EpochState,
-    signature_private_key: bytes,
+    signature_private_key: bytes | MessageSigner,
     content: FramedContent,
     wire_format: WireFormat,
     *,
     padding_block: int = 0,
+    rng: Rng | None = None,
 ) -> MLSMessage:
-    """Sign and protect a proposal or application ``content`` with the keys of ``epoch``."""
+    """Sign and protect a proposal or application ``content`` with the keys of ``epoch``;
+    ``rng`` draws a PrivateMessage's reuse guard (the provider's, ``config.provider.rng``)."""
     if wire_format == WireFormat.mls_public_message and (
         content.content_type == ContentType.application
     ):
@@ -167,13 +217,13 @@ def protect(
     if wire_format not in (WireFormat.mls_public_message, WireFormat.mls_private_message):
         raise UsageError(f"cannot frame a {wire_format.name}")
     ac = authenticate(cs, signature_private_key, wire_format, content, epoch.context)
-    return protect_signed(cs, epoch, ac, padding_block=padding_block)
+    return protect_signed(cs, epoch, ac, padding_block=padding_block, rng=rng)
 
 
 def authenticated_for(
     cs: CipherSuiteProvider,
     epoch: EpochState,
-    signature_private_key: bytes,
+    signature_private_key: bytes | MessageSigner,
     content: FramedContent,
     wire_format: WireFormat,
 ) -> AuthenticatedContent:
@@ -189,8 +239,10 @@ def protect_signed(
     content: AuthenticatedContent,
     *,
     padding_block: int = 0,
+    rng: Rng | None = None,
 ) -> MLSMessage:
-    """Protect already-signed content (used for commits, whose tag follows the signature)."""
+    """Protect already-signed content (used for commits, whose tag follows the signature);
+    ``rng`` draws a PrivateMessage's reuse guard."""
     if content.wire_format == WireFormat.mls_public_message:
         membership_key = (
             epoch.secrets.membership_key
@@ -201,7 +253,12 @@ def protect_signed(
     padding = _padding(cs, content, padding_block)
     return MLSMessage.wrap(
         protect_private_message(
-            cs, content, epoch.secret_tree, epoch.secrets.sender_data_secret, padding=padding
+            cs,
+            content,
+            epoch.secret_tree,
+            epoch.secrets.sender_data_secret,
+            padding=padding,
+            rng=rng,
         )
     )
 

@@ -21,12 +21,11 @@ exactly as it was.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from mlspy.credentials import CredentialValidator
-from mlspy.crypto import CipherSuiteProvider, suite
+from mlspy.crypto import CipherSuiteProvider, MessageSigner, suite
 from mlspy.errors import GroupStateError, UsageError
 from mlspy.group.commit_create import CommitOptions, create_commit, handshake_wire_format
 from mlspy.group.commit_receive import stage_commit
@@ -90,6 +89,7 @@ from mlspy.messages import (
     decode_ratchet_tree,
     encode_ratchet_tree,
 )
+from mlspy.provider import Provider
 from mlspy.schedule.key_schedule import mls_exporter
 from mlspy.tree.math import LeafIndex, NodeIndex
 from mlspy.tree.ratchet_tree import RatchetTree
@@ -137,9 +137,10 @@ class Group:
         """A one-member group (§11): epoch 0, a fresh leaf, a random epoch secret."""
         config = config or GroupConfig()
         cs = suite(identity.cipher_suite)
-        enc_priv, enc_pub = cs.hpke_key_pair()
-        gid = group_id if group_id is not None else os.urandom(cs.nh)
-        now = config.clock()
+        provider = config.provider
+        enc_priv, enc_pub = cs.hpke_key_pair(rng=provider.rng)
+        gid = group_id if group_id is not None else provider.random(cs.nh)
+        now = config.current_time()
         unsigned = LeafNode(
             enc_pub,
             identity.signature_key,
@@ -151,14 +152,14 @@ class Group:
             identity.leaf_extensions,
             b"",
         )
-        leaf = sign_leaf_node(cs, identity.signature_private_key, unsigned, None, None)
+        leaf = sign_leaf_node(cs, identity.signing_key, unsigned, None, None)
         check_leaf_supports_group(leaf, extensions)
         tree = RatchetTree.with_one_leaf(cs, leaf)
         context = GroupContext(
             ProtocolVersion.mls10, identity.cipher_suite, gid, 0, tree.tree_hash(), b"", extensions
         )
         private = TreePrivateKeys(LeafIndex(0), {NodeIndex(0): enc_priv})
-        epoch = first_epoch(cs, config, context, tree, private, os.urandom(cs.nh))
+        epoch = first_epoch(cs, config, context, tree, private, provider.random(cs.nh))
         return cls.from_epoch(identity, epoch, LeafIndex(0), config)
 
     @classmethod
@@ -202,6 +203,11 @@ class Group:
             w, bundles, config, ratchet_tree=tree_for, psk_lookup=lookup
         )
         leaf = bundle.key_package.leaf_node
+        if identity is None and not bundle.signature_private_key and bundle.signer is None:
+            raise UsageError(
+                "the KeyPackage bundle holds no signing key (an external signer's, stored): "
+                "pass identity= with the signer"
+            )
         ident = identity or SigningIdentity(
             bundle.key_package.cipher_suite,
             leaf.credential,
@@ -209,6 +215,7 @@ class Group:
             leaf.signature_key,
             leaf.capabilities,
             leaf.extensions,
+            bundle.signer,
         )
         group = cls.from_epoch(ident, joined.epoch, joined.own_leaf, config, external_psks=psks)
         group._state.welcome_psks = joined.group_secrets.psks
@@ -226,15 +233,24 @@ class Group:
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, *, credential_validator: CredentialValidator | None = None
+        cls,
+        data: bytes,
+        *,
+        credential_validator: CredentialValidator | None = None,
+        provider: Provider | None = None,
+        signer: MessageSigner | None = None,
     ) -> Group:
-        """Restore a state saved with :meth:`to_bytes` (the validator is not stored)."""
+        """Restore a state saved with :meth:`to_bytes`. What is not stored is passed again:
+        the credential validator, the provider (default: the system's) and, for an identity
+        with an external signer, the ``signer`` (required then; :class:`UsageError` without
+        it)."""
         from mlspy.group.serialize import deserialize_state
 
-        state = deserialize_state(data)
-        if credential_validator is not None:
-            state.config = replace(state.config, credential_validator=credential_validator)
-        return cls(state)
+        return cls(
+            deserialize_state(
+                data, credential_validator=credential_validator, provider=provider, signer=signer
+            )
+        )
 
     @property
     def state(self) -> MemberState:
@@ -397,6 +413,10 @@ class Group:
 
     # --- Sending ---------------------------------------------------------------------------
 
+    def _random(self, n: int) -> bytes:
+        """``n`` bytes from the group's provider (nonces, group ids)."""
+        return self._state.config.provider.random(n)
+
     def _require_secrets(self) -> None:
         if self._state.lifecycle is Lifecycle.JOINING:
             raise GroupStateError(
@@ -428,10 +448,11 @@ class Group:
         return protect(
             st.cs,
             st.epoch,
-            st.identity.signature_private_key,
+            st.identity.signing_key,
             fc,
             WireFormat.mls_private_message,
             padding_block=st.config.padding_block,
+            rng=st.config.provider.rng,
         ).encode()
 
     def _send_proposal(
@@ -446,12 +467,18 @@ class Group:
         ac = authenticated_for(
             st.cs,
             st.epoch,
-            st.identity.signature_private_key,
+            st.identity.signing_key,
             fc,
             handshake_wire_format(st, wire_format),
         )
         st.public_view().validate_proposal(ac)  # what we send passes the receivers' checks
-        message = protect_signed(st.cs, st.epoch, ac, padding_block=st.config.padding_block)
+        message = protect_signed(
+            st.cs,
+            st.epoch,
+            ac,
+            padding_block=st.config.padding_block,
+            rng=st.config.provider.rng,
+        )
         # Our own proposals are cached like received ones, so a commit can cover them by ref.
         ref = st.cs.make_proposal_ref(ac.encode())
         st.proposals[ref] = QueuedProposal(proposal, fc.sender, ref)
@@ -500,7 +527,7 @@ class Group:
     ) -> bytes:
         if psk_id not in self._state.external_psks:
             raise UsageError("unknown external PSK id: add it with add_external_psk first")
-        pid = PreSharedKeyID.external(psk_id, os.urandom(self.cipher_suite.nh))
+        pid = PreSharedKeyID.external(psk_id, self._random(self.cipher_suite.nh))
         return self._send_proposal(Proposal(PreSharedKey(pid)), authenticated_data, wire_format)
 
     def propose_resumption_psk(
@@ -509,7 +536,10 @@ class Group:
         if (self.group_id, epoch) not in self._state.resumption:
             raise UsageError(f"no resumption PSK retained for epoch {epoch}")
         pid = PreSharedKeyID.resumption(
-            ResumptionPSKUsage.application, self.group_id, epoch, os.urandom(self.cipher_suite.nh)
+            ResumptionPSKUsage.application,
+            self.group_id,
+            epoch,
+            self._random(self.cipher_suite.nh),
         )
         return self._send_proposal(Proposal(PreSharedKey(pid)), authenticated_data, wire_format)
 
@@ -533,7 +563,7 @@ class Group:
         wire_format: WireFormat | None = None,
     ) -> bytes:
         reinit = ReInit(
-            group_id if group_id is not None else os.urandom(self.cipher_suite.nh),
+            group_id if group_id is not None else self._random(self.cipher_suite.nh),
             ProtocolVersion.mls10,
             cipher_suite if cipher_suite is not None else self.context.cipher_suite,
             extensions if extensions is not None else self.extensions,
@@ -553,7 +583,7 @@ class Group:
 
     def _fresh_leaf(self, source: LeafNodeSource) -> tuple[bytes, LeafNode]:
         cs = self.cipher_suite
-        enc_priv, enc_pub = cs.hpke_key_pair()
+        enc_priv, enc_pub = cs.hpke_key_pair(rng=self._state.config.provider.rng)
         ident = self._state.identity
         unsigned = LeafNode(
             enc_pub,
@@ -566,9 +596,7 @@ class Group:
             ident.leaf_extensions,
             b"",
         )
-        leaf = sign_leaf_node(
-            cs, ident.signature_private_key, unsigned, self.group_id, self._state.own_leaf
-        )
+        leaf = sign_leaf_node(cs, ident.signing_key, unsigned, self.group_id, self._state.own_leaf)
         return enc_priv, leaf
 
     def _leaf_of(self, member: MemberRef) -> LeafIndex:
@@ -687,12 +715,12 @@ class Group:
     ) -> ApplicationMessage | ProposalReceived | StagedCommit:
         """Verify and interpret one message of this group; see the module docstring."""
         st = self._state
-        self._require_secrets()
         raw = message.encode() if isinstance(message, MLSMessage) else bytes(message)
         if st.pending is not None and raw == st.pending.message_bytes:
-            # Our own commit echoed by the Delivery Service: we cannot decrypt it (its key is
-            # spent) and need not; it is exactly what we staged.
+            # Our own commit echoed by the Delivery Service (an external join's included): we
+            # cannot decrypt it (its key is spent) and need not; it is exactly what we staged.
             return st.pending.staged
+        self._require_secrets()
         own_ref = st.own_messages.get(raw)
         if own_ref is not None and own_ref in st.proposals:
             # Our own proposal echoed back: already cached when we sent it.

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mlspy.crypto import CipherSuiteProvider, suite
+from mlspy.crypto import CipherSuiteProvider, MessageSigner, suite
 from mlspy.errors import (
     DecodeError,
     KeyPackageError,
@@ -25,6 +24,7 @@ from mlspy.messages import (
     MLSMessage,
     ProtocolVersion,
 )
+from mlspy.provider import DEFAULT_PROVIDER, Provider
 from mlspy.tree.treekem import sign_leaf_node
 from mlspy.tree.validation import MAX_LEAF_LIFETIME, validate_leaf_node
 
@@ -36,12 +36,21 @@ CLOCK_SKEW = 3600
 
 @dataclass(frozen=True)
 class KeyPackageBundle:
-    """A KeyPackage with the private keys its owner needs to join with it."""
+    """A KeyPackage with the private keys its owner needs to join with it.
+
+    With an external signer (:meth:`SigningIdentity.external`) ``signature_private_key`` is
+    empty and ``signer`` signs; :attr:`signing_key` is whichever there is."""
 
     key_package: KeyPackage
     init_private_key: bytes
     encryption_private_key: bytes
     signature_private_key: bytes
+    signer: MessageSigner | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def signing_key(self) -> bytes | MessageSigner:
+        """The external signer if there is one, else the raw signature private key."""
+        return self.signer if self.signer is not None else self.signature_private_key
 
     def ref(self) -> bytes:
         return key_package_ref(self.key_package)
@@ -66,15 +75,20 @@ def create_key_package(
     now: int | None = None,
     extensions: tuple[Extension, ...] = (),
     last_resort: bool = False,
+    provider: Provider | None = None,
 ) -> KeyPackageBundle:
-    """A fresh KeyPackage: new init key and leaf encryption key (distinct, §10), signed."""
+    """A fresh KeyPackage: new init key and leaf encryption key (distinct, §10), signed.
+
+    ``provider`` (default: the system's) draws the keys and, unless ``now`` is given, tells
+    the time the lifetime starts at."""
+    provider = provider or DEFAULT_PROVIDER
     cs = suite(identity.cipher_suite)
-    start = int(time.time()) if now is None else now
-    init_priv, init_pub = cs.hpke_key_pair()
-    enc_priv, enc_pub = cs.hpke_key_pair()
+    start = provider.now() if now is None else now
+    init_priv, init_pub = cs.hpke_key_pair(rng=provider.rng)
+    enc_priv, enc_pub = cs.hpke_key_pair(rng=provider.rng)
     leaf = sign_leaf_node(
         cs,
-        identity.signature_private_key,
+        identity.signing_key,
         LeafNode(
             enc_pub,
             identity.signature_key,
@@ -91,9 +105,11 @@ def create_key_package(
     )
     exts = extensions + ((LastResort().to_extension(),) if last_resort else ())
     unsigned = KeyPackage(ProtocolVersion.mls10, identity.cipher_suite, init_pub, leaf, exts, b"")
-    signature = cs.sign_with_label(identity.signature_private_key, KEY_PACKAGE_TBS, unsigned.tbs())
+    signature = cs.sign_with_label(identity.signing_key, KEY_PACKAGE_TBS, unsigned.tbs())
     kp = KeyPackage(ProtocolVersion.mls10, identity.cipher_suite, init_pub, leaf, exts, signature)
-    return KeyPackageBundle(kp, init_priv, enc_priv, identity.signature_private_key)
+    return KeyPackageBundle(
+        kp, init_priv, enc_priv, identity.signature_private_key, identity.signer
+    )
 
 
 def as_key_package(key_package: KeyPackage | bytes | MLSMessage) -> KeyPackage:
@@ -121,7 +137,9 @@ def as_key_package(key_package: KeyPackage | bytes | MLSMessage) -> KeyPackage:
                 f"as an MLSMessage, {as_message}; as a KeyPackage, {as_bare}"
             ) from as_bare
     if message.version != ProtocolVersion.mls10:
-        raise ProtocolVersionError(f"MLSMessage version {message.version} is not mls10")
+        raise ProtocolVersionError(
+            f"MLSMessage version {message.version} is not mls10", rule="KP-08"
+        )
     if message.key_package is None:
         raise UsageError(f"expected a KeyPackage, got an MLSMessage({message.wire_format.name})")
     return message.key_package
@@ -137,21 +155,24 @@ def validate_key_package(
     """The checks of §10.1; ``cipher_suite`` is the group's, ``now`` enables the clock check
     of the leaf's lifetime, ``max_lifetime`` bounds its total lifetime (§7.2)."""
     if kp.version != ProtocolVersion.mls10:
-        raise KeyPackageError(f"KeyPackage version {kp.version} is not mls10")
+        raise KeyPackageError(f"KeyPackage version {kp.version} is not mls10", rule="KP-01")
     if cipher_suite is not None and kp.cipher_suite != cipher_suite:
         raise KeyPackageError(
-            f"KeyPackage cipher suite {kp.cipher_suite} is not the group's {cipher_suite}"
+            f"KeyPackage cipher suite {kp.cipher_suite} is not the group's {cipher_suite}",
+            rule="KP-02",
         )
     try:
         cs = suite(kp.cipher_suite)
     except MLSError as exc:
-        raise KeyPackageError(str(exc)) from exc
+        raise KeyPackageError(str(exc), rule="KP-02") from exc
     if kp.init_key == kp.leaf_node.encryption_key:
-        raise KeyPackageError("init_key equals the leaf encryption_key")
+        raise KeyPackageError("init_key equals the leaf encryption_key", rule="KP-05")
     try:
         cs.hpke.load_public(kp.init_key)
     except (MLSError, ValueError) as exc:
-        raise KeyPackageError("init_key is not a valid public key for the suite") from exc
+        raise KeyPackageError(
+            "init_key is not a valid public key for the suite", rule="KP-06"
+        ) from exc
     try:
         validate_leaf_node(
             cs,
@@ -163,9 +184,9 @@ def validate_key_package(
             max_lifetime=max_lifetime,
         )
     except LeafNodeError as exc:
-        raise KeyPackageError(f"invalid leaf node: {exc}") from exc
+        raise KeyPackageError(f"invalid leaf node: {exc}", rule=exc.rule) from exc
     if not cs.verify_with_label(
         kp.leaf_node.signature_key, KEY_PACKAGE_TBS, kp.tbs(), kp.signature
     ):
-        raise KeyPackageError("KeyPackage signature does not verify")
+        raise KeyPackageError("KeyPackage signature does not verify", rule="KP-04")
     return cs

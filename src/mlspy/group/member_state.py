@@ -112,7 +112,7 @@ class MemberState:
             exts.append(ExternalPub(pub).to_extension())
         return sign_group_info(
             self.cs,
-            self.identity.signature_private_key,
+            self.identity.signing_key,
             epoch.context,
             tuple(exts),
             epoch.confirmation_tag,

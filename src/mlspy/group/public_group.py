@@ -18,7 +18,6 @@ from mlspy.codec import Reader, Writer, decode_all, write_struct
 from mlspy.crypto import CipherSuiteProvider, suite
 from mlspy.errors import (
     DecodeError,
-    EpochError,
     FramingError,
     GroupStateError,
     MLSError,
@@ -33,7 +32,7 @@ from mlspy.group.commit_validate import (
     validate_commit,
     validate_proposal,
 )
-from mlspy.group.framing import decode_message, sender_signature_key
+from mlspy.group.framing import decode_message, verify_public_message
 from mlspy.group.proposals import QueuedProposal, required_capabilities
 from mlspy.group.state import GroupConfig, LeafChecks, Member, ProposalReceived
 from mlspy.group.welcome import verify_group_info
@@ -46,11 +45,11 @@ from mlspy.messages import (
     Proposal,
     Sender,
     SenderType,
+    WireFormat,
     decode_ratchet_tree,
     encode_ratchet_tree,
 )
 from mlspy.messages import RatchetTree as RatchetTreeExtension
-from mlspy.protection import verify_content_signature
 from mlspy.schedule.transcript import interim_transcript_hash
 from mlspy.tree.math import LeafIndex
 from mlspy.tree.ratchet_tree import RatchetTree
@@ -238,18 +237,11 @@ class PublicGroup:
         msg = decode_message(message)
         pm = msg.public_message
         if pm is None:
-            raise FramingError("a public group can only follow PublicMessages")
-        fc = pm.content
-        if fc.group_id != self._context.group_id:
-            raise EpochError("message for another group")
-        if fc.epoch != self._context.epoch:
-            raise EpochError(f"message for epoch {fc.epoch}, current is {self._context.epoch}")
-        if fc.content_type == ContentType.application:
-            raise FramingError("application data must be a PrivateMessage")
-        key = sender_signature_key(self._context, self._tree, fc)
-        content = pm.authenticated_content()
-        verify_content_signature(self._cs, key, content, self._context)
-        return content
+            raise FramingError(
+                "a public group can only follow PublicMessages",
+                rule="FR-04" if msg.wire_format == WireFormat.mls_welcome else "FR-03",
+            )
+        return verify_public_message(self._cs, pm, self._context, self._tree, None)
 
     def process(self, message: bytes | MLSMessage) -> ProposalReceived | ValidatedCommit:
         """Validate a PublicMessage proposal (then cached) or commit (staged: current after

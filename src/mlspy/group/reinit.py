@@ -9,7 +9,6 @@ suite, a subset of the members). Joiners pass the old group's resumption PSKs to
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from mlspy.errors import GroupStateError, UsageError, WelcomeError
@@ -49,7 +48,7 @@ def _successor(
     )
     new.add_resumption_psk(old.group_id, old.epoch, psk)
     psk_id = PreSharedKeyID.resumption(
-        usage, old.group_id, old.epoch, os.urandom(new.cipher_suite.nh)
+        usage, old.group_id, old.epoch, new.config.provider.random(new.cipher_suite.nh)
     )
     proposals = [Proposal(Add(as_key_package(kp))) for kp in key_packages]
     proposals.append(Proposal(PreSharedKey(psk_id)))
@@ -95,10 +94,11 @@ def branch(
     """Branch a subgroup of ``old`` with some of its members' new KeyPackages (§11.3)."""
     if not old.active:
         raise GroupStateError("cannot branch from a group we no longer belong to")
+    provider = (config or old.config).provider
     return _successor(
         old,
         old.identity,
-        group_id if group_id is not None else os.urandom(old.cipher_suite.nh),
+        group_id if group_id is not None else provider.random(old.cipher_suite.nh),
         old.extensions,
         key_packages,
         ResumptionPSKUsage.branch,
@@ -117,29 +117,40 @@ def check_successor(new: Group, old: Group) -> None:
         and p.usage in (ResumptionPSKUsage.reinit, ResumptionPSKUsage.branch)
     ]
     if len(links) != 1 or links[0].psk_group_id != old.group_id:
-        raise WelcomeError("the new group does not name the old group in a resumption PSK")
+        raise WelcomeError(
+            "the new group does not name the old group in a resumption PSK", rule="RB-03"
+        )
     if new.epoch != 1:
-        raise WelcomeError("a successor group must start at epoch 1")
+        raise WelcomeError("a successor group must start at epoch 1", rule="RB-02")
     if links[0].usage == ResumptionPSKUsage.reinit:
-        reinit = old.reinit
-        if reinit is None:
-            raise WelcomeError("the old group's last commit was not a ReInit")
-        ctx = new.context
-        if (
-            ctx.group_id != reinit.group_id
-            or ctx.version != reinit.version
-            or ctx.cipher_suite != reinit.cipher_suite
-            or ctx.extensions != reinit.extensions
-        ):
-            raise WelcomeError("the new group does not match the ReInit proposal")
-        new_ids = {m.credential for m in new.members()}
-        if any(m.credential not in new_ids for m in old.members()):
-            raise WelcomeError("a reinitialized group must keep every member of the old one")
+        _check_reinit_successor(new, old)
     else:
-        if new.context.cipher_suite != old.context.cipher_suite or (
-            new.context.version != old.context.version
-        ):
-            raise WelcomeError("a branch keeps the version and cipher suite")
-        old_ids = {m.credential for m in old.members()}
-        if any(m.credential not in old_ids for m in new.members()):
-            raise WelcomeError("a branch may only contain members of the old group")
+        _check_branch(new, old)
+
+
+def _check_reinit_successor(new: Group, old: Group) -> None:
+    """§11.2: the ReInit's group id, version, suite and extensions, and every old member."""
+    reinit = old.reinit
+    if reinit is None:
+        raise WelcomeError("the old group's last commit was not a ReInit", rule="RB-04")
+    ctx = new.context
+    expected = (reinit.group_id, reinit.version, reinit.cipher_suite, reinit.extensions)
+    if (ctx.group_id, ctx.version, ctx.cipher_suite, ctx.extensions) != expected:
+        raise WelcomeError("the new group does not match the ReInit proposal", rule="RB-05")
+    new_ids = {m.credential for m in new.members()}
+    if any(m.credential not in new_ids for m in old.members()):
+        raise WelcomeError(
+            "a reinitialized group must keep every member of the old one", rule="RB-06"
+        )
+
+
+def _check_branch(new: Group, old: Group) -> None:
+    """§11.3: the same version and suite, and only members of the old group."""
+    if (new.context.cipher_suite, new.context.version) != (
+        old.context.cipher_suite,
+        old.context.version,
+    ):
+        raise WelcomeError("a branch keeps the version and cipher suite", rule="RB-07")
+    old_ids = {m.credential for m in old.members()}
+    if any(m.credential not in old_ids for m in new.members()):
+        raise WelcomeError("a branch may only contain members of the old group", rule="RB-08")

@@ -17,6 +17,12 @@ the group; and the *ratchet part*, the secret trees of the current and retained 
 every application message advances and which stays small. A store that keeps them under two
 keys writes only the ratchet part per application message instead of the whole group.
 
+Not stored, and passed again when loading (:func:`attach`): the Authentication Service hook,
+the provider (randomness and time, :mod:`mlspy.provider`) and an external signer. An identity
+whose key lives with an external signer (``SigningIdentity.external``) is stored with an empty
+private key — representable in every format version — and loading it without the signer is a
+:class:`UsageError`.
+
 The encoding holds secrets: store it only where the application keeps secrets (the SQLite
 store can encrypt it at rest).
 """
@@ -28,8 +34,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from mlspy.codec import Reader, Writer, decode_all, write_struct
-from mlspy.crypto import suite
-from mlspy.errors import DecodeError, StorageError, TreeError
+from mlspy.credentials import CredentialValidator
+from mlspy.crypto import MessageSigner, suite
+from mlspy.errors import DecodeError, StorageError, TreeError, UsageError
 from mlspy.group.identity import SigningIdentity
 from mlspy.group.member_state import Lifecycle, MemberState, PastEpochs
 from mlspy.group.proposals import QueuedProposal
@@ -48,6 +55,7 @@ from mlspy.messages import (
     encode_ratchet_tree,
 )
 from mlspy.messages.extension import read_extensions, write_extensions
+from mlspy.provider import Provider
 from mlspy.schedule.key_schedule import EpochSecrets
 from mlspy.schedule.secret_tree import SecretTree, decode_secret_tree, encode_secret_tree
 from mlspy.tree.math import LeafIndex, NodeIndex
@@ -128,7 +136,8 @@ def _read_config(r: Reader, version: int) -> GroupConfig:
 def _write_identity(w: Writer, i: SigningIdentity) -> None:
     w.uint16(i.cipher_suite)
     i.credential.encode_to(w)
-    w.opaque(i.signature_private_key)
+    # An external signer keeps its key: the identity is stored with an empty private key.
+    w.opaque(b"" if i.signer is not None else i.signature_private_key)
     w.opaque(i.signature_key)
     i.capabilities.encode_to(w)
     write_extensions(w, i.leaf_extensions)
@@ -375,11 +384,19 @@ def serialize_ratchet_part(state: MemberState) -> bytes:
     return w.getvalue()
 
 
-def deserialize_state_parts(epoch_part: bytes, ratchet_part: bytes) -> MemberState:
-    """Restore a state saved by :func:`serialize_state_parts` (parts version 1 or 2).
+def deserialize_state_parts(
+    epoch_part: bytes,
+    ratchet_part: bytes,
+    *,
+    credential_validator: CredentialValidator | None = None,
+    provider: Provider | None = None,
+    signer: MessageSigner | None = None,
+) -> MemberState:
+    """Restore a state saved by :func:`serialize_state_parts` (parts version 1 or 2),
+    re-attaching what is not stored (see :func:`attach`).
 
     Raises :class:`StorageError` for data that is not such a pair, or parts of two different
-    states."""
+    states; :class:`UsageError` as :func:`deserialize_state` does."""
     versions = []
     for data, magic in ((epoch_part, EPOCH_PART_MAGIC), (ratchet_part, RATCHET_PART_MAGIC)):
         if len(data) < 6 or data[:4] != magic:
@@ -417,7 +434,9 @@ def deserialize_state_parts(epoch_part: bytes, ratchet_part: bytes) -> MemberSta
         raise StorageError(f"corrupt stored group state: {exc}") from exc
     if trees:
         raise StorageError(f"{mismatch} (secret trees of epochs {sorted(trees)} left over)")
-    return state
+    return attach(
+        state, credential_validator=credential_validator, provider=provider, signer=signer
+    )
 
 
 def _write_body(
@@ -439,10 +458,55 @@ def _write_body(
     w.vector(st.welcome_psks, write_struct)
 
 
-def deserialize_state(data: bytes) -> MemberState:
-    """Restore a state saved by :func:`serialize_state` (any supported format version).
+def deserialize_state(
+    data: bytes,
+    *,
+    credential_validator: CredentialValidator | None = None,
+    provider: Provider | None = None,
+    signer: MessageSigner | None = None,
+) -> MemberState:
+    """Restore a state saved by :func:`serialize_state` (any supported format version),
+    re-attaching what is not stored (see :func:`attach`).
 
-    Raises :class:`StorageError` for data that is not a stored group state."""
+    Raises :class:`StorageError` for data that is not a stored group state, and
+    :class:`UsageError` for a state whose identity signs with an external signer when no
+    ``signer`` is given."""
+    state = _decode_state(data)
+    return attach(
+        state, credential_validator=credential_validator, provider=provider, signer=signer
+    )
+
+
+def attach(
+    state: MemberState,
+    *,
+    credential_validator: CredentialValidator | None = None,
+    provider: Provider | None = None,
+    signer: MessageSigner | None = None,
+) -> MemberState:
+    """Give a freshly loaded ``state`` what is never stored: the Authentication Service hook,
+    the provider (default: the system's) and an external signer. A state stored with an
+    empty private key belongs to an identity with an external signer: it needs ``signer``
+    (:class:`UsageError` without it), whose public key must be the identity's."""
+    identity = state.identity
+    if signer is not None:
+        if bytes(signer.public_key) != identity.signature_key:
+            raise UsageError("the signer's public key is not the stored identity's signature key")
+        state.identity = replace(identity, signer=signer)
+    elif not identity.signature_private_key:
+        raise UsageError(
+            "this group state signs with an external signer (its private key is not stored): "
+            "pass the signer when loading it (Group.from_bytes(data, signer=...))"
+        )
+    if credential_validator is not None:
+        state.config = replace(state.config, credential_validator=credential_validator)
+    if provider is not None:
+        state.config = replace(state.config, provider=provider)
+    return state
+
+
+def _decode_state(data: bytes) -> MemberState:
+    """The stored state as it is, nothing attached."""
     version = format_version(bytes(data))
     if version < 1:
         raise StorageError(f"stored format version {version} is not an mlspy format")
@@ -467,7 +531,7 @@ def migrate(data: bytes) -> bytes:
     this reads it and writes it anew)."""
     if format_version(data) == FORMAT_VERSION:
         return data
-    return serialize_state(deserialize_state(data))
+    return serialize_state(_decode_state(data))
 
 
 def _read_state(r: Reader, version: int, secret_trees: _TreeSource | None = None) -> MemberState:
@@ -519,6 +583,7 @@ def _read_state(r: Reader, version: int, secret_trees: _TreeSource | None = None
 
 __all__ = [
     "FORMAT_VERSION",
+    "attach",
     "deserialize_state",
     "deserialize_state_parts",
     "format_version",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -23,6 +22,7 @@ from mlspy.messages import (
     Sender,
     WireFormat,
 )
+from mlspy.provider import DEFAULT_PROVIDER, Provider
 from mlspy.schedule.key_schedule import EpochSecrets, advance_epoch, secrets_from_epoch_secret
 from mlspy.schedule.secret_tree import DEFAULT_MAX_FORWARD, DEFAULT_MAX_RETAINED, SecretTree
 from mlspy.schedule.transcript import confirmation_tag, interim_transcript_hash
@@ -55,7 +55,14 @@ class GroupConfig:
     ``handshake_wire_format`` is the default for proposals and commits; a single call may ask
     for the other one where ``allow_wire_format_override`` allows it. ``max_leaf_lifetime`` is
     the application's maximum total LeafNode lifetime of §7.2 (None: no maximum, for peers
-    that issue leaves valid from 0 to 2^64-1)."""
+    that issue leaves valid from 0 to 2^64-1).
+
+    ``provider`` (:mod:`mlspy.provider`) is the one source of randomness and time for
+    everything the group does: group ids, epoch and path secrets, HPKE keys and
+    encapsulations, PSK nonces, reuse guards, leaf lifetimes and lifetime checks. The default
+    is the system's (``os.urandom``, the system clock); a
+    :class:`~mlspy.provider.SeededProvider` makes a run reproducible. ``clock`` is kept for
+    compatibility: when set it overrides ``provider.now``."""
 
     handshake_wire_format: WireFormat = WireFormat.mls_public_message
     padding_block: int = 0
@@ -68,13 +75,22 @@ class GroupConfig:
     max_resumption_psks: int = 16
     max_leaf_lifetime: int | None = MAX_LEAF_LIFETIME
     allow_wire_format_override: bool = True
-    clock: Callable[[], int] = field(default=lambda: int(time.time()), compare=False)
+    # Kept for compatibility: a clock overriding ``provider.now`` (None: the provider's).
+    clock: Callable[[], int] | None = field(default=None, compare=False)
     # The Authentication Service hook (§5.3.1): asked about every leaf we join with and every
     # new or changed leaf. Not stored with the state; pass it again when loading.
     credential_validator: CredentialValidator | None = field(default=None, compare=False)
+    # Randomness and time (mlspy.provider). Not stored with the state; pass it again when
+    # loading (``Group.from_bytes(..., provider=...)``).
+    provider: Provider = field(default=DEFAULT_PROVIDER, compare=False)
+
+    def current_time(self) -> int:
+        """The time (seconds since the Unix epoch): ``clock`` if set, else ``provider.now``."""
+        return self.clock() if self.clock is not None else self.provider.now()
 
     def now(self) -> int | None:
-        return self.clock() if self.check_lifetimes else None
+        """The time for lifetime checks; None when ``check_lifetimes`` is off."""
+        return self.current_time() if self.check_lifetimes else None
 
     def leaf_checks(self) -> LeafChecks:
         return LeafChecks(self.now(), self.max_leaf_lifetime, self.credential_validator)

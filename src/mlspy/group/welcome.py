@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mlspy.crypto import CipherSuiteProvider, suite
+from mlspy.crypto import CipherSuiteProvider, MessageSigner, Rng, suite
 from mlspy.errors import (
     CryptoError,
     DecodeError,
@@ -54,7 +54,7 @@ PskLookup = Callable[[PreSharedKeyID], bytes | None]
 
 def sign_group_info(
     cs: CipherSuiteProvider,
-    signature_private_key: bytes,
+    signature_private_key: bytes | MessageSigner,
     context: GroupContext,
     extensions: tuple[Extension, ...],
     confirmation_tag: bytes,
@@ -65,15 +65,22 @@ def sign_group_info(
     return GroupInfo(context, extensions, confirmation_tag, signer, signature)
 
 
-def verify_group_info(cs: CipherSuiteProvider, group_info: GroupInfo, tree: RatchetTree) -> None:
-    """The GroupInfo signature, by the leaf at ``signer`` (§12.4.3.1)."""
+def verify_group_info(
+    cs: CipherSuiteProvider,
+    group_info: GroupInfo,
+    tree: RatchetTree,
+    *,
+    signature_rule: str = "WG-06",
+) -> None:
+    """The GroupInfo signature, by the leaf at ``signer`` (§12.4.3.1). ``signature_rule`` is
+    the catalogue id of a bad signature (an external joiner's check is catalogued apart)."""
     signer = tree.leaf(LeafIndex(group_info.signer))
     if signer is None:
-        raise GroupInfoError(f"GroupInfo signer {group_info.signer} is not a member")
+        raise GroupInfoError(f"GroupInfo signer {group_info.signer} is not a member", rule="WG-07")
     if not cs.verify_with_label(
         signer.signature_key, GROUP_INFO_TBS, group_info.tbs(), group_info.signature
     ):
-        raise GroupInfoError("GroupInfo signature does not verify")
+        raise GroupInfoError("GroupInfo signature does not verify", rule=signature_rule)
 
 
 def resolve_psks(
@@ -86,7 +93,10 @@ def resolve_psks(
     for psk_id in psk_ids:
         value = lookup(psk_id)
         if value is None:
-            raise PskError("a PSK named by the group is not available to this client")
+            raise PskError(
+                "a PSK named by the group is not available to this client",
+                rule="PS-01" if psk_id.psktype == PSKType.external else "PS-02",
+            )
         pairs.append((psk_id.encode(), value))
     return compute_psk_secret(cs, pairs)
 
@@ -106,9 +116,12 @@ def create_welcome(
     new_members: Sequence[NewMember],
     committer: LeafIndex,
     path_secrets: dict[NodeIndex, bytes] | None,
+    *,
+    rng: Rng | None = None,
 ) -> Welcome:
     """Encrypt the GroupInfo under the welcome key and the GroupSecrets to each new member's
-    init key, with the path secret of its lowest common ancestor with the committer."""
+    init key, with the path secret of its lowest common ancestor with the committer; ``rng``
+    draws the HPKE encapsulations (the provider's)."""
     welcome_secret = compute_welcome_secret(cs, joiner_secret, psk_secret)
     key, nonce = welcome_key_nonce(cs, welcome_secret)
     encrypted_group_info = cs.aead_seal(key, nonce, b"", group_info.encode())
@@ -121,7 +134,11 @@ def create_welcome(
                 path_secret = PathSecret(path_secrets[lca])
         group_secrets = GroupSecrets(joiner_secret, path_secret, tuple(psk_ids))
         kem_output, ct = cs.encrypt_with_label(
-            member.key_package.init_key, WELCOME, encrypted_group_info, group_secrets.encode()
+            member.key_package.init_key,
+            WELCOME,
+            encrypted_group_info,
+            group_secrets.encode(),
+            rng=rng,
         )
         secrets.append(
             EncryptedGroupSecrets(
@@ -144,16 +161,19 @@ class JoinedEpoch:
 
 def _decode_tree(
     cs: CipherSuiteProvider, group_info: GroupInfo, ratchet_tree: RatchetTree | None
-) -> RatchetTree:
+) -> tuple[RatchetTree, bool]:
+    """The tree of the GroupInfo's extension, else the one given out of band (then True)."""
     try:
         ext = RatchetTreeExtension.find_in(group_info.extensions)
     except DecodeError as exc:
-        raise WelcomeError(f"malformed ratchet_tree extension: {exc}") from None
+        raise WelcomeError(f"malformed ratchet_tree extension: {exc}", rule="WG-11") from exc
     if ext is not None:
-        return RatchetTree.from_nodes(cs, ext.ratchet_tree)
+        return RatchetTree.from_nodes(cs, ext.ratchet_tree), False
     if ratchet_tree is None:
-        raise WelcomeError("no ratchet_tree extension: the tree must be provided out of band")
-    return ratchet_tree.copy()
+        raise WelcomeError(
+            "no ratchet_tree extension: the tree must be provided out of band", rule="WG-10"
+        )
+    return ratchet_tree.copy(), True
 
 
 def join_from_welcome(
@@ -169,11 +189,17 @@ def join_from_welcome(
     try:
         cs = suite(welcome.cipher_suite)
     except MLSError as exc:
-        raise WelcomeError(str(exc)) from None
+        raise WelcomeError(str(exc), rule="WG-03") from exc
     by_ref = {b.ref(): b for b in bundles if b.key_package.cipher_suite == welcome.cipher_suite}
     entry = next((s for s in welcome.secrets if s.new_member in by_ref), None)
     if entry is None:
-        raise WelcomeError("the Welcome has no entry for any of our KeyPackages")
+        # An entry for one of our KeyPackages of another cipher suite breaks WG-02.
+        ours = {b.ref() for b in bundles}
+        other_suite = any(s.new_member in ours for s in welcome.secrets)
+        raise WelcomeError(
+            "the Welcome has no entry for any of our KeyPackages",
+            rule="WG-02" if other_suite else "WG-01",
+        )
     bundle = by_ref[entry.new_member]
     try:
         plaintext = cs.decrypt_with_label(
@@ -183,8 +209,8 @@ def join_from_welcome(
             entry.encrypted_group_secrets.kem_output,
             entry.encrypted_group_secrets.ciphertext,
         )
-    except CryptoError:
-        raise WelcomeError("cannot decrypt our GroupSecrets") from None
+    except CryptoError as exc:
+        raise WelcomeError("cannot decrypt our GroupSecrets", rule="WG-04") from exc
     group_secrets = GroupSecrets.decode(plaintext)
     reinit_or_branch = [
         p
@@ -193,23 +219,23 @@ def join_from_welcome(
         and p.usage in (ResumptionPSKUsage.reinit, ResumptionPSKUsage.branch)
     ]
     if len(reinit_or_branch) > 1:
-        raise WelcomeError("more than one reinit/branch resumption PSK")
+        raise WelcomeError("more than one reinit/branch resumption PSK", rule="RB-01")
     psk_secret = resolve_psks(cs, group_secrets.psks, psk_lookup)
     welcome_secret = compute_welcome_secret(cs, group_secrets.joiner_secret, psk_secret)
     key, nonce = welcome_key_nonce(cs, welcome_secret)
     try:
         group_info = GroupInfo.decode(cs.aead_open(key, nonce, b"", welcome.encrypted_group_info))
-    except CryptoError:
-        raise WelcomeError("cannot decrypt the GroupInfo") from None
+    except CryptoError as exc:
+        raise WelcomeError("cannot decrypt the GroupInfo", rule="WG-05") from exc
     context = group_info.group_context
     if context.cipher_suite != bundle.key_package.cipher_suite:
-        raise WelcomeError("the group's cipher suite is not our KeyPackage's")
+        raise WelcomeError("the group's cipher suite is not our KeyPackage's", rule="WG-08")
     if context.version != bundle.key_package.version:
-        raise WelcomeError("the group's protocol version is not our KeyPackage's")
+        raise WelcomeError("the group's protocol version is not our KeyPackage's", rule="WG-09")
     if reinit_or_branch and context.epoch != 1:
-        raise WelcomeError("a reinit/branch Welcome must start at epoch 1")
+        raise WelcomeError("a reinit/branch Welcome must start at epoch 1", rule="RB-02")
 
-    tree = _decode_tree(cs, group_info, ratchet_tree(cs) if ratchet_tree else None)
+    tree, out_of_band = _decode_tree(cs, group_info, ratchet_tree(cs) if ratchet_tree else None)
     verify_group_info(cs, group_info, tree)
     validate_tree(
         tree,
@@ -219,12 +245,13 @@ def join_from_welcome(
         now=config.now(),
         max_lifetime=config.max_leaf_lifetime,
         credential_validator=config.credential_validator,
+        tree_hash_rule="TR-02" if out_of_band else "TR-01",
     )
     own_leaf = next((i for i, leaf in tree.leaves() if leaf == bundle.key_package.leaf_node), None)
     if own_leaf is None:
-        raise WelcomeError("our KeyPackage's leaf is not in the tree")
+        raise WelcomeError("our KeyPackage's leaf is not in the tree", rule="WG-12")
     # We must support every extension of the group we join (§12.4.3, §13.4).
-    check_leaf_supports_group(bundle.key_package.leaf_node, context.extensions)
+    check_leaf_supports_group(bundle.key_package.leaf_node, context.extensions, rule="WG-17")
 
     private = TreePrivateKeys(own_leaf, {NodeIndex(2 * own_leaf): bundle.encryption_private_key})
     if group_secrets.path_secret is not None:
@@ -237,7 +264,7 @@ def join_from_welcome(
     if not cs.verify_mac(
         secrets.confirmation_key, context.confirmed_transcript_hash, group_info.confirmation_tag
     ):
-        raise WelcomeError("the GroupInfo confirmation tag does not verify")
+        raise WelcomeError("the GroupInfo confirmation tag does not verify", rule="WG-16")
     return JoinedEpoch(epoch, own_leaf, group_info, group_secrets), bundle
 
 
@@ -251,10 +278,10 @@ def _install_path_secret(
     """Keys from the common ancestor with the committer up to the root: every non-blank node
     above it is the next node of the committer's filtered direct path (§12.4.3.1)."""
     if signer == private.leaf:
-        raise WelcomeError("the GroupInfo signer is ourselves")
+        raise WelcomeError("the GroupInfo signer is ourselves", rule="WG-15")
     lca = common_ancestor(NodeIndex(2 * private.leaf), NodeIndex(2 * signer))
     if tree.is_blank(lca):
-        raise WelcomeError("a path secret was sent but our common ancestor is blank")
+        raise WelcomeError("a path secret was sent but our common ancestor is blank", rule="WG-14")
     secret = path_secret
     for x in [lca, *direct_path(lca, tree.n_leaves)]:
         public = tree.encryption_key(x)
@@ -262,7 +289,9 @@ def _install_path_secret(
             continue
         priv, pub = node_key_pair(cs, secret)
         if pub != public:
-            raise WelcomeError(f"the path secret does not derive node {x}'s public key")
+            raise WelcomeError(
+                f"the path secret does not derive node {x}'s public key", rule="WG-13"
+            )
         private.keys[x] = priv
         secret = next_path_secret(cs, secret)
 

@@ -243,7 +243,7 @@ class PrivateMessageContent:
         n = len(padding)
         if n and padding.count(0) != n:
             at = start + next(i for i, b in enumerate(padding) if b)
-            raise PaddingError(f"nonzero padding byte at offset {at}")
+            raise PaddingError(f"nonzero padding byte at offset {at}", rule="FR-16")
         return cls(content_type, app, proposal, commit, auth, n)
 
     @classmethod

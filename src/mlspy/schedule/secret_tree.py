@@ -114,7 +114,7 @@ class SecretTree:
         With ``consume=False`` the secret is derived without changing the tree: a message
         that fails authentication afterwards must leave the state exactly as it was."""
         if not 0 <= leaf < self._n_leaves:
-            raise SecretTreeError(f"leaf {leaf} is outside the secret tree")
+            raise SecretTreeError(f"leaf {leaf} is outside the secret tree", rule="ST-07")
         target = NodeIndex(2 * leaf)
         # Find the lowest stored ancestor-or-self; walk down from the root.
         node = root(self._n_leaves)
@@ -182,7 +182,7 @@ class SecretTree:
         generation lies beyond the forward window.
         """
         if not 0 <= leaf < self._n_leaves:
-            raise SecretTreeError(f"sender leaf {leaf} is outside the group")
+            raise SecretTreeError(f"sender leaf {leaf} is outside the group", rule="ST-07")
         r = self._ratchets.get((leaf, ratchet_type))
         if r is None:
             # The ratchet roots are derived without consuming tree secrets: only
@@ -194,12 +194,13 @@ class SecretTree:
             cached = r.retained.get(generation) if r.retained else None
             if cached is None:
                 raise SecretTreeError(
-                    f"key for generation {generation} was already used or is too old"
+                    f"key for generation {generation} was already used or is too old", rule="ST-01"
                 )
             return Lookup(leaf, ratchet_type, RatchetKey(generation, *cached), None, ())
         if generation - r.generation > self._max_forward:
             raise SecretTreeError(
-                f"generation {generation} is more than {self._max_forward} ahead of {r.generation}"
+                f"generation {generation} is more than {self._max_forward} ahead of {r.generation}",
+                rule="ST-05",
             )
         cs = self._cs
         secret = r.secret
@@ -218,11 +219,11 @@ class SecretTree:
         g = found.key.generation
         if found.next_secret is None:
             if r.retained is None or r.retained.pop(g, None) is None:
-                raise SecretTreeError(f"key for generation {g} was already used")
+                raise SecretTreeError(f"key for generation {g} was already used", rule="ST-03")
             return
         if g < r.generation:
             # Another lookup of the same generation was consumed first: a replay.
-            raise SecretTreeError(f"key for generation {g} was already used")
+            raise SecretTreeError(f"key for generation {g} was already used", rule="ST-03")
         if found.skipped:
             if r.retained is None:
                 r.retained = {}

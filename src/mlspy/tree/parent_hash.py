@@ -89,4 +89,4 @@ def verify_parent_hashes(tree: RatchetTree) -> None:
             if linked:
                 break
         if not linked:
-            raise ParentHashError(f"parent node {p} is not parent-hash valid")
+            raise ParentHashError(f"parent node {p} is not parent-hash valid", rule="TR-03")

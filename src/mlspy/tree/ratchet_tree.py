@@ -87,7 +87,7 @@ class RatchetTree:
         leaves must sit at even and parents at odd positions.
         """
         if not nodes or nodes[-1] is None:
-            raise TreeError("the last node of a ratchet_tree must be non-blank")
+            raise TreeError("the last node of a ratchet_tree must be non-blank", rule="TR-10")
         width = 1
         while node_width(width) < len(nodes):
             width *= 2
@@ -102,11 +102,11 @@ class RatchetTree:
                 continue
             if x & 1 == 0:
                 if node.node_type != NodeType.leaf or node.leaf_node is None:
-                    raise TreeError(f"node {x} must be a leaf node")
+                    raise TreeError(f"node {x} must be a leaf node", rule="TR-11")
                 leaves[x >> 1] = node.leaf_node
             else:
                 if node.node_type != NodeType.parent or node.parent_node is None:
-                    raise TreeError(f"node {x} must be a parent node")
+                    raise TreeError(f"node {x} must be a parent node", rule="TR-11")
                 parents[x >> 1] = node.parent_node
         return cls(cs, leaves, parents)
 

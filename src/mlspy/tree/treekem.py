@@ -20,11 +20,11 @@ private keys of the nodes on its direct path that it knows.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 
-from mlspy.crypto import CipherSuiteProvider
+from mlspy.crypto import CipherSuiteProvider, MessageSigner
+from mlspy.crypto.rng import draw
 from mlspy.errors import CryptoError, ParentHashError, UpdatePathError, UsageError
 from mlspy.messages import (
     Capabilities,
@@ -107,12 +107,13 @@ class CreatedUpdatePath:
 
 def sign_leaf_node(
     cs: CipherSuiteProvider,
-    signature_private_key: bytes,
+    signature_private_key: bytes | MessageSigner,
     leaf: LeafNode,
     group_id: bytes | None,
     leaf_index: int | None,
 ) -> LeafNode:
-    """Return ``leaf`` with its signature over LeafNodeTBS (§7.2) replaced."""
+    """Return ``leaf`` with its signature over LeafNodeTBS (§7.2) replaced; the key is the
+    raw private key or a :class:`~mlspy.crypto.MessageSigner`."""
     unsigned = replace(leaf, signature=b"")
     signature = cs.sign_with_label(
         signature_private_key, LEAF_NODE_TBS, unsigned.tbs(group_id, leaf_index)
@@ -130,7 +131,7 @@ def create_update_path(
     tree: RatchetTree,
     leaf: LeafIndex,
     params: LeafNodeParams,
-    signature_private_key: bytes,
+    signature_private_key: bytes | MessageSigner,
     group_id: bytes,
     context_for: Callable[[bytes], bytes],
     *,
@@ -157,10 +158,7 @@ def create_update_path(
 
     leaf_priv, leaf_pub = cs.hpke_key_pair(rng=rng)
     private = TreePrivateKeys(leaf, {NodeIndex(2 * leaf): leaf_priv})
-    if path_secret is not None:
-        secret = path_secret
-    else:
-        secret = rng(cs.nh) if rng is not None else os.urandom(cs.nh)
+    secret = path_secret if path_secret is not None else draw(rng, cs.nh)
     secrets: dict[NodeIndex, bytes] = {}
     publics: list[bytes] = []
     for x in fdp:
@@ -235,40 +233,48 @@ def merge_update_path(
     if current is None:
         raise UpdatePathError(f"the committer's leaf {sender} is blank")
     if path.leaf_node.leaf_node_source != LeafNodeSource.commit:
-        raise UpdatePathError("an UpdatePath leaf_node must have leaf_node_source commit")
+        raise UpdatePathError(
+            "an UpdatePath leaf_node must have leaf_node_source commit", rule="LN-19"
+        )
     # Blanking the direct path does not change any copath resolution, so the filtered direct
     # path and resolutions can be computed before mutating.
     fdp = tree.filtered_direct_path(sender)
     if len(path.nodes) != len(fdp):
         raise UpdatePathError(
-            f"UpdatePath has {len(path.nodes)} nodes, the filtered direct path {len(fdp)}"
+            f"UpdatePath has {len(path.nodes)} nodes, the filtered direct path {len(fdp)}",
+            rule="CM-15",
         )
     for x, node in zip(fdp, path.nodes, strict=True):
         expected = len(_excluding(tree.resolution(tree.copath_child(x, sender)), excluded_leaves))
         if len(node.encrypted_path_secret) != expected:
             raise UpdatePathError(
                 f"node {x} has {len(node.encrypted_path_secret)} ciphertexts for a resolution "
-                f"of {expected}"
+                f"of {expected}",
+                rule="CM-16",
             )
     new_keys = [path.leaf_node.encryption_key, *(n.encryption_key for n in path.nodes)]
     if not joiner and path.leaf_node.encryption_key == current.encryption_key:
-        raise UpdatePathError("the committer's new leaf must have a new encryption key")
+        raise UpdatePathError(
+            "the committer's new leaf must have a new encryption key", rule="LN-21"
+        )
     if len(set(new_keys)) != len(new_keys):
         raise UpdatePathError("an UpdatePath repeats a public key")
     for key in new_keys:
         holder = tree.find_encryption_key(key)
         if holder is not None and holder != 2 * sender:
-            raise UpdatePathError(f"UpdatePath key already used by node {holder}")
+            raise UpdatePathError(f"UpdatePath key already used by node {holder}", rule="CM-19")
         try:
             cs.hpke.validate_public(key)
-        except CryptoError:
-            raise UpdatePathError("UpdatePath carries an invalid public key") from None
+        except CryptoError as exc:
+            raise UpdatePathError("UpdatePath carries an invalid public key", rule="CM-20") from exc
     tree.blank_direct_path(sender)
     for x, node in zip(fdp, path.nodes, strict=True):
         tree.set_parent(x, ParentNode(node.encryption_key, b"", ()))
     _, leaf_parent_hash = path_parent_hashes(tree, sender, fdp)
     if path.leaf_node.parent_hash != leaf_parent_hash:
-        raise ParentHashError("the committer's leaf parent_hash does not match its path")
+        raise ParentHashError(
+            "the committer's leaf parent_hash does not match its path", rule="CM-21"
+        )
     tree.set_leaf(sender, path.leaf_node)
     return fdp
 
@@ -295,13 +301,14 @@ def decrypt_update_path(
     lca = common_ancestor(NodeIndex(2 * me), NodeIndex(2 * sender))
     try:
         index = fdp.index(lca)
-    except ValueError:
-        raise UpdatePathError("our common ancestor with the committer is not on its path") from None
+    except ValueError as exc:
+        raise UpdatePathError("our common ancestor with the committer is not on its path") from exc
     resolution = _excluding(tree.resolution(tree.copath_child(lca, sender)), excluded_leaves)
     ciphertexts = path.nodes[index].encrypted_path_secret
     if len(ciphertexts) != len(resolution):
         raise UpdatePathError(
-            f"node {lca} has {len(ciphertexts)} ciphertexts for a resolution of {len(resolution)}"
+            f"node {lca} has {len(ciphertexts)} ciphertexts for a resolution of {len(resolution)}",
+            rule="CM-16",
         )
     found = next(
         ((pos, private.keys[x]) for pos, x in enumerate(resolution) if x in private.keys), None
@@ -314,8 +321,10 @@ def decrypt_update_path(
         path_secret = cs.decrypt_with_label(
             key, UPDATE_PATH_NODE, context, ct.kem_output, ct.ciphertext
         )
-    except CryptoError:
-        raise UpdatePathError("cannot decrypt the path secret addressed to us") from None
+    except CryptoError as exc:
+        raise UpdatePathError(
+            "cannot decrypt the path secret addressed to us", rule="CM-17"
+        ) from exc
 
     updated = private.copy()
     for x in tree.direct_path(sender):
@@ -324,7 +333,9 @@ def decrypt_update_path(
     for k in range(index, len(fdp)):
         priv, pub = node_key_pair(cs, secret)
         if pub != path.nodes[k].encryption_key:
-            raise UpdatePathError(f"derived public key of node {fdp[k]} does not match")
+            raise UpdatePathError(
+                f"derived public key of node {fdp[k]} does not match", rule="CM-18"
+            )
         updated.keys[fdp[k]] = priv
         secret = next_path_secret(cs, secret)
     updated.prune(tree)

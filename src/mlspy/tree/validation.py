@@ -7,9 +7,10 @@ so validating a tree of n leaves costs n signature verifications and O(n) set op
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 
-from mlspy.credentials import CredentialValidator
+from mlspy.credentials import CredentialValidator, validate_credential
 from mlspy.crypto import CipherSuiteProvider
 from mlspy.errors import (
     CapabilitiesError,
@@ -39,20 +40,46 @@ DEFAULT_EXTENSION_TYPES = frozenset({1, 2, 3, 4, 5})
 # that issue leaves valid from 0 to 2^64-1).
 MAX_LEAF_LIFETIME = 5 * 365 * 24 * 3600
 
+# The catalogue rule (docs/validation.md) a LeafNode check enforces depends on where the leaf
+# appears: in a KeyPackage, an Update, a commit's path, or (None) a tree being joined.
+_SIGNATURE_RULES = {
+    None: "LN-01",
+    LeafNodeSource.key_package: "KP-03",
+    LeafNodeSource.update: "LN-02",
+    LeafNodeSource.commit: "LN-03",
+}
+_SOURCE_RULES = {
+    LeafNodeSource.key_package: "LN-17",
+    LeafNodeSource.update: "LN-18",
+    LeafNodeSource.commit: "LN-19",
+}
+
+# Which catalogue rule a credential-type support failure breaks, given the leaf that lacks
+# a type in use and the types it lacks (see :func:`check_credential_support`).
+CredentialSupportRule = Callable[[LeafIndex, set[int]], str | None]
+
 
 def verify_leaf_signature(
-    cs: CipherSuiteProvider, leaf: LeafNode, group_id: bytes | None, leaf_index: int | None
+    cs: CipherSuiteProvider,
+    leaf: LeafNode,
+    group_id: bytes | None,
+    leaf_index: int | None,
+    *,
+    rule: str | None = None,
 ) -> None:
-    """Check the LeafNodeTBS signature; update/commit leaves bind group_id and leaf_index."""
+    """Check the LeafNodeTBS signature; update/commit leaves bind group_id and leaf_index.
+    ``rule`` is the catalogue id a failure reports."""
     if leaf.leaf_node_source == LeafNodeSource.key_package:
         tbs = leaf.tbs()
     else:
         if group_id is None or leaf_index is None:
-            raise LeafSignatureError("an update/commit LeafNode needs group_id and leaf_index")
+            raise LeafSignatureError(
+                "an update/commit LeafNode needs group_id and leaf_index", rule=rule
+            )
         tbs = leaf.tbs(group_id, leaf_index)
     if not cs.verify_with_label(leaf.signature_key, LEAF_NODE_TBS, tbs, leaf.signature):
         where = f"leaf {leaf_index}" if leaf_index is not None else "LeafNode"
-        raise LeafSignatureError(f"signature on {where} does not verify")
+        raise LeafSignatureError(f"signature on {where} does not verify", rule=rule)
 
 
 def validate_leaf_node(
@@ -70,48 +97,60 @@ def validate_leaf_node(
 
     ``now`` (seconds since the epoch) enables the clock check for key_package leaves;
     ``max_lifetime`` bounds their total lifetime (§7.2; None: no bound);
-    ``expected_source`` checks where the leaf appears (KeyPackage, Update, Commit).
+    ``expected_source`` checks where the leaf appears (KeyPackage, Update, Commit; None: a
+    leaf of a tree being joined), which also decides the catalogue rule a failure reports.
     """
+    joining = expected_source is None
     if expected_source is not None and leaf.leaf_node_source != expected_source:
         raise LeafNodeSourceError(
-            f"leaf_node_source is {leaf.leaf_node_source.name}, expected {expected_source.name}"
+            f"leaf_node_source is {leaf.leaf_node_source.name}, expected {expected_source.name}",
+            rule=_SOURCE_RULES.get(expected_source),
         )
     caps = leaf.capabilities
     types = [ext.extension_type for ext in leaf.extensions]
     if len(types) != len(set(types)):
-        raise CapabilitiesError("a LeafNode lists an extension type twice (§13.4)")
+        raise CapabilitiesError("a LeafNode lists an extension type twice (§13.4)", rule="LN-27")
     if leaf.credential.credential_type not in caps.credentials:
         raise CredentialTypeError(
             f"the leaf's credential type {leaf.credential.credential_type} is not in its "
-            "capabilities"
+            "capabilities",
+            rule="LN-04",
         )
     for ext in leaf.extensions:
         if ext.extension_type not in DEFAULT_EXTENSION_TYPES and (
             ext.extension_type not in caps.extensions
         ):
             raise CapabilitiesError(
-                f"extension type {ext.extension_type} is used but not in the capabilities"
+                f"extension type {ext.extension_type} is used but not in the capabilities",
+                rule="LN-05",
             )
     if required_capabilities is not None:
         _check_required(leaf, required_capabilities)
     if leaf.lifetime is not None:
-        _check_lifetime(leaf, now, max_lifetime)
-    verify_leaf_signature(cs, leaf, group_id, leaf_index)
+        _check_lifetime(leaf, now, max_lifetime, now_rule="LN-15" if joining else "LN-14")
+    verify_leaf_signature(
+        cs, leaf, group_id, leaf_index, rule=_SIGNATURE_RULES.get(expected_source)
+    )
 
 
-def _check_lifetime(leaf: LeafNode, now: int | None, max_lifetime: int | None) -> None:
+def _check_lifetime(
+    leaf: LeafNode, now: int | None, max_lifetime: int | None, *, now_rule: str
+) -> None:
     lt = leaf.lifetime
     if lt is None:  # pragma: no cover - the caller checks
         return
     if now is not None and not lt.not_before <= now <= lt.not_after:
-        raise LifetimeError(f"now ({now}) is outside [{lt.not_before}, {lt.not_after}]")
+        raise LifetimeError(
+            f"now ({now}) is outside [{lt.not_before}, {lt.not_after}]", rule=now_rule
+        )
     if max_lifetime is not None and lt.not_after - lt.not_before > max_lifetime:
         # §7.2: "Applications MUST define a maximum total lifetime that is acceptable for
         # a LeafNode, and reject any LeafNode where the total lifetime is longer than
         # this duration." A leaf valid for ever would defeat post-compromise security.
         raise LifetimeError(
             f"total lifetime {lt.not_after - lt.not_before} s exceeds the maximum "
-            f"{max_lifetime} s (§7.2)"
+            f"{max_lifetime} s (§7.2)",
+            rule="LN-16",
         )
 
 
@@ -123,12 +162,19 @@ def _check_required(leaf: LeafNode, required: RequiredCapabilities) -> None:
     if missing_ext or missing_prop or missing_cred:
         raise CapabilitiesError(
             "leaf lacks required capabilities: "
-            f"extensions {missing_ext}, proposals {missing_prop}, credentials {missing_cred}"
+            f"extensions {missing_ext}, proposals {missing_prop}, credentials {missing_cred}",
+            rule="TR-12",
         )
 
 
-def check_credential_support(tree: RatchetTree) -> None:
-    """Every credential type in use is supported by every member (§7.3), in O(n)."""
+def check_credential_support(
+    tree: RatchetTree, *, rule: str | CredentialSupportRule | None = None
+) -> None:
+    """Every credential type in use is supported by every member (§7.3), in O(n).
+
+    ``rule`` is the catalogue id a failure reports, or a function of the leaf that lacks a
+    type in use and the types it lacks (whether a new member lacks a type, or a member lacks a
+    new member's type, are different rules)."""
     in_use: set[int] = set()
     supported_by_all: set[int] | None = None
     for _, leaf in tree.leaves():
@@ -143,7 +189,8 @@ def check_credential_support(tree: RatchetTree) -> None:
             lacking = in_use - set(leaf.capabilities.credentials)
             if lacking:
                 raise CredentialTypeError(
-                    f"leaf {i} does not support credential type(s) {sorted(lacking)} in use"
+                    f"leaf {i} does not support credential type(s) {sorted(lacking)} in use",
+                    rule=rule(i, lacking) if callable(rule) else rule,
                 )
 
 
@@ -155,14 +202,20 @@ def check_unique_keys(tree: RatchetTree) -> None:
         x = 2 * i
         other = encryption.setdefault(leaf.encryption_key, x)
         if other != x:
-            raise DuplicateEncryptionKeyError(f"nodes {other} and {x} share an encryption key")
+            raise DuplicateEncryptionKeyError(
+                f"nodes {other} and {x} share an encryption key", rule="TR-08"
+            )
         other_leaf = signature.setdefault(leaf.signature_key, i)
         if other_leaf != i:
-            raise DuplicateSignatureKeyError(f"leaves {other_leaf} and {i} share a signature key")
+            raise DuplicateSignatureKeyError(
+                f"leaves {other_leaf} and {i} share a signature key", rule="TR-09"
+            )
     for x, parent in tree.parents():
         other = encryption.setdefault(parent.encryption_key, x)
         if other != x:
-            raise DuplicateEncryptionKeyError(f"nodes {other} and {x} share an encryption key")
+            raise DuplicateEncryptionKeyError(
+                f"nodes {other} and {x} share an encryption key", rule="TR-07"
+            )
 
 
 def check_unmerged_leaves(tree: RatchetTree) -> None:
@@ -172,20 +225,28 @@ def check_unmerged_leaves(tree: RatchetTree) -> None:
     for p, parent in tree.parents():
         unmerged = parent.unmerged_leaves
         if any(a >= b for a, b in pairwise(unmerged)):
-            raise UnmergedLeafError(f"unmerged_leaves of node {p} are not sorted and unique")
+            raise UnmergedLeafError(
+                f"unmerged_leaves of node {p} are not sorted and unique", rule="TR-05"
+            )
         for u in unmerged:
             leaf_node = NodeIndex(2 * u)
             if u >= n or tree.leaf(LeafIndex(u)) is None:
-                raise UnmergedLeafError(f"unmerged leaf {u} of node {p} is blank or absent")
+                raise UnmergedLeafError(
+                    f"unmerged leaf {u} of node {p} is blank or absent",
+                    rule="TR-05" if u >= n else "TR-04",
+                )
             if not is_in_subtree(leaf_node, p):
-                raise UnmergedLeafError(f"unmerged leaf {u} is not a descendant of node {p}")
+                raise UnmergedLeafError(
+                    f"unmerged leaf {u} is not a descendant of node {p}", rule="TR-04"
+                )
             for x in direct_path(leaf_node, n):
                 if x == p:
                     break
                 between = tree.parent(x)
                 if between is not None and u not in between.unmerged_leaves:
                     raise UnmergedLeafError(
-                        f"node {x} between leaf {u} and node {p} does not list it as unmerged"
+                        f"node {x} between leaf {u} and node {p} does not list it as unmerged",
+                        rule="TR-06",
                     )
 
 
@@ -198,18 +259,21 @@ def validate_tree(
     now: int | None = None,
     max_lifetime: int | None = MAX_LEAF_LIFETIME,
     credential_validator: CredentialValidator | None = None,
+    tree_hash_rule: str = "TR-01",
 ) -> None:
     """Validate a ratchet tree received when joining (§12.4.3.1).
 
     Checks the tree hash, that every parent is parent-hash valid, every leaf (§7.3), the
     uniqueness of keys, credential-type support and the unmerged-leaf invariants.
+    ``tree_hash_rule`` is the catalogue id of a tree-hash mismatch (a tree given out of band
+    to a Welcome or to an external joiner is checked under its own row).
     """
     if tree.tree_hash() != tree_hash:
-        raise TreeHashError("the tree hash does not match the GroupContext")
+        raise TreeHashError("the tree hash does not match the GroupContext", rule=tree_hash_rule)
     check_unique_keys(tree)
     check_unmerged_leaves(tree)
     verify_parent_hashes(tree)
-    check_credential_support(tree)
+    check_credential_support(tree, rule="LN-13")
     cs = tree.cipher_suite
     for i, leaf in tree.leaves():
         validate_leaf_node(
@@ -222,4 +286,6 @@ def validate_tree(
             max_lifetime=max_lifetime,
         )
         if credential_validator is not None:
-            credential_validator.validate(leaf.credential, leaf.signature_key)
+            validate_credential(
+                credential_validator, leaf.credential, leaf.signature_key, rule="LN-31"
+            )
