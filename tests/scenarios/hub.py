@@ -395,3 +395,19 @@ class Hub:
             assert self.public.context == first.context, "the public view disagrees"
             assert self.public.members() == first.members()
             assert self.public.tree.tree_hash() == first.tree.tree_hash()
+
+
+WIRE_FORMATS = {
+    "public": WireFormat.mls_public_message,
+    "private": WireFormat.mls_private_message,
+}
+
+
+def hub_with(names: Sequence[str], wire: WireFormat, cs: int = 1) -> Hub:
+    """A hub where ``names[0]`` created the group and added the others in one commit (so
+    ``names[i]`` sits at leaf ``i`` and every parent node is blank)."""
+    hub = Hub(cs, wire, padding_block=32 if wire == WireFormat.mls_private_message else 0)
+    hub.create(names[0])
+    if len(names) > 1:
+        hub.add(names[0], list(names[1:]))
+    return hub

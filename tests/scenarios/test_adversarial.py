@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-from hub import Hub
+from hub import Hub, hub_with
 
 import mlspy.group.commit_create as commit_create
 from mlspy.crypto import suite
@@ -88,25 +88,7 @@ from mlspy.tree.math import LeafIndex, NodeIndex
 from mlspy.tree.ratchet_tree import RatchetTree
 from mlspy.tree.treekem import UPDATE_PATH_NODE, CreatedUpdatePath, sign_leaf_node
 
-WIRE_FORMATS = {
-    "public": WireFormat.mls_public_message,
-    "private": WireFormat.mls_private_message,
-}
 EXPORT_LABEL = b"adversarial"
-
-
-@pytest.fixture(params=list(WIRE_FORMATS), ids=str)
-def wire(request: pytest.FixtureRequest) -> WireFormat:
-    return WIRE_FORMATS[request.param]
-
-
-def hub_with(names: Sequence[str], wire: WireFormat, cs: int = 1) -> Hub:
-    """A hub where ``names[0]`` created the group and added the others in one commit (so
-    ``names[i]`` sits at leaf ``i`` and every parent node is blank)."""
-    hub = Hub(cs, wire, padding_block=32 if wire == WireFormat.mls_private_message else 0)
-    hub.create(names[0])
-    hub.add(names[0], list(names[1:]))
-    return hub
 
 
 # --- Checking rejections --------------------------------------------------------------------

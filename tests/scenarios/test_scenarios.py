@@ -12,7 +12,7 @@ import os
 import random
 
 import pytest
-from hub import Hub, Sent
+from hub import Hub, Sent, hub_with
 
 from mlspy.errors import (
     EpochError,
@@ -53,29 +53,11 @@ from mlspy.tree.ratchet_tree import RatchetTree as PublicRatchetTree
 from parity import raises_exactly
 
 SUITES = [1, 2, 3, 4, 5, 6, 7]
-WIRE_FORMATS = {
-    "public": WireFormat.mls_public_message,
-    "private": WireFormat.mls_private_message,
-}
 
 
 @pytest.fixture(params=SUITES, ids=lambda s: f"suite{s}")
 def cs(request: pytest.FixtureRequest) -> int:
     return int(request.param)
-
-
-@pytest.fixture(params=list(WIRE_FORMATS), ids=str)
-def wire(request: pytest.FixtureRequest) -> WireFormat:
-    return WIRE_FORMATS[request.param]
-
-
-def hub_with(cs: int, wire: WireFormat, names: list[str]) -> Hub:
-    """A hub where ``names[0]`` created the group and added the others in one commit."""
-    hub = Hub(cs, wire, padding_block=32 if wire == WireFormat.mls_private_message else 0)
-    hub.create(names[0])
-    if len(names) > 1:
-        hub.add(names[0], names[1:])
-    return hub
 
 
 def everyone_commits(hub: Hub) -> None:
@@ -94,7 +76,7 @@ def nonce(hub: Hub) -> bytes:
 @pytest.mark.parametrize("path", [False, True], ids=["no_path", "path"])
 @pytest.mark.parametrize("tree_oob", [False, True], ids=["tree_in_welcome", "tree_oob"])
 def test_welcome_join(cs: int, wire: WireFormat, tree_oob: bool, path: bool) -> None:
-    hub = hub_with(cs, wire, ["alice"])
+    hub = hub_with(["alice"], wire, cs)
     kps = [hub.key_package("bob"), hub.key_package("carol")]
     bundles = [b for n in ("bob", "carol") for b in hub.clients[n].bundles.values()]
     out = hub.commit(
@@ -130,7 +112,7 @@ def test_welcome_join(cs: int, wire: WireFormat, tree_oob: bool, path: bool) -> 
 
 
 def test_welcome_join_external_psk(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob"])
+    hub = hub_with(["alice", "bob"], wire, cs)
     hub.share_psk(b"psk-1", b"\x11" * 32)
     hub.propose("bob", lambda g: g.propose_external_psk(b"psk-1"))
     kp = hub.key_package("carol")
@@ -148,7 +130,7 @@ def test_welcome_join_external_psk(cs: int, wire: WireFormat) -> None:
 
 @pytest.mark.parametrize("variant", ["normal", "psk", "resync", "tree_oob"])
 def test_external_join(cs: int, wire: WireFormat, variant: str) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob"])
+    hub = hub_with(["alice", "bob"], wire, cs)
     if variant == "normal":
         hub.external_join("carol", via="bob")
     elif variant == "psk":
@@ -171,7 +153,7 @@ def test_external_join(cs: int, wire: WireFormat, variant: str) -> None:
 
 
 def test_external_join_needs_tree(cs: int) -> None:
-    hub = hub_with(cs, WireFormat.mls_public_message, ["alice"])
+    hub = hub_with(["alice"], WireFormat.mls_public_message, cs)
     gi = hub.group("alice").group_info(with_ratchet_tree=False)
     with raises_exactly(ExternalCommitError, "ratchet tree"):
         join_external(gi, hub.client("carol").identity)
@@ -181,7 +163,7 @@ def test_external_join_needs_tree(cs: int) -> None:
 
 
 def test_application_in_order(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob", "carol"])
+    hub = hub_with(["alice", "bob", "carol"], wire, cs)
     for i in range(3):
         for name in hub.members():
             sent = hub.send(name, f"{name} {i}".encode(), authenticated_data=b"aad %d" % i)
@@ -189,7 +171,7 @@ def test_application_in_order(cs: int, wire: WireFormat) -> None:
 
 
 def test_application_out_of_order(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob", "carol"])
+    hub = hub_with(["alice", "bob", "carol"], wire, cs)
     rng = random.Random(cs)
     sent: list[Sent] = [hub.send("alice", b"a%d" % i) for i in range(6)]
     sent += [hub.send("bob", b"b%d" % i) for i in range(3)]
@@ -205,7 +187,7 @@ def test_application_out_of_order(cs: int, wire: WireFormat) -> None:
 
 
 def test_application_across_epochs(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob", "carol"])
+    hub = hub_with(["alice", "bob", "carol"], wire, cs)
     early = hub.send("carol", b"sent in the first epoch")
     too_late = hub.send("carol", b"sent four epochs ago")
     hub.commit("alice")  # with a path: a new epoch and new keys
@@ -229,13 +211,13 @@ def test_application_across_epochs(cs: int, wire: WireFormat) -> None:
 
 
 def test_commit_empty(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob", "carol"])
+    hub = hub_with(["alice", "bob", "carol"], wire, cs)
     everyone_commits(hub)
     hub.commit("bob")
 
 
 def test_commit_add(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob"])
+    hub = hub_with(["alice", "bob"], wire, cs)
     hub.add("bob", ["carol", "dave"])
     hub.propose("carol", lambda g: g.propose_add(hub.key_package("eve")))
     hub.commit("dave")
@@ -244,7 +226,7 @@ def test_commit_add(cs: int, wire: WireFormat) -> None:
 
 
 def test_commit_remove(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob", "carol", "dave"])
+    hub = hub_with(["alice", "bob", "carol", "dave"], wire, cs)
     hub.commit("alice", [Proposal(Remove(hub.leaf("bob")))])
     assert "bob" not in hub.members()
     hub.propose("carol", lambda g: g.propose_remove(hub.leaf("dave")))
@@ -306,14 +288,14 @@ def _propose_conflicts(hub: Hub, case: str) -> str:
     ["duplicate_remove", "update_and_remove", "own_update", "remove_committer", "two_gce"],
 )
 def test_commit_drops_invalid_pending_proposals(case: str) -> None:
-    hub = hub_with(1, WireFormat.mls_public_message, ["alice", "bob", "carol", "dave"])
+    hub = hub_with(["alice", "bob", "carol", "dave"], WireFormat.mls_public_message, 1)
     committer = _propose_conflicts(hub, case)
     hub.commit(committer)
     everyone_commits(hub)
 
 
 def test_proposal_echo_to_sender() -> None:
-    hub = hub_with(1, WireFormat.mls_public_message, ["alice", "bob", "carol"])
+    hub = hub_with(["alice", "bob", "carol"], WireFormat.mls_public_message, 1)
     message = hub.propose("bob", lambda g: g.propose_remove(hub.leaf("carol")))
     event = hub.group("bob").process(message)
     assert isinstance(event, ProposalReceived)
@@ -321,7 +303,7 @@ def test_proposal_echo_to_sender() -> None:
 
 
 def test_commit_update(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob", "carol"])
+    hub = hub_with(["alice", "bob", "carol"], wire, cs)
     old_key = hub.group("bob").members()[hub.leaf("bob")].encryption_key
     hub.propose("bob", lambda g: g.propose_update())
     hub.commit("alice")
@@ -333,7 +315,7 @@ def test_commit_update(cs: int, wire: WireFormat) -> None:
 
 
 def test_commit_group_context_extensions(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob", "carol"])
+    hub = hub_with(["alice", "bob", "carol"], wire, cs)
     exts = (ApplicationId(b"chat").to_extension(), hub.external_senders())
     hub.propose("bob", lambda g: g.propose_group_context_extensions(exts))
     hub.commit("carol")
@@ -346,7 +328,7 @@ def test_commit_group_context_extensions(cs: int, wire: WireFormat) -> None:
 
 
 def test_commit_psks(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob", "carol"])
+    hub = hub_with(["alice", "bob", "carol"], wire, cs)
     hub.commit("alice")
     hub.share_psk(b"ext", os.urandom(32))
     epoch = hub.group("bob").epoch
@@ -368,7 +350,7 @@ def test_commit_psks(cs: int, wire: WireFormat) -> None:
 
 
 def test_commit_all_together(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob", "carol", "dave"])
+    hub = hub_with(["alice", "bob", "carol", "dave"], wire, cs)
     hub.share_psk(b"ext", os.urandom(32))
     # No resumption PSK here: the joiner could not know it (§12.4.3.1); see test_commit_psks.
     hub.propose("bob", lambda g: g.propose_update())
@@ -399,7 +381,7 @@ def _successor_hub(hub: Hub, names: list[str]) -> Hub:
 
 
 def test_reinit(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob", "carol"])
+    hub = hub_with(["alice", "bob", "carol"], wire, cs)
     exts = (ApplicationId(b"reinit").to_extension(),)
     hub.propose("bob", lambda g: g.propose_reinit(group_id=b"next group", extensions=exts))
     hub.commit("carol")
@@ -432,7 +414,7 @@ def test_reinit(cs: int, wire: WireFormat) -> None:
 
 
 def test_reinit_new_cipher_suite(wire: WireFormat) -> None:
-    hub = hub_with(1, wire, ["alice", "bob"])
+    hub = hub_with(["alice", "bob"], wire, 1)
     hub.propose("alice", lambda g: g.propose_reinit(group_id=b"upgraded", cipher_suite=3))
     hub.commit("bob")
     new_hub = Hub(3, wire)
@@ -453,7 +435,7 @@ def test_reinit_new_cipher_suite(wire: WireFormat) -> None:
 
 
 def test_branch(cs: int, wire: WireFormat) -> None:
-    hub = hub_with(cs, wire, ["alice", "bob", "carol", "dave"])
+    hub = hub_with(["alice", "bob", "carol", "dave"], wire, cs)
     sub = _successor_hub(hub, ["alice", "bob", "carol"])
     new, out = branch(hub.group("alice"), [sub.key_package("bob"), sub.key_package("carol")])
     sub.adopt("alice", new)

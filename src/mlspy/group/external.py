@@ -11,7 +11,7 @@ rules (:mod:`mlspy.group.commit_validate`) before it leaves.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from mlspy.crypto import CipherSuiteProvider, MessageSigner, suite
@@ -25,18 +25,19 @@ from mlspy.group.proposals import (
     AppliedProposals,
     QueuedProposal,
     apply_proposals,
-    required_capabilities,
 )
 from mlspy.group.state import (
     EXTERNAL_INIT_LABEL,
+    EpochState,
     GroupConfig,
     PendingCommit,
     next_epoch,
     public_epoch,
 )
-from mlspy.group.welcome import resolve_psks, verify_group_info
+from mlspy.group.welcome import resolve_psks, validate_group_tree, verify_group_info
 from mlspy.messages import (
     Add,
+    AuthenticatedContent,
     Commit,
     ContentType,
     ExternalInit,
@@ -65,7 +66,6 @@ from mlspy.schedule.transcript import confirmed_transcript_hash, interim_transcr
 from mlspy.tree.math import LeafIndex
 from mlspy.tree.ratchet_tree import RatchetTree
 from mlspy.tree.treekem import CreatedUpdatePath, LeafNodeParams, create_update_path
-from mlspy.tree.validation import validate_tree
 
 
 def _group_info(data: bytes | MLSMessage | GroupInfo) -> GroupInfo:
@@ -104,42 +104,41 @@ def join_external(
     proposals = _external_proposals(cs, kem_output, remove_prior, psk_ids, psks, provider)
     me = Sender.new_member_commit()
     tree = old_tree.copy()
-    applied = apply_proposals(
-        cs,
-        ctx,
-        tree,
-        [QueuedProposal(p, me, None) for p in proposals],
-        me,
-        checks=checks,
-        psk_available=lambda p: p.psktype == PSKType.external and (p.psk_id or b"") in psks,
-    )
+    queued = [QueuedProposal(p, me, None) for p in proposals]
+
+    def available(psk: PreSharedKeyID) -> bool:
+        return psk.psktype == PSKType.external and (psk.psk_id or b"") in psks
+
+    applied = apply_proposals(cs, ctx, tree, queued, me, checks=checks, psk_available=available)
     own_leaf, created = _occupy_and_refresh(cs, tree, identity, ctx, applied, provider)
     commit = Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), created.update_path)
     check_resync(old_tree, applied, created.update_path)
     validate_path_leaf(
         cs, ctx.group_id, old_tree, tree, created.update_path.leaf_node, own_leaf, applied, checks
     )
-    fc = FramedContent(
-        ctx.group_id, ctx.epoch, me, authenticated_data, ContentType.commit, commit=commit
-    )
-    # The confirmation tag follows from the signature: sign with a placeholder, then fill it.
-    ac = authenticate(cs, identity.signing_key, WireFormat.mls_public_message, fc, ctx, b"")
-    interim = interim_transcript_hash(cs, ctx.confirmed_transcript_hash, gi.confirmation_tag)
-    confirmed = confirmed_transcript_hash(cs, interim, ac.confirmed_transcript_hash_input())
-    new_ctx = replace(
-        ctx,
-        epoch=ctx.epoch + 1,
-        tree_hash=tree.tree_hash(),
-        extensions=applied.extensions,
-        confirmed_transcript_hash=confirmed,
-    )
     psk_secret = resolve_psks(
         cs, applied.psks, lambda p: psks.get(p.psk_id or b"") if p.psk_id else None
     )
-    epoch = next_epoch(
-        cs, config, new_ctx, tree, created.private, init_secret, created.commit_secret, psk_secret
+    signed, epoch, interim = _sign_and_schedule(
+        cs,
+        identity,
+        gi,
+        commit,
+        authenticated_data,
+        replace(
+            ctx, epoch=ctx.epoch + 1, tree_hash=tree.tree_hash(), extensions=applied.extensions
+        ),
+        lambda context: next_epoch(
+            cs,
+            config,
+            context,
+            tree,
+            created.private,
+            init_secret,
+            created.commit_secret,
+            psk_secret,
+        ),
     )
-    signed = replace(ac, auth=replace(ac.auth, confirmation_tag=epoch.confirmation_tag))
     message = MLSMessage.wrap(protect_public_message(cs, signed, ctx, None)).encode()
     staged = staged_commit(
         me,
@@ -147,21 +146,47 @@ def join_external(
         applied,
         old_tree,
         tree,
-        new_ctx.epoch,
+        epoch.epoch,
         authenticated_data,
         own=True,
         new_state=epoch,
     )
-    state = MemberState(
-        identity,
-        config,
-        own_leaf,
-        public_epoch(cs, ctx, old_tree, interim, gi.confirmation_tag),
-        pending=PendingCommit(signed.encode(), message, staged),
-        external_psks=psks,
-        lifecycle=Lifecycle.JOINING,
-    )
+    # Until the commit is merged we hold the GroupInfo's epoch, without its secrets.
+    current = public_epoch(cs, ctx, old_tree, interim, gi.confirmation_tag)
+    pending = PendingCommit(signed.encode(), message, staged)
+    state = MemberState(identity, config, own_leaf, current, pending=pending, external_psks=psks)
+    state.lifecycle = Lifecycle.JOINING
     return Group(state), message
+
+
+def _sign_and_schedule(
+    cs: CipherSuiteProvider,
+    identity: SigningIdentity,
+    gi: GroupInfo,
+    commit: Commit,
+    authenticated_data: bytes,
+    provisional: GroupContext,
+    schedule: Callable[[GroupContext], EpochState],
+) -> tuple[AuthenticatedContent, EpochState, bytes]:
+    """Sign the external commit, then derive its epoch: the confirmation tag follows from the
+    signature (the confirmed transcript hash covers it), so sign with a placeholder tag and
+    fill it in (§8.2). Returns the signed content, the new epoch and the GroupInfo epoch's
+    interim transcript hash."""
+    ctx = gi.group_context
+    fc = FramedContent(
+        ctx.group_id,
+        ctx.epoch,
+        Sender.new_member_commit(),
+        authenticated_data,
+        ContentType.commit,
+        commit=commit,
+    )
+    ac = authenticate(cs, identity.signing_key, WireFormat.mls_public_message, fc, ctx, b"")
+    interim = interim_transcript_hash(cs, ctx.confirmed_transcript_hash, gi.confirmation_tag)
+    confirmed = confirmed_transcript_hash(cs, interim, ac.confirmed_transcript_hash_input())
+    epoch = schedule(replace(provisional, confirmed_transcript_hash=confirmed))
+    signed = replace(ac, auth=replace(ac.auth, confirmation_tag=epoch.confirmation_tag))
+    return signed, epoch, interim
 
 
 def _joinable(
@@ -193,16 +218,7 @@ def _joinable(
     if ext_pub is None:
         raise ExternalCommitError("the GroupInfo has no external_pub extension", rule="EC-09")
     verify_group_info(cs, gi, tree, signature_rule="WG-18")
-    validate_tree(
-        tree,
-        group_id=ctx.group_id,
-        tree_hash=ctx.tree_hash,
-        required_capabilities=required_capabilities(ctx.extensions),
-        now=config.now(),
-        max_lifetime=config.max_leaf_lifetime,
-        credential_validator=config.credential_validator,
-        tree_hash_rule="WG-19",
-    )
+    validate_group_tree(tree, ctx, config, tree_hash_rule="WG-19")
     return gi, cs, tree, ext_pub.external_pub
 
 

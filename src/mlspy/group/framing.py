@@ -57,46 +57,64 @@ def decode_message(data: bytes | MLSMessage) -> MLSMessage:
 
 def sender_signature_key(context: GroupContext, tree: RatchetTree, content: FramedContent) -> bytes:
     """The key that must have signed ``content`` (§6.1), by sender type."""
-    sender = content.sender
-    st = sender.sender_type
+    st = content.sender.sender_type
     if st == SenderType.member:
-        leaf = tree.leaf(LeafIndex(sender.leaf_index or 0))
-        if sender.leaf_index is None or leaf is None:
-            outside = sender.leaf_index is None or sender.leaf_index >= tree.n_leaves
-            raise SenderError(
-                f"sender leaf {sender.leaf_index} is not a member",
-                rule="CM-07" if outside else "CM-08",
-            )
-        return leaf.signature_key
+        return _member_key(tree, content)
     if st == SenderType.external:
-        if content.content_type != ContentType.proposal:
-            raise ExternalProposalError("an external sender may only send proposals", rule="CM-10")
-        try:
-            senders = ExternalSenders.find_in(context.extensions)
-        except MLSError as exc:
-            raise ExternalProposalError(
-                f"malformed external_senders extension: {exc}", rule="EP-06"
-            ) from exc
-        index = sender.sender_index or 0
-        if senders is None or index >= len(senders.external_senders):
-            raise ExternalProposalError(
-                f"no external sender at index {sender.sender_index}",
-                rule="EP-01" if senders is None else "EP-02",
-            )
-        return senders.external_senders[index].signature_key
+        return _external_sender_key(context, content)
     if st == SenderType.new_member_proposal:
-        proposal = content.proposal
-        if (
-            content.content_type != ContentType.proposal
-            or proposal is None
-            or not isinstance(proposal.body, Add)
-        ):
-            raise ExternalProposalError(
-                "a new_member_proposal must be an Add proposal",
-                rule="EP-07" if content.content_type == ContentType.proposal else "CM-10",
-            )
-        return proposal.body.key_package.leaf_node.signature_key
-    # new_member_commit
+        return _new_member_proposal_key(content)
+    return _external_joiner_key(content)
+
+
+def _member_key(tree: RatchetTree, content: FramedContent) -> bytes:
+    """A member signs with its leaf's key (§6.1)."""
+    index = content.sender.leaf_index
+    leaf = tree.leaf(LeafIndex(index or 0))
+    if index is None or leaf is None:
+        outside = index is None or index >= tree.n_leaves
+        raise SenderError(
+            f"sender leaf {index} is not a member", rule="CM-07" if outside else "CM-08"
+        )
+    return leaf.signature_key
+
+
+def _external_sender_key(context: GroupContext, content: FramedContent) -> bytes:
+    """An external sender proposes with its key in the group's external_senders (§12.1.8)."""
+    if content.content_type != ContentType.proposal:
+        raise ExternalProposalError("an external sender may only send proposals", rule="CM-10")
+    try:
+        senders = ExternalSenders.find_in(context.extensions)
+    except MLSError as exc:
+        raise ExternalProposalError(
+            f"malformed external_senders extension: {exc}", rule="EP-06"
+        ) from exc
+    index = content.sender.sender_index or 0
+    if senders is None or index >= len(senders.external_senders):
+        raise ExternalProposalError(
+            f"no external sender at index {content.sender.sender_index}",
+            rule="EP-01" if senders is None else "EP-02",
+        )
+    return senders.external_senders[index].signature_key
+
+
+def _new_member_proposal_key(content: FramedContent) -> bytes:
+    """A would-be member signs its own Add with its KeyPackage's key (§12.1.8)."""
+    proposal = content.proposal
+    if (
+        content.content_type != ContentType.proposal
+        or proposal is None
+        or not isinstance(proposal.body, Add)
+    ):
+        raise ExternalProposalError(
+            "a new_member_proposal must be an Add proposal",
+            rule="EP-07" if content.content_type == ContentType.proposal else "CM-10",
+        )
+    return proposal.body.key_package.leaf_node.signature_key
+
+
+def _external_joiner_key(content: FramedContent) -> bytes:
+    """An external joiner signs with its new leaf's key, in its UpdatePath (§12.4.3.2)."""
     commit = content.commit
     if content.content_type != ContentType.commit or commit is None:
         raise CommitError("a new_member_commit sender may only send commits", rule="FR-08")

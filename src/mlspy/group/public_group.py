@@ -33,9 +33,9 @@ from mlspy.group.commit_validate import (
     validate_proposal,
 )
 from mlspy.group.framing import decode_message, verify_public_message
-from mlspy.group.proposals import QueuedProposal, required_capabilities
+from mlspy.group.proposals import QueuedProposal
 from mlspy.group.state import GroupConfig, LeafChecks, Member, ProposalReceived
-from mlspy.group.welcome import verify_group_info
+from mlspy.group.welcome import validate_group_tree, verify_group_info
 from mlspy.messages import (
     AuthenticatedContent,
     ContentType,
@@ -53,7 +53,6 @@ from mlspy.messages import RatchetTree as RatchetTreeExtension
 from mlspy.schedule.transcript import interim_transcript_hash
 from mlspy.tree.math import LeafIndex
 from mlspy.tree.ratchet_tree import RatchetTree
-from mlspy.tree.validation import validate_tree
 
 # What the public view's ``process`` returns: the events a member returns for the same
 # message, minus what needs secrets.
@@ -120,15 +119,7 @@ class PublicGroup:
         else:
             raise WelcomeError("no ratchet tree: pass it out of band")
         verify_group_info(cs, gi, tree)
-        validate_tree(
-            tree,
-            group_id=ctx.group_id,
-            tree_hash=ctx.tree_hash,
-            required_capabilities=required_capabilities(ctx.extensions),
-            now=config.now(),
-            max_lifetime=config.max_leaf_lifetime,
-            credential_validator=config.credential_validator,
-        )
+        validate_group_tree(tree, ctx, config)
         interim = interim_transcript_hash(cs, ctx.confirmed_transcript_hash, gi.confirmation_tag)
         return cls(ctx, tree, interim, config=config)
 

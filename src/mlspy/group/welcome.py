@@ -185,7 +185,38 @@ def join_from_welcome(
     psk_lookup: PskLookup = lambda _: None,
 ) -> tuple[JoinedEpoch, KeyPackageBundle]:
     """Join from a Welcome (§12.4.3.1). ``ratchet_tree`` builds the out-of-band tree for the
-    suite when the GroupInfo carries none. Returns the epoch and the KeyPackage used."""
+    suite when the GroupInfo carries none. Returns the epoch and the KeyPackage used.
+
+    The steps: find our entry and open our GroupSecrets; resolve the PSKs and open the
+    GroupInfo; check the group against our KeyPackage; validate the tree and find our leaf;
+    install the path secret; run the key schedule and verify the confirmation tag."""
+    cs, bundle, group_secrets = _open_group_secrets(welcome, bundles)
+    successor = _successor_psks(group_secrets)
+    psk_secret = resolve_psks(cs, group_secrets.psks, psk_lookup)
+    group_info = _open_group_info(cs, welcome, group_secrets.joiner_secret, psk_secret)
+    context = group_info.group_context
+    _check_group_for(context, bundle, successor)
+    tree, own_leaf = _joined_tree(
+        cs, group_info, bundle, config, ratchet_tree(cs) if ratchet_tree else None
+    )
+    private = TreePrivateKeys(own_leaf, {NodeIndex(2 * own_leaf): bundle.encryption_private_key})
+    if group_secrets.path_secret is not None:
+        _install_path_secret(
+            cs, tree, private, LeafIndex(group_info.signer), group_secrets.path_secret.path_secret
+        )
+    secrets = epoch_from_joiner(cs, group_secrets.joiner_secret, psk_secret, context.encode())
+    epoch = build_epoch(cs, config, context=context, tree=tree, private=private, secrets=secrets)
+    if not cs.verify_mac(
+        secrets.confirmation_key, context.confirmed_transcript_hash, group_info.confirmation_tag
+    ):
+        raise WelcomeError("the GroupInfo confirmation tag does not verify", rule="WG-16")
+    return JoinedEpoch(epoch, own_leaf, group_info, group_secrets), bundle
+
+
+def _open_group_secrets(
+    welcome: Welcome, bundles: Sequence[KeyPackageBundle]
+) -> tuple[CipherSuiteProvider, KeyPackageBundle, GroupSecrets]:
+    """Our entry of the Welcome, by KeyPackage reference, decrypted with its init key."""
     try:
         cs = suite(welcome.cipher_suite)
     except MLSError as exc:
@@ -211,32 +242,74 @@ def join_from_welcome(
         )
     except CryptoError as exc:
         raise WelcomeError("cannot decrypt our GroupSecrets", rule="WG-04") from exc
-    group_secrets = GroupSecrets.decode(plaintext)
-    reinit_or_branch = [
+    return cs, bundle, GroupSecrets.decode(plaintext)
+
+
+def _successor_psks(group_secrets: GroupSecrets) -> list[PreSharedKeyID]:
+    """The reinit/branch resumption PSK that makes the group a successor: at most one."""
+    links = [
         p
         for p in group_secrets.psks
         if p.psktype == PSKType.resumption
         and p.usage in (ResumptionPSKUsage.reinit, ResumptionPSKUsage.branch)
     ]
-    if len(reinit_or_branch) > 1:
+    if len(links) > 1:
         raise WelcomeError("more than one reinit/branch resumption PSK", rule="RB-01")
-    psk_secret = resolve_psks(cs, group_secrets.psks, psk_lookup)
-    welcome_secret = compute_welcome_secret(cs, group_secrets.joiner_secret, psk_secret)
+    return links
+
+
+def _open_group_info(
+    cs: CipherSuiteProvider, welcome: Welcome, joiner_secret: bytes, psk_secret: bytes | None
+) -> GroupInfo:
+    welcome_secret = compute_welcome_secret(cs, joiner_secret, psk_secret)
     key, nonce = welcome_key_nonce(cs, welcome_secret)
     try:
-        group_info = GroupInfo.decode(cs.aead_open(key, nonce, b"", welcome.encrypted_group_info))
+        return GroupInfo.decode(cs.aead_open(key, nonce, b"", welcome.encrypted_group_info))
     except CryptoError as exc:
         raise WelcomeError("cannot decrypt the GroupInfo", rule="WG-05") from exc
-    context = group_info.group_context
+
+
+def _check_group_for(
+    context: GroupContext, bundle: KeyPackageBundle, successor: list[PreSharedKeyID]
+) -> None:
+    """The group is for our KeyPackage (suite, version); a successor starts at epoch 1."""
     if context.cipher_suite != bundle.key_package.cipher_suite:
         raise WelcomeError("the group's cipher suite is not our KeyPackage's", rule="WG-08")
     if context.version != bundle.key_package.version:
         raise WelcomeError("the group's protocol version is not our KeyPackage's", rule="WG-09")
-    if reinit_or_branch and context.epoch != 1:
+    if successor and context.epoch != 1:
         raise WelcomeError("a reinit/branch Welcome must start at epoch 1", rule="RB-02")
 
-    tree, out_of_band = _decode_tree(cs, group_info, ratchet_tree(cs) if ratchet_tree else None)
+
+def _joined_tree(
+    cs: CipherSuiteProvider,
+    group_info: GroupInfo,
+    bundle: KeyPackageBundle,
+    config: GroupConfig,
+    out_of_band: RatchetTree | None,
+) -> tuple[RatchetTree, LeafIndex]:
+    """The group's tree, verified and validated as a joiner must (§12.4.3.1), and our leaf in
+    it; we must support every extension of the group (§12.4.3, §13.4)."""
+    context = group_info.group_context
+    tree, given_out_of_band = _decode_tree(cs, group_info, out_of_band)
     verify_group_info(cs, group_info, tree)
+    validate_group_tree(
+        tree, context, config, tree_hash_rule="TR-02" if given_out_of_band else "TR-01"
+    )
+    leaf = bundle.key_package.leaf_node
+    own_leaf = next((i for i, node in tree.leaves() if node == leaf), None)
+    if own_leaf is None:
+        raise WelcomeError("our KeyPackage's leaf is not in the tree", rule="WG-12")
+    check_leaf_supports_group(leaf, context.extensions, rule="WG-17")
+    return tree, own_leaf
+
+
+def validate_group_tree(
+    tree: RatchetTree, context: GroupContext, config: GroupConfig, *, tree_hash_rule: str = "TR-01"
+) -> None:
+    """Validate a group's tree as a joiner must (§12.4.3.1), with ``config``'s clock, leaf
+    lifetime maximum and credential validator: one call for Welcome joins, external joins
+    and the public view of a group."""
     validate_tree(
         tree,
         group_id=context.group_id,
@@ -245,27 +318,8 @@ def join_from_welcome(
         now=config.now(),
         max_lifetime=config.max_leaf_lifetime,
         credential_validator=config.credential_validator,
-        tree_hash_rule="TR-02" if out_of_band else "TR-01",
+        tree_hash_rule=tree_hash_rule,
     )
-    own_leaf = next((i for i, leaf in tree.leaves() if leaf == bundle.key_package.leaf_node), None)
-    if own_leaf is None:
-        raise WelcomeError("our KeyPackage's leaf is not in the tree", rule="WG-12")
-    # We must support every extension of the group we join (§12.4.3, §13.4).
-    check_leaf_supports_group(bundle.key_package.leaf_node, context.extensions, rule="WG-17")
-
-    private = TreePrivateKeys(own_leaf, {NodeIndex(2 * own_leaf): bundle.encryption_private_key})
-    if group_secrets.path_secret is not None:
-        _install_path_secret(
-            cs, tree, private, LeafIndex(group_info.signer), group_secrets.path_secret.path_secret
-        )
-
-    secrets = epoch_from_joiner(cs, group_secrets.joiner_secret, psk_secret, context.encode())
-    epoch = build_epoch(cs, config, context=context, tree=tree, private=private, secrets=secrets)
-    if not cs.verify_mac(
-        secrets.confirmation_key, context.confirmed_transcript_hash, group_info.confirmation_tag
-    ):
-        raise WelcomeError("the GroupInfo confirmation tag does not verify", rule="WG-16")
-    return JoinedEpoch(epoch, own_leaf, group_info, group_secrets), bundle
 
 
 def _install_path_secret(
@@ -303,5 +357,6 @@ __all__ = [
     "join_from_welcome",
     "resolve_psks",
     "sign_group_info",
+    "validate_group_tree",
     "verify_group_info",
 ]
