@@ -8,9 +8,14 @@ re-exported for modules that do ``from conftest import vector_params``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mlspy.ds.server import InProcessServer
 
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
@@ -34,3 +39,18 @@ def pytest_configure(config: pytest.Config) -> None:
     from parity import CatalogueEvidence
 
     config.pluginmanager.register(CatalogueEvidence(rows), "mlspy-catalogue-evidence")
+
+
+# --- A real Delivery Service on loopback -----------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[InProcessServer]:
+    """``mlspy serve``'s app on a SQLite file, over loopback (the client and tool tests)."""
+    from mlspy.ds.app import create_app
+    from mlspy.ds.db import SQLiteDatabase
+    from mlspy.ds.server import InProcessServer
+    from mlspy.ds.service import DeliveryService
+
+    with InProcessServer(create_app(DeliveryService(SQLiteDatabase(tmp_path / "ds.db")))) as s:
+        yield s

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,6 @@ from mlspy.ds.server import InProcessServer
 from mlspy.ds.service import TOKEN_TTL, DeliveryService
 from mlspy.errors import UsageError
 from mlspy.storage import MemoryStore, SQLiteStore
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[InProcessServer]:
-    with InProcessServer(create_app(DeliveryService(SQLiteDatabase(tmp_path / "ds.db")))) as s:
-        yield s
 
 
 async def _until(client: Client, kind: str, timeout: float = 10) -> Event:

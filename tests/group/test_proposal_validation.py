@@ -38,6 +38,7 @@ from group_helpers import (
 
 from mlspy.errors import (
     CredentialTypeError,
+    KeyPackageError,
     ProposalError,
     ProposalListError,
     PskError,
@@ -292,7 +293,11 @@ class TestAddProposalValidity:
     def test_add_by_value_in_commit(self, groups: list[Group], case: str) -> None:
         bob, carol = groups[BOB], groups[CAROL]
         message = forge_commit(bob, [Proposal(Add(_bad_key_package(case)))])
-        reject(carol, message, ProposalError, f"invalid KeyPackage in add: .*{KP_CASES[case]}")
+        err = reject(
+            carol, message, ProposalError, f"invalid KeyPackage in add: .*{KP_CASES[case]}"
+        )
+        # The specific §10.1 / §7.3 rule, and the KeyPackage's error as the cause.
+        assert type(err.__cause__) is KeyPackageError and err.rule == err.__cause__.rule
         assert_recovers(groups, carol)
 
     @pytest.mark.parametrize("case", ["cipher_suite", "key_package_signature", "expired"])
@@ -300,7 +305,10 @@ class TestAddProposalValidity:
         """An invalid Add is rejected when it arrives as a proposal, before any commit."""
         dave, carol = groups[DAVE], groups[CAROL]
         message = forge_proposal(dave, Proposal(Add(_bad_key_package(case))))
-        reject(carol, message, ProposalError, KP_CASES[case])
+        err = reject(carol, message, ProposalError, KP_CASES[case])
+        # Invalid on receipt (KP-07), for the KeyPackage rule its cause names.
+        assert err.rule == "KP-07" and type(err.__cause__) is KeyPackageError
+        assert err.__cause__.rule is not None
         assert_recovers(groups, carol)
 
 

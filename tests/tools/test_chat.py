@@ -4,23 +4,12 @@ invite, a removal."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
 from textual.widgets import RichLog, Static
 
-from mlspy.ds.app import create_app
-from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.server import InProcessServer
-from mlspy.ds.service import DeliveryService
 from mlspy.tools.chat import ChatApp
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[InProcessServer]:
-    with InProcessServer(create_app(DeliveryService(SQLiteDatabase(tmp_path / "ds.db")))) as s:
-        yield s
 
 
 def _log(app: ChatApp) -> str:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mlspy.ds.app import create_app
-from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.server import InProcessServer
-from mlspy.ds.service import DeliveryService
 from mlspy.group import Group, SigningIdentity, create_key_package
 from mlspy.messages import Add, Proposal
 from mlspy.schedule.secret_tree import RatchetType
@@ -77,12 +73,6 @@ def test_no_secret_in_any_repr() -> None:
     for obj in objects:
         for text in (repr(obj), str(obj)):
             assert not _leaks(text, secrets), f"{type(obj).__name__} shows a secret"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[InProcessServer]:
-    with InProcessServer(create_app(DeliveryService(SQLiteDatabase(tmp_path / "ds.db")))) as s:
-        yield s
 
 
 def test_no_secret_reaches_the_logs(

@@ -201,7 +201,7 @@ def _joinable(
     try:
         cs = suite(ctx.cipher_suite)
     except MLSError as exc:
-        raise ExternalCommitError(str(exc)) from exc
+        raise ExternalCommitError(str(exc), rule=getattr(exc, "rule", None)) from exc
     if identity.cipher_suite != ctx.cipher_suite:
         raise UsageError("the identity's cipher suite is not the group's")
     try:

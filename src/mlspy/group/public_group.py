@@ -111,7 +111,9 @@ class PublicGroup:
             cs = suite(ctx.cipher_suite)
             ext = RatchetTreeExtension.find_in(gi.extensions)
         except MLSError as exc:
-            raise WelcomeError(f"unusable GroupInfo: {exc}") from exc
+            raise WelcomeError(
+                f"unusable GroupInfo: {exc}", rule=getattr(exc, "rule", None)
+            ) from exc
         if ext is not None:
             tree = RatchetTree.from_nodes(cs, ext.ratchet_tree)
         elif ratchet_tree is not None:
