@@ -4,19 +4,17 @@ PostgreSQL database, with clients spread over both nodes."""
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ds_helpers import POSTGRES, Cluster
 
 from mlspy.ds.app import create_app
 from mlspy.ds.db import PostgresDatabase, SQLiteDatabase
 from mlspy.ds.server import InProcessServer
 from mlspy.ds.service import DeliveryService
 
-POSTGRES = os.environ.get("MLSPY_TEST_POSTGRES")
 BACKENDS = [
     "sqlite",
     pytest.param(
@@ -26,22 +24,6 @@ BACKENDS = [
         ),
     ),
 ]
-
-
-class Cluster:
-    """One or more DS nodes; each ``url`` access hands out the next node."""
-
-    def __init__(self, servers: list[InProcessServer]) -> None:
-        self.servers = servers
-        self._next = itertools.cycle(range(len(servers)))
-
-    @property
-    def url(self) -> str:
-        return self.servers[next(self._next)].url
-
-    @property
-    def ws_url(self) -> str:
-        return self.servers[next(self._next)].ws_url
 
 
 def _reset_postgres(url: str) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from dataclasses import dataclass, field
 
 from mlspy.ds.client import DSClient
+from mlspy.ds.server import InProcessServer
 from mlspy.group import (
     ApplicationMessage,
     Group,
@@ -13,6 +16,25 @@ from mlspy.group import (
     create_key_package,
 )
 from mlspy.messages import Add, MLSMessage, Proposal
+
+# A PostgreSQL database for the two-node backend (``.ci/run`` starts one).
+POSTGRES = os.environ.get("MLSPY_TEST_POSTGRES")
+
+
+class Cluster:
+    """One or more DS nodes; each ``url`` access hands out the next node."""
+
+    def __init__(self, servers: list[InProcessServer]) -> None:
+        self.servers = servers
+        self._next = itertools.cycle(range(len(servers)))
+
+    @property
+    def url(self) -> str:
+        return self.servers[next(self._next)].url
+
+    @property
+    def ws_url(self) -> str:
+        return self.servers[next(self._next)].ws_url
 
 
 @dataclass

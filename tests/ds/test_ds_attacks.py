@@ -27,9 +27,8 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 import websockets
-from ds_helpers import Member
+from ds_helpers import Cluster, Member
 
-from conftest import Cluster
 from mlspy.crypto import suite
 from mlspy.ds.app import create_app
 from mlspy.ds.client import DSConflict, DSRequestError

@@ -15,9 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from ds_helpers import Member
+from ds_helpers import POSTGRES, Cluster, Member
 
-from conftest import POSTGRES, Cluster
 from mlspy.ds.app import create_app
 from mlspy.ds.client import DSClient, DSRequestError
 from mlspy.ds.db import SQLiteDatabase

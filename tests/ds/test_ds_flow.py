@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from ds_helpers import Member
+from ds_helpers import Cluster, Member
 
-from conftest import Cluster
 from mlspy.ds.client import DSConflict, DSRequestError
 
 

@@ -26,17 +26,22 @@ joins — the DS cannot check that tag (``test_ds_attacks`` covers what the DS d
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from ds_helpers import Member
+from ds_helpers import Cluster, Member
 
-from conftest import Cluster
+from group_helpers import (
+    forge_commit,
+    forge_key_package,
+    forge_proposal,
+    make_group,
+    reject,
+    update_leaf,
+)
 from mlspy.credentials import CredentialError
 from mlspy.crypto import CipherSuite
 from mlspy.ds.client import ASCredentialValidator, DSClient, DSConflict, DSRequestError
@@ -77,20 +82,6 @@ from mlspy.messages import (
 from mlspy.protection import authenticate, protect_private_message
 from mlspy.tree.math import LeafIndex
 from mlspy.tree.validation import MAX_LEAF_LIFETIME
-
-# The forging helpers live with the group tests.
-_GROUP_TESTS = str(Path(__file__).resolve().parents[1] / "group")
-if _GROUP_TESTS not in sys.path:
-    sys.path.append(_GROUP_TESTS)
-
-from group_helpers import (  # noqa: E402
-    forge_commit,
-    forge_key_package,
-    forge_proposal,
-    make_group,
-    reject,
-    update_leaf,
-)
 
 # A credential type no RFC defines and mlspy's default capabilities do not list (§5.3, §7.2).
 CUSTOM_CREDENTIAL = 0xF00D

@@ -6,12 +6,10 @@ Service's view of the group — must both refuse (``group_helpers.reject_edited_
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from messages_samples import auth, capabilities, framed_content, key_package, leaf_node
 
+from group_helpers import reject_edited_handshake
 from mlspy.codec import Writer
 from mlspy.errors import DecodeError, PaddingError, UsageError
 from mlspy.messages import (
@@ -53,13 +51,6 @@ from mlspy.messages import (
     decode_ratchet_tree,
     encode_ratchet_tree,
 )
-
-# The group tests' helpers build and edit real handshakes.
-_GROUP_TESTS = str(Path(__file__).resolve().parents[1] / "group")
-if _GROUP_TESTS not in sys.path:
-    sys.path.append(_GROUP_TESTS)
-
-from group_helpers import reject_edited_handshake  # noqa: E402
 
 
 def _sender_type_offset(pm: PublicMessage) -> int:

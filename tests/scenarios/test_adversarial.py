@@ -28,6 +28,9 @@ import pytest
 from hub import Hub, hub_with
 
 import mlspy.group.commit_create as commit_create
+from group_helpers import forge_commit as forge
+from group_helpers import reject_any as reject
+from group_helpers import snapshot as fingerprint
 from mlspy.crypto import suite
 from mlspy.errors import (
     ConfirmationTagError,
@@ -63,7 +66,6 @@ from mlspy.group.welcome import GROUP_INFO_TBS, WELCOME
 from mlspy.messages import (
     Add,
     AuthenticatedContent,
-    Commit,
     ContentType,
     ExternalPub,
     FramedContent,
@@ -73,7 +75,6 @@ from mlspy.messages import (
     KeyPackage,
     MLSMessage,
     Proposal,
-    ProposalOrRef,
     Remove,
     Sender,
     UpdatePath,
@@ -81,9 +82,8 @@ from mlspy.messages import (
     WireFormat,
 )
 from mlspy.protection import authenticate, protect_private_message, protect_public_message
-from mlspy.schedule.key_schedule import advance_epoch, compute_welcome_secret, welcome_key_nonce
+from mlspy.schedule.key_schedule import compute_welcome_secret, welcome_key_nonce
 from mlspy.schedule.secret_tree import SecretTree
-from mlspy.schedule.transcript import confirmed_transcript_hash
 from mlspy.tree.math import LeafIndex, NodeIndex
 from mlspy.tree.ratchet_tree import RatchetTree
 from mlspy.tree.treekem import UPDATE_PATH_NODE, CreatedUpdatePath, sign_leaf_node
@@ -91,47 +91,7 @@ from mlspy.tree.treekem import UPDATE_PATH_NODE, CreatedUpdatePath, sign_leaf_no
 EXPORT_LABEL = b"adversarial"
 
 
-# --- Checking rejections --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What a rejected message must not change."""
-
-    epoch: int
-    epoch_authenticator: bytes
-    tree_hash: bytes
-    context: bytes
-    exported: bytes
-    proposals: tuple[bytes | None, ...]
-    pending_commit: bool
-    active: bool
-
-
-def fingerprint(g: Group) -> Fingerprint:
-    return Fingerprint(
-        g.epoch,
-        g.epoch_authenticator,
-        g.tree.tree_hash(),
-        g.context.encode(),
-        g.export_secret(EXPORT_LABEL, b"", 32),
-        tuple(q.ref for q in g.pending_proposals),
-        g.pending_commit is not None,
-        g.active,
-    )
-
-
-def reject(g: Group, message: bytes, error: type[MLSError], match: str | None = None) -> MLSError:
-    """``g.process(message)`` raises exactly ``error`` (not a subclass) and changes nothing."""
-    before = fingerprint(g)
-    with pytest.raises(MLSError) as info:
-        g.process(message)
-    exc = info.value
-    assert type(exc) is error, f"expected {error.__name__}, got {type(exc).__name__}: {exc}"
-    if match is not None:
-        assert re.search(match, str(exc)), f"{exc} does not match {match!r}"
-    assert fingerprint(g) == before, "a rejected message changed the receiver's state"
-    return exc
+# --- Checking rejections (tests/group_helpers.py: reject_any also asks the public view) ---
 
 
 def accept_commit(g: Group, message: bytes) -> StagedCommit:
@@ -220,42 +180,10 @@ def _secret_tree_copy(g: Group) -> SecretTree:
 
 
 def forge_commit(sender: Group, proposals: Sequence[Proposal]) -> bytes:
-    """A path-less Commit from ``sender`` carrying ``proposals`` by value, built *without* the
-    proposal validation ``Group.commit`` would apply (Adds are appended to the tree blindly),
-    with an honest signature, confirmation tag and membership tag / encryption."""
-    cs, epoch = sender.cipher_suite, sender.state.epoch
-    ctx = epoch.context
-    tree = epoch.tree.copy()
-    for p in proposals:
-        if isinstance(p.body, Add):
-            tree.add_leaf(p.body.key_package.leaf_node)
-    fc = FramedContent(
-        ctx.group_id,
-        ctx.epoch,
-        Sender.member(sender.own_leaf_index),
-        b"",
-        ContentType.commit,
-        commit=Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), None),
-    )
-    wf = sender.config.handshake_wire_format
-    ac = authenticate(cs, sender.identity.signature_private_key, wf, fc, ctx, b"")
-    confirmed = confirmed_transcript_hash(
-        cs, epoch.interim_transcript_hash, ac.confirmed_transcript_hash_input()
-    )
-    new_ctx = replace(
-        ctx, epoch=ctx.epoch + 1, tree_hash=tree.tree_hash(), confirmed_transcript_hash=confirmed
-    )
-    secrets = advance_epoch(cs, epoch.secrets.init_secret, bytes(cs.nh), None, new_ctx.encode())
-    signed = replace(
-        ac, auth=replace(ac.auth, confirmation_tag=cs.mac(secrets.confirmation_key, confirmed))
-    )
-    if wf == WireFormat.mls_public_message:
-        pm = protect_public_message(cs, signed, ctx, epoch.secrets.membership_key)
-        return MLSMessage.wrap(pm).encode()
-    private = protect_private_message(
-        cs, signed, _secret_tree_copy(sender), epoch.secrets.sender_data_secret
-    )
-    return MLSMessage.wrap(private).encode()
+    """A path-less Commit from ``sender`` carrying ``proposals`` by value, built without the
+    proposal validation ``Group.commit`` would apply, with an honest signature, confirmation
+    tag and membership tag / encryption in the sender's handshake wire format."""
+    return forge(sender, proposals, path=False, wire_format=sender.config.handshake_wire_format)
 
 
 # === 1. An UpdatePath that encrypts garbage to one copath subtree ==============================
@@ -345,7 +273,7 @@ def test_update_path_garbage_to_one_subtree_forks_the_group(
     assert accept_commit(alice, out.commit).own
     accept_commit(bob, out.commit)
     for victim in (carol, dave):
-        reject(victim, out.commit, UpdatePathError, match)
+        reject(victim, out.commit, UpdatePathError, match, member_only=True)  # path secrets
 
     # The fork: two halves, each internally consistent.
     agree(alice, bob)
@@ -409,7 +337,9 @@ def test_commit_with_a_wrong_confirmation_tag(
         sabotage_confirmation_tag(m, tag)
         out = alice.commit(force_path=True)
     for name in ("bob", "carol"):
-        reject(hub.group(name), out.commit, ConfirmationTagError, "confirmation tag")
+        reject(
+            hub.group(name), out.commit, ConfirmationTagError, "confirmation tag", member_only=True
+        )
     if hub.public is not None:
         assert isinstance(hub.public.process(out.commit), PublicStagedCommit)
     alice.clear_pending_commit()
@@ -426,7 +356,7 @@ def test_commit_with_the_previous_epochs_confirmation_tag(
     with monkeypatch.context() as m:
         sabotage_confirmation_tag(m, lambda _: alice.state.epoch.confirmation_tag)
         out = alice.commit()
-    reject(hub.group("bob"), out.commit, ConfirmationTagError)
+    reject(hub.group("bob"), out.commit, ConfirmationTagError, member_only=True)
     alice.clear_pending_commit()
     hub.commit("alice")
 
@@ -665,7 +595,8 @@ def test_removed_member_messages(wire: WireFormat) -> None:
     )
     for name in ("alice", "carol", "dave"):
         g = hub.group(name)
-        reject(g, proposal, MembershipTagError if public else CryptoError)
+        # The membership tag (a member-only check) fails before the signature does.
+        reject(g, proposal, MembershipTagError if public else CryptoError, member_only=True)
         reject(g, application, CryptoError)
 
     # Application messages of epoch n: late-message semantics.

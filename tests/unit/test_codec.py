@@ -6,23 +6,14 @@ view of the group — must both refuse (``group_helpers.reject_edited_handshake`
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from group_helpers import reject_edited_handshake
 from mlspy.codec import Reader, Writer, decode_all, varint_size
 from mlspy.errors import DecodeError, UsageError
 from mlspy.messages import PublicMessage
-
-# The group tests' helpers build and edit real handshakes.
-_GROUP_TESTS = str(Path(__file__).resolve().parents[1] / "group")
-if _GROUP_TESTS not in sys.path:
-    sys.path.append(_GROUP_TESTS)
-
-from group_helpers import reject_edited_handshake  # noqa: E402
 
 
 def _w(fn: object, *args: object) -> bytes:

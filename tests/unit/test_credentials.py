@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
+from group_helpers import (
+    assert_recovers,
+    forge_proposal,
+    make_group,
+    reject,
+    update_leaf,
+)
 from mlspy.credentials import CredentialError, X509Validator
 from mlspy.errors import CredentialTypeError
 from mlspy.group import (
@@ -18,19 +22,6 @@ from mlspy.group import (
 from mlspy.messages import Add, Credential, Proposal, Update
 from parity import raises_exactly
 from x509_helpers import make_ca, x509_identity
-
-# The group tests' helpers forge real handshakes.
-_GROUP_TESTS = str(Path(__file__).resolve().parents[1] / "group")
-if _GROUP_TESTS not in sys.path:
-    sys.path.append(_GROUP_TESTS)
-
-from group_helpers import (  # noqa: E402
-    assert_recovers,
-    forge_proposal,
-    make_group,
-    reject,
-    update_leaf,
-)
 
 
 def test_x509_chain_accepted_and_identity() -> None:
