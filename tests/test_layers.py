@@ -255,3 +255,32 @@ def test_no_import_cycles_between_mlspy_packages(
     if report:
         print(report)
     assert not report, f"import cycles between the packages of {PACKAGE}:\n{report}"
+
+
+# --- Functions a person can hold in their head (mlspy.group) -----------------------------------
+
+MAX_COMPLEXITY = 15  # radon's cyclomatic complexity
+MAX_LINES = 80  # signature, docstring and body
+
+
+def test_group_functions_are_short_and_simple() -> None:
+    """No function in ``mlspy.group`` above complexity 15 or about 80 lines (the engine is
+    split into one step per RFC rule family, as OpenMLS has one ``validate_*`` per family)."""
+    from radon.complexity import cc_visit
+
+    group_dir = Path(__file__).resolve().parents[1] / "src" / "mlspy" / "group"
+    too_complex, too_long, seen = [], [], 0
+    for path in sorted(group_dir.glob("*.py")):
+        blocks = cc_visit(path.read_text(encoding="utf-8"))
+        functions = [b for b in blocks if not hasattr(b, "methods")]
+        functions += [m for b in blocks for m in getattr(b, "methods", [])]
+        seen += len(functions)
+        for block in functions:
+            where = f"{path.name}:{block.lineno} {block.fullname}"
+            if block.complexity > MAX_COMPLEXITY:
+                too_complex.append(f"{where} (complexity {block.complexity})")
+            if block.endline - block.lineno + 1 > MAX_LINES:
+                too_long.append(f"{where} ({block.endline - block.lineno + 1} lines)")
+    assert seen > 200  # the engine's functions and methods were all looked at
+    assert not too_complex, too_complex
+    assert not too_long, too_long

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from group_helpers import make_group
 
+from group_helpers import make_group
 from mlspy.group import Group
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from group_helpers import make_group
 
 import mlspy
 import mlspy.group
+from group_helpers import make_group
 from mlspy.errors import (
     GroupStateError,
     KeyPackageError,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
+
 from group_helpers import (
     PSK_ID,
     PSK_VALUE,
@@ -39,7 +40,6 @@ from group_helpers import (
     snapshot,
     update_leaf,
 )
-
 from mlspy.errors import (
     CommitError,
     ConfirmationTagError,

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+
 from group_helpers import (
     forge_commit,
     forge_key_package,
@@ -57,7 +58,6 @@ from group_helpers import (
     resign_leaf,
     update_leaf,
 )
-
 from mlspy.credentials import CredentialError
 from mlspy.errors import (
     CommitError,

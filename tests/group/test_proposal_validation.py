@@ -16,6 +16,7 @@ import os
 from dataclasses import replace
 
 import pytest
+
 from group_helpers import (
     PSK_ID,
     PSK_VALUE,
@@ -35,7 +36,6 @@ from group_helpers import (
     share_psk,
     update_leaf,
 )
-
 from mlspy.errors import (
     CredentialTypeError,
     KeyPackageError,

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import pytest
+
 from group_helpers import (
     PSK_ID,
     PSK_VALUE,
@@ -45,7 +46,6 @@ from group_helpers import (
     snapshot,
     update_leaf,
 )
-
 from mlspy.credentials import CredentialError
 from mlspy.crypto import CipherSuiteProvider, suite
 from mlspy.errors import (
