@@ -263,3 +263,14 @@ def test_main_types_are_exported() -> None:
         assert name in mlspy.group.__all__
     with pytest.raises(AttributeError):
         _ = mlspy.NoSuchThing  # type: ignore[attr-defined]
+
+
+def test_a_pending_external_join_survives_a_reload() -> None:
+    alice, _ = _pair()
+    carol, commit = join_external(alice.group_info(), SigningIdentity.generate(b"carol"))
+    carol = Group.from_bytes(carol.to_bytes())
+    assert carol.status is Lifecycle.JOINING and carol.epoch == alice.epoch
+    alice.merge_staged_commit(alice.process(commit))  # type: ignore[arg-type]
+    carol.merge_pending_commit()
+    assert carol.status is Lifecycle.ACTIVE
+    assert carol.epoch_authenticator == alice.epoch_authenticator

@@ -183,9 +183,7 @@ def validate_path_leaf(
     ):
         # A new credential type or capability set must work with every member (§7.3): O(n),
         # so only when it changed (external joiners always).
-        scratch = new_tree.copy()
-        scratch.set_leaf(committer, leaf)
-        check_credential_support(scratch, rule="LN-12")
+        check_credential_support(new_tree, rule="LN-12", with_leaf=(committer, leaf))
 
 
 def check_resync(old_tree: RatchetTree, applied: AppliedProposals, path: UpdatePath) -> None:

@@ -168,16 +168,24 @@ def _check_required(leaf: LeafNode, required: RequiredCapabilities) -> None:
 
 
 def check_credential_support(
-    tree: RatchetTree, *, rule: str | CredentialSupportRule | None = None
+    tree: RatchetTree,
+    *,
+    rule: str | CredentialSupportRule | None = None,
+    with_leaf: tuple[LeafIndex, LeafNode] | None = None,
 ) -> None:
     """Every credential type in use is supported by every member (§7.3), in O(n).
 
     ``rule`` is the catalogue id a failure reports, or a function of the leaf that lacks a
     type in use and the types it lacks (whether a new member lacks a type, or a member lacks a
-    new member's type, are different rules)."""
+    new member's type, are different rules). ``with_leaf`` judges the tree as if that leaf
+    were at that index (a committer's new leaf), without copying the tree."""
+    leaves = list(tree.leaves())
+    if with_leaf is not None:
+        index, node = with_leaf
+        leaves = [(i, leaf) for i, leaf in leaves if i != index] + [(index, node)]
     in_use: set[int] = set()
     supported_by_all: set[int] | None = None
-    for _, leaf in tree.leaves():
+    for _, leaf in leaves:
         in_use.add(leaf.credential.credential_type)
         caps = set(leaf.capabilities.credentials)
         supported_by_all = caps if supported_by_all is None else supported_by_all & caps
@@ -185,7 +193,7 @@ def check_credential_support(
         return
     unsupported = in_use - supported_by_all
     if unsupported:
-        for i, leaf in tree.leaves():
+        for i, leaf in sorted(leaves, key=lambda item: item[0]):
             lacking = in_use - set(leaf.capabilities.credentials)
             if lacking:
                 raise CredentialTypeError(
