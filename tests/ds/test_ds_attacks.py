@@ -764,7 +764,12 @@ def test_an_outsider_cannot_wedge_a_group_with_a_bogus_external_commit(
     gid = alice.group.group_id
 
     mallory = Member.new(ds.url, "mallory", key_packages=0)
-    _, commit = join_external(mallory.client.group_info(gid), mallory.identity)
+    # The DS does not show a closed group's GroupInfo to an outsider (404, as for no group);
+    # mallory got it elsewhere (a former member leaked it).
+    with pytest.raises(DSRequestError) as refused:
+        mallory.client.group_info(gid)
+    assert refused.value.status == 404
+    _, commit = join_external(alice.group.group_info(), mallory.identity)
     pm = MLSMessage.decode(commit).public_message
     assert pm is not None
     tag = pm.auth.confirmation_tag or b""

@@ -234,9 +234,9 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         return {"seq": seq}
 
     async def group_info(request: Request) -> dict[str, Any]:
-        await client_of(request)
+        client = await client_of(request)
         gid = _hex(request.path_params["group_id"], "group_id")
-        return {"group_info": b64(await run_in_threadpool(service.group_info, gid))}
+        return {"group_info": b64(await run_in_threadpool(service.group_info, client, gid))}
 
     # --- Queues -----------------------------------------------------------------------
 

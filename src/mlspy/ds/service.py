@@ -293,6 +293,18 @@ class DeliveryService:
                 raise BadRequest(f"invalid KeyPackage: {exc}") from None
             if kp.leaf_node.signature_key != client.signature_key:
                 raise Forbidden("a KeyPackage must be signed with your registered key")
+            # Its credential must name the uploader as the AS binds it (a Basic identity, or
+            # an X.509 certificate validated against the trust anchors): nobody publishes
+            # KeyPackages under another user's name (RFC 9750 §8.4.3.1, ghost users).
+            try:
+                named = self._identity_of(kp.leaf_node.credential, client.signature_key)
+            except BadRequest as exc:
+                raise Forbidden(f"the KeyPackage's credential is not yours: {exc}") from exc
+            if named != client.identity:
+                raise Forbidden(
+                    f"the KeyPackage's credential names {named!r}, but you are registered as "
+                    f"{client.identity!r}"
+                )
             last = LastResort.find_in(kp.extensions) is not None
             rows.append((key_package_ref(kp), client.id, kp.cipher_suite, data, int(last)))
         with self.db.transaction() as tx:
@@ -435,10 +447,16 @@ class DeliveryService:
         rows = tx.execute("SELECT client_id FROM group_members WHERE group_id = ?", (group_id,))
         return {str(r[0]) for r in rows}
 
-    def group_info(self, group_id: bytes) -> bytes:
+    def group_info(self, client: ClientInfo, group_id: bytes) -> bytes:
+        """The latest GroupInfo, for the group's members, and for anyone when the group is
+        open to external joins. It names every member, so a closed group's is not shown to
+        outsiders, who get the same 404 as for a group that does not exist."""
         with self.db.transaction() as tx:
-            rows = tx.execute("SELECT group_info FROM groups WHERE group_id = ?", (group_id,))
+            rows = tx.execute("SELECT group_info, mode FROM groups WHERE group_id = ?", (group_id,))
+            members = self._members(tx, group_id) if rows else set()
         if not rows or rows[0][0] is None:
+            raise NotFound("unknown group")
+        if client.id not in members and not str(rows[0][1]).endswith("+external"):
             raise NotFound("unknown group")
         return bytes(rows[0][0])
 
