@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ds_helpers import POSTGRES, Cluster
@@ -36,6 +37,7 @@ def _reset_postgres(url: str) -> None:
             "group_members",
             "groups",
             "key_packages",
+            "key_package_claims",
             "tokens",
             "challenges",
             "clients",
@@ -43,16 +45,24 @@ def _reset_postgres(url: str) -> None:
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
 
 
+@pytest.fixture
+def ds_options() -> dict[str, Any]:
+    """Options of the DS under test (a test parametrizes ``ds_options`` to change them)."""
+    return {}
+
+
 @pytest.fixture(params=BACKENDS)
-def ds(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+def ds(
+    request: pytest.FixtureRequest, tmp_path: Path, ds_options: dict[str, Any]
+) -> Iterator[Cluster]:
     if request.param == "sqlite":
-        service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"))
+        service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"), **ds_options)
         with InProcessServer(create_app(service)) as server:
             yield Cluster([server])
         return
     assert POSTGRES is not None
     _reset_postgres(POSTGRES)
-    nodes = [DeliveryService(PostgresDatabase(POSTGRES)) for _ in range(2)]
+    nodes = [DeliveryService(PostgresDatabase(POSTGRES), **ds_options) for _ in range(2)]
     with (
         InProcessServer(create_app(nodes[0])) as a,
         InProcessServer(create_app(nodes[1])) as b,

@@ -86,3 +86,71 @@ def test_a_closed_groups_group_info_is_for_members(ds: Cluster, open_group: bool
     assert unknown == 404
     # An outsider learns nothing about a closed group, not even that it exists.
     assert outsider == (200 if open_group else 404)
+
+
+# --- KeyPackages are a protected resource -------------------------------------------------------
+
+
+def _drain(claimer: Member, target: bytes, tries: int) -> tuple[int, int]:
+    """``claimer`` claims up to ``tries`` of ``target``'s KeyPackages: (ordinary, refused)."""
+    ordinary = refused = 0
+    for _ in range(tries):
+        try:
+            data = claimer.client.claim_key_package(target)
+        except DSRequestError as exc:
+            assert exc.status == 429, exc
+            refused += 1
+            continue
+        kp = MLSMessage.decode(data).key_package
+        assert kp is not None
+        if not any(e.extension_type == 0x000A for e in kp.extensions):  # last_resort
+            ordinary += 1
+    return ordinary, refused
+
+
+def _with_last_resort(member: Member, ordinary: int) -> None:
+    member.client.upload_key_packages(
+        [create_key_package(member.identity) for _ in range(ordinary)]
+        + [create_key_package(member.identity, last_resort=True)]
+    )
+
+
+@pytest.mark.parametrize(
+    "ds_options",
+    [{"claims_per_target": 3}, {"claims_per_target": 10**6}],
+    ids=["limited", "mechanism_off"],
+)
+def test_one_user_cannot_drain_anothers_key_packages(
+    ds: Cluster, ds_options: dict[str, int]
+) -> None:
+    """Mallory claims bob's KeyPackages over and over. With the per-target limit she gets 3 and
+    then 429; bob keeps the rest, sees who claimed them, and alice can still invite him. With
+    the limit off (the attack as it was) she drains the whole pool."""
+    bob = Member.new(ds.url, "bob", key_packages=0)
+    _with_last_resort(bob, 8)
+    mallory = Member.new(ds.url, "mallory", key_packages=0)
+    ordinary, refused = _drain(mallory, b"bob", 10)
+    if ds_options["claims_per_target"] == 3:
+        assert (ordinary, refused) == (3, 7)
+        assert bob.client.count_key_packages() == (5, True)
+        claims = bob.client.key_package_claims()
+        assert [c["claimer"] for c in claims] == [b"mallory"] * 3
+        alice = Member.new(ds.url, "alice", key_packages=0)
+        assert _drain(alice, b"bob", 1) == (1, 0)
+    else:
+        assert (ordinary, refused) == (8, 0)  # drained: only the last resort is left
+        assert bob.client.count_key_packages() == (0, True)
+
+
+@pytest.mark.parametrize("ds_options", [{"claims_per_owner": 4}], ids=["crowd_limit"])
+def test_a_crowd_gets_the_last_resort_and_the_pool_survives(ds: Cluster) -> None:
+    """Many claimers, each within its own limit, claim bob's KeyPackages: past the per-owner
+    limit they get his last-resort KeyPackage, so his pool is not drained and he stays
+    reachable."""
+    bob = Member.new(ds.url, "bob", key_packages=0)
+    _with_last_resort(bob, 8)
+    got = [_drain(Member.new(ds.url, f"c{i}", key_packages=0), b"bob", 1) for i in range(7)]
+    assert [g[0] for g in got] == [1, 1, 1, 1, 0, 0, 0]  # then the last-resort one
+    assert all(g[1] == 0 for g in got)
+    assert bob.client.count_key_packages() == (4, True)
+    assert len(bob.client.key_package_claims()) == 7

@@ -184,14 +184,30 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         return {"stored": n}
 
     async def claim(request: Request) -> dict[str, Any]:
-        await client_of(request)
+        client = await client_of(request)
         d = await body(request)
         kp = await run_in_threadpool(
             service.claim_key_package,
+            client,
             unb64(d.get("identity"), "identity"),
             int(d.get("cipher_suite", 1)),
         )
         return {"key_package": b64(kp)}
+
+    async def claims(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        rows = await run_in_threadpool(service.key_package_claims, client)
+        return {
+            "claims": [
+                {
+                    "claimer": b64(r["claimer"]),  # type: ignore[arg-type]
+                    "ref": b64(r["ref"]),  # type: ignore[arg-type]
+                    "last_resort": r["last_resort"],
+                    "at": r["at"],
+                }
+                for r in rows
+            ]
+        }
 
     async def count(request: Request) -> dict[str, Any]:
         client = await client_of(request)
@@ -322,6 +338,7 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         Route("/v1/identities/{identity}", route(identity)),
         Route("/v1/key_packages", route(upload), methods=["POST"]),
         Route("/v1/key_packages/claim", route(claim), methods=["POST"]),
+        Route("/v1/key_packages/claims", route(claims)),
         Route("/v1/key_packages/count", route(count)),
         Route("/v1/groups", route(create_group), methods=["POST"]),
         Route("/v1/groups/{group_id}/messages", route(submit), methods=["POST"]),
@@ -419,6 +436,7 @@ OPENAPI: dict[str, Any] = {
         "/v1/identities/{identity}": {"get": {"summary": "credential and key of an identity"}},
         "/v1/key_packages": {"post": {"summary": "upload KeyPackages"}},
         "/v1/key_packages/claim": {"post": {"summary": "claim one KeyPackage of an identity"}},
+        "/v1/key_packages/claims": {"get": {"summary": "who claimed my KeyPackages"}},
         "/v1/key_packages/count": {"get": {"summary": "unclaimed KeyPackages left"}},
         "/v1/groups": {"post": {"summary": "register a group from its GroupInfo"}},
         "/v1/groups/{group_id}/messages": {

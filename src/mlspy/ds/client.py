@@ -121,6 +121,19 @@ class DSClient:
         )
         return base64.b64decode(out["key_package"])
 
+    def key_package_claims(self) -> list[dict[str, Any]]:
+        """Who claimed our KeyPackages lately: claimer identity, ref, last resort, time."""
+        out = self._call("GET", "/v1/key_packages/claims")
+        return [
+            {
+                "claimer": base64.b64decode(c["claimer"]),
+                "ref": base64.b64decode(c["ref"]),
+                "last_resort": bool(c["last_resort"]),
+                "at": float(c["at"]),
+            }
+            for c in out["claims"]
+        ]
+
     def count_key_packages(self, cipher_suite: int = 1) -> tuple[int, bool]:
         out = self._call("GET", "/v1/key_packages/count", params={"cipher_suite": cipher_suite})
         return int(out["count"]), bool(out["last_resort"])

@@ -45,6 +45,16 @@ _TABLES = [
         claimed INTEGER NOT NULL DEFAULT 0)""",
     """CREATE INDEX IF NOT EXISTS key_packages_owner
         ON key_packages (owner, cipher_suite, claimed)""",
+    """CREATE TABLE IF NOT EXISTS key_package_claims (
+        claimer TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        ref {blob} NOT NULL,
+        last_resort INTEGER NOT NULL,
+        created DOUBLE PRECISION NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS key_package_claims_by_claimer
+        ON key_package_claims (claimer, created)""",
+    """CREATE INDEX IF NOT EXISTS key_package_claims_by_owner
+        ON key_package_claims (owner, created)""",
     """CREATE TABLE IF NOT EXISTS groups (
         group_id {blob} PRIMARY KEY,
         epoch BIGINT NOT NULL,

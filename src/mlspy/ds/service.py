@@ -139,6 +139,15 @@ class DeliveryService:
     max_message: int = MAX_MESSAGE
     rate_per_second: float = 200.0
     rate_burst: float = 400.0
+    # KeyPackages are a protected resource (RFC 9750 §8.4.3): within ``claim_window`` seconds
+    # one claimer gets at most ``claims_per_target`` of one user's KeyPackages and
+    # ``claims_per_claimer`` in all (more is 429); past ``claims_per_owner`` claims of one
+    # user from everyone, only the last-resort KeyPackage is handed out, so a crowd cannot
+    # drain a pool while its owner stays reachable.
+    claim_window: float = 3600.0
+    claims_per_target: int = 10
+    claims_per_claimer: int = 500
+    claims_per_owner: int = 100
     # Called after a commit with the client ids that have new queued messages.
     on_queued: Callable[[set[str]], None] = lambda _: None
     # X.509 credentials are accepted when trust anchors are configured.
@@ -326,20 +335,23 @@ class DeliveryService:
                 )
         return len(rows)
 
-    def claim_key_package(self, identity: bytes, cipher_suite: int) -> bytes:
+    def claim_key_package(self, claimer: ClientInfo, identity: bytes, cipher_suite: int) -> bytes:
         """One KeyPackage of the client bound to ``identity``: an unclaimed ordinary one
-        (marked claimed in the same transaction), else its last-resort one."""
+        (marked claimed in the same transaction), else its last-resort one. Claims are limited
+        (see ``claims_per_target``) and recorded for the owner to see."""
         skip = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
         with self.db.transaction() as tx:
             owner = tx.execute("SELECT id FROM clients WHERE identity = ?", (identity,))
             if not owner:
                 raise NotFound("no client with this identity")
+            owner_id = str(owner[0][0])
             now = self.clock()
-            while True:
+            crowded = self._check_claim_limits(tx, claimer.id, owner_id, now)
+            while not crowded:
                 rows = tx.execute(
                     "SELECT ref, data FROM key_packages WHERE owner = ? AND cipher_suite = ? "
                     "AND claimed = 0 AND last_resort = 0 ORDER BY ref LIMIT 1" + skip,
-                    (owner[0][0], cipher_suite),
+                    (owner_id, cipher_suite),
                 )
                 if not rows:
                     break
@@ -348,15 +360,63 @@ class DeliveryService:
                     tx.execute("DELETE FROM key_packages WHERE ref = ?", (rows[0][0],))
                     continue
                 tx.execute("UPDATE key_packages SET claimed = 1 WHERE ref = ?", (rows[0][0],))
+                self._record_claim(tx, claimer.id, owner_id, bytes(rows[0][0]), False, now)
                 return bytes(rows[0][1])
             rows = tx.execute(
-                "SELECT data FROM key_packages WHERE owner = ? AND cipher_suite = ? "
+                "SELECT ref, data FROM key_packages WHERE owner = ? AND cipher_suite = ? "
                 "AND last_resort = 1 LIMIT 1",
-                (owner[0][0], cipher_suite),
+                (owner_id, cipher_suite),
             )
-            if rows and not _expired(bytes(rows[0][0]), now):
-                return bytes(rows[0][0])
+            if rows and not _expired(bytes(rows[0][1]), now):
+                self._record_claim(tx, claimer.id, owner_id, bytes(rows[0][0]), True, now)
+                return bytes(rows[0][1])
         raise NotFound("no KeyPackage left for this identity and cipher suite")
+
+    def _check_claim_limits(self, tx: Tx, claimer: str, owner: str, now: float) -> bool:
+        """Refuse a claimer over its limits (429); True when the owner's pool is crowded
+        (only its last-resort KeyPackage is handed out)."""
+        since = now - self.claim_window
+        mine = tx.execute(
+            "SELECT owner FROM key_package_claims WHERE claimer = ? AND created > ?",
+            (claimer, since),
+        )
+        if len(mine) >= self.claims_per_claimer:
+            raise RateLimited("too many KeyPackage claims: try again later")
+        if sum(1 for row in mine if str(row[0]) == owner) >= self.claims_per_target:
+            raise RateLimited("too many claims of this user's KeyPackages: try again later")
+        everyone = tx.execute(
+            "SELECT COUNT(*) FROM key_package_claims WHERE owner = ? AND created > ?",
+            (owner, since),
+        )
+        return int(everyone[0][0]) >= self.claims_per_owner
+
+    def _record_claim(
+        self, tx: Tx, claimer: str, owner: str, ref: bytes, last_resort: bool, now: float
+    ) -> None:
+        tx.execute(
+            "INSERT INTO key_package_claims (claimer, owner, ref, last_resort, created) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (claimer, owner, ref, int(last_resort), now),
+        )
+
+    def key_package_claims(self, client: ClientInfo) -> list[dict[str, object]]:
+        """Who claimed the caller's KeyPackages, newest first (within ``claim_window``)."""
+        with self.db.transaction() as tx:
+            rows = tx.execute(
+                "SELECT c.identity, k.ref, k.last_resort, k.created FROM key_package_claims k "
+                "JOIN clients c ON c.id = k.claimer WHERE k.owner = ? AND k.created > ? "
+                "ORDER BY k.created DESC",
+                (client.id, self.clock() - self.claim_window),
+            )
+        return [
+            {
+                "claimer": bytes(r[0]),
+                "ref": bytes(r[1]),
+                "last_resort": bool(r[2]),
+                "at": float(r[3]),
+            }
+            for r in rows
+        ]
 
     def count_key_packages(self, client: ClientInfo, cipher_suite: int) -> tuple[int, bool]:
         """Usable KeyPackages left: unclaimed ordinary ones, and whether a last-resort one
