@@ -15,8 +15,8 @@ import pytest
 from ds_helpers import Cluster, Member
 
 from mlspy.ds.client import DSRequestError
-from mlspy.group import SigningIdentity, create_key_package
-from mlspy.messages import Credential, MLSMessage
+from mlspy.group import Group, GroupConfig, SigningIdentity, create_key_package
+from mlspy.messages import Credential, MLSMessage, WireFormat
 
 
 def _status(fn: object) -> int:
@@ -154,3 +154,61 @@ def test_a_crowd_gets_the_last_resort_and_the_pool_survives(ds: Cluster) -> None
     assert all(g[1] == 0 for g in got)
     assert bob.client.count_key_packages() == (4, True)
     assert len(bob.client.key_package_claims()) == 7
+
+
+# --- Nobody is cut off by a claim the DS cannot check -------------------------------------------
+
+
+def _encrypted_group(ds: Cluster) -> tuple[Member, Member, Member]:
+    """alice, bob and carol in a group with encrypted handshakes (the DS sees ciphertexts)."""
+    alice, bob, carol = (Member.new(ds.url, n) for n in ("alice", "bob", "carol"))
+    config = GroupConfig(handshake_wire_format=WireFormat.mls_private_message)
+    alice.group = Group.create(alice.identity, config=config)
+    alice.client.create_group(alice.group.group_info(), encrypted_handshakes=True)
+    kps = [
+        MLSMessage.decode(alice.client.claim_key_package(n)).key_package for n in (b"bob", b"carol")
+    ]
+    out = alice.group.commit(add=[kp for kp in kps if kp is not None])
+    alice.client.submit(
+        alice.group.group_id, out.commit, welcome=out.welcome, adds=[b"bob", b"carol"]
+    )
+    alice.group.merge_pending_commit()
+    for m in (bob, carol):
+        m.sync()
+        assert m.group is not None
+        m.group = Group.from_bytes(m.group.to_bytes())  # the joiners use the group's config
+    return alice, bob, carol
+
+
+def test_a_declared_removal_does_not_cut_a_member_off(ds: Cluster) -> None:
+    """With encrypted handshakes alice sends an empty commit that *declares* carol removed.
+    The DS cannot check the claim: carol still receives, still decrypts, still sends. A real
+    removal takes her off the delivery list once she confirms it (``leave_group``)."""
+    alice, bob, carol = _encrypted_group(ds)
+    assert alice.group is not None and carol.group is not None and bob.group is not None
+    gid = alice.group.group_id
+    out = alice.group.commit(force_path=True)
+    alice.client.submit(gid, out.commit, removes=[b"carol"])
+    alice.group.merge_pending_commit()
+    bob.sync()
+    bob.send(b"carol, are you there?")
+    carol.sync()
+    assert carol.received[-1] == b"carol, are you there?"
+    carol.send(b"yes")  # not 403
+    alice.sync()
+    assert alice.received[-1] == b"yes"
+    # A real removal: carol processes it, confirms, and is off the list.
+    out = alice.group.remove_members([b"carol"])
+    alice.client.submit(gid, out.commit, removes=[b"carol"])
+    alice.group.merge_pending_commit()
+    events = carol.sync()
+    # She processed her removal (the helper forgets a removed member's group).
+    assert carol.group is None
+    assert any(getattr(e, "self_removed", False) for e in events)
+    carol.client.leave_group(gid)
+    bob.sync()
+    bob.send(b"after carol")
+    assert carol.client.fetch() == []  # off the delivery list
+    with pytest.raises(DSRequestError) as info:
+        carol.client.submit(gid, bob.group.encrypt_application(b"as carol"))
+    assert info.value.status == 403

@@ -619,6 +619,9 @@ class Client:
             stored.merge_staged_commit(event)
             if event.self_removed:
                 self._forget(gid)
+                # Confirm the removal: an encrypted group's DS cannot verify it by itself.
+                with contextlib.suppress(DSRequestError, httpx.HTTPError):
+                    await asyncio.to_thread(self.ds.leave_group, gid)
                 await self.events.put(Event("removed", gid, stored.group.epoch))
                 return False
             await self._emit_commit(gid, stored.group, event, "", before)

@@ -262,6 +262,12 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         items = await run_in_threadpool(service.fetch, client, after)
         return {"messages": [_wire(m) for m in items]}
 
+    async def leave(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        gid = _hex(request.path_params["group_id"], "group_id")
+        await run_in_threadpool(service.leave_group, client, gid)
+        return {"left": True}
+
     async def ack(request: Request) -> dict[str, Any]:
         client = await client_of(request)
         d = await body(request)
@@ -345,6 +351,7 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         Route("/v1/groups/{group_id}/group_info", route(group_info)),
         Route("/v1/queue", route(fetch)),
         Route("/v1/queue/ack", route(ack), methods=["POST"]),
+        Route("/v1/groups/{group_id}/leave", route(leave), methods=["POST"]),
         WebSocketRoute("/v1/ws", ws),
     ]
 
@@ -443,6 +450,7 @@ OPENAPI: dict[str, Any] = {
             "post": {"summary": "submit a handshake or application message (409: lost epoch)"}
         },
         "/v1/groups/{group_id}/group_info": {"get": {"summary": "latest GroupInfo"}},
+        "/v1/groups/{group_id}/leave": {"post": {"summary": "leave a group's delivery list"}},
         "/v1/queue": {"get": {"summary": "queued messages after a sequence number"}},
         "/v1/queue/ack": {"post": {"summary": "acknowledge delivered messages"}},
         "/v1/ws": {"get": {"summary": "WebSocket push of queued messages"}},

@@ -177,6 +177,10 @@ class DSClient:
             body["removes"] = [_b64(r) for r in removes]
         return int(self._call("POST", f"/v1/groups/{group_id.hex()}/messages", json=body)["seq"])
 
+    def leave_group(self, group_id: bytes) -> None:
+        """Leave the group's delivery list (after processing the commit that removed us)."""
+        self._call("POST", f"/v1/groups/{group_id.hex()}/leave")
+
     def group_info(self, group_id: bytes) -> bytes:
         out = self._call("GET", f"/v1/groups/{group_id.hex()}/group_info")
         return base64.b64decode(out["group_info"])

@@ -626,7 +626,9 @@ class DeliveryService:
                     new_members = {_client_id(m.signature_key) for m in public.members()}
             elif is_commit:
                 new_members |= {_client_id_for_identity(tx, i) for i in adds} - {""}
-                new_members -= {_client_id_for_identity(tx, i) for i in removes}
+                # A removal the committer declares cannot be verified in an encrypted group:
+                # the member stays on the delivery list (it cannot read what follows if it
+                # really was removed) until it confirms its removal (``leave_group``).
                 if external:
                     new_members.add(client.id)
             kind = (
@@ -669,6 +671,18 @@ class DeliveryService:
                 )
         self.on_queued(notify)
         return int(seq)
+
+    def leave_group(self, client: ClientInfo, group_id: bytes) -> None:
+        """The caller leaves the delivery list of ``group_id`` (it processed the commit that
+        removed it, or gives up the group). Nobody can take another member off the list by
+        a claim the DS cannot check (RFC 9750 §8.4.1). Idempotent."""
+        with self.db.transaction() as tx:
+            if tx.lock_group(group_id) is None:
+                raise NotFound("unknown group")
+            tx.execute(
+                "DELETE FROM group_members WHERE group_id = ? AND client_id = ?",
+                (group_id, client.id),
+            )
 
     def _set_roster_ids(self, tx: Tx, group_id: bytes, client_ids: set[str]) -> None:
         tx.execute("DELETE FROM group_members WHERE group_id = ?", (group_id,))
