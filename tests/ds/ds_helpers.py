@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mlspy.ds.client import DSClient
+from mlspy.ds.client import DSClient, DSRequestError
 from mlspy.ds.server import InProcessServer
 from mlspy.group import (
     ApplicationMessage,
@@ -16,6 +17,16 @@ from mlspy.group import (
     create_key_package,
 )
 from mlspy.messages import Add, MLSMessage, Proposal
+
+
+def status_of(fn: Callable[[], object]) -> int:
+    """The HTTP status a DS call ends with (200 when it succeeds)."""
+    try:
+        fn()
+    except DSRequestError as exc:
+        return exc.status
+    return 200
+
 
 # A PostgreSQL database for the two-node backend (``.ci/run`` starts one).
 POSTGRES = os.environ.get("MLSPY_TEST_POSTGRES")

@@ -12,19 +12,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from ds_helpers import Cluster, Member
+from ds_helpers import Cluster, Member, status_of
 
 from mlspy.ds.client import DSRequestError
 from mlspy.group import Group, GroupConfig, SigningIdentity, create_key_package
 from mlspy.messages import Credential, MLSMessage, WireFormat
-
-
-def _status(fn: object) -> int:
-    try:
-        fn()  # type: ignore[operator]
-    except DSRequestError as exc:
-        return exc.status
-    return 200
 
 
 def test_a_key_package_must_name_its_uploader(ds: Cluster) -> None:
@@ -80,9 +72,9 @@ def test_a_closed_groups_group_info_is_for_members(ds: Cluster, open_group: bool
     bob.sync()
     assert alice.group is not None
     gid = alice.group.group_id
-    assert _status(lambda: bob.client.group_info(gid)) == 200
-    unknown = _status(lambda: eve.client.group_info(b"\x77" * len(gid)))
-    outsider = _status(lambda: eve.client.group_info(gid))
+    assert status_of(lambda: bob.client.group_info(gid)) == 200
+    unknown = status_of(lambda: eve.client.group_info(b"\x77" * len(gid)))
+    outsider = status_of(lambda: eve.client.group_info(gid))
     assert unknown == 404
     # An outsider learns nothing about a closed group, not even that it exists.
     assert outsider == (200 if open_group else 404)

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from ds_helpers import POSTGRES, Cluster, Member
+from ds_helpers import POSTGRES, Cluster, Member, status_of
 
 from mlspy.ds.app import create_app
 from mlspy.ds.client import DSClient, DSRequestError
@@ -25,14 +25,6 @@ from mlspy.ds.service import DeliveryService
 from mlspy.group import GroupConfig, SigningIdentity, join_external
 from mlspy.messages import MLSMessage, WireFormat
 from mlspy.protection import authenticate, protect_public_message
-
-
-def _status(fn: object) -> int:
-    try:
-        fn()  # type: ignore[operator]
-    except DSRequestError as exc:
-        return exc.status
-    return 200
 
 
 def test_bad_requests_get_clear_4xx_and_change_nothing(ds: Cluster) -> None:
@@ -52,12 +44,12 @@ def test_bad_requests_get_clear_4xx_and_change_nothing(ds: Cluster) -> None:
         alice.client.submit(gid, b"\x00\x01\x00")
     assert info.value.status == 400 and "malformed MLS message" in info.value.body["error"]
     # Unknown group: 404. Not a member: 403.
-    assert _status(
+    assert status_of(
         lambda: alice.client.submit(b"\x99" * 16, alice.group.encrypt_application(b"x"))
     ) in (400, 404)
-    assert _status(lambda: eve.client.group_info(b"\x77" * 16)) == 404
+    assert status_of(lambda: eve.client.group_info(b"\x77" * 16)) == 404
     out = alice.group.commit()
-    assert _status(lambda: eve.client.submit(gid, out.commit)) == 403
+    assert status_of(lambda: eve.client.submit(gid, out.commit)) == 403
     # A commit whose signature was broken is rejected by the public view (400), and the
     # real commit is still accepted afterwards.
     msg = MLSMessage.decode(out.commit)
@@ -72,14 +64,14 @@ def test_bad_requests_get_clear_4xx_and_change_nothing(ds: Cluster) -> None:
     bob.sync()
     assert bob.group is not None and bob.group.epoch == alice.group.epoch
     # Oversized message: 413.
-    assert _status(lambda: alice.client.submit(gid, b"\x00" * (2 << 20))) == 413
+    assert status_of(lambda: alice.client.submit(gid, b"\x00" * (2 << 20))) == 413
 
 
 def test_rate_limit(tmp_path: Path) -> None:
     service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"), rate_burst=5)
     with InProcessServer(create_app(service)) as server:
         m = Member.new(server.url, "busy", key_packages=0)
-        statuses = [_status(lambda: m.client.fetch()) for _ in range(20)]
+        statuses = [status_of(lambda: m.client.fetch()) for _ in range(20)]
         assert 429 in statuses
 
 
@@ -183,7 +175,7 @@ def test_encrypted_handshakes_are_ordered_by_epoch(ds: Cluster) -> None:
     bob.client.submit(bob.group.group_id, out.commit)
     bob.group.merge_pending_commit()
     stale = alice.group.commit()
-    assert _status(lambda: alice.client.submit(alice.group.group_id, stale.commit)) == 409
+    assert status_of(lambda: alice.client.submit(alice.group.group_id, stale.commit)) == 409
     alice.group.clear_pending_commit()
     alice.sync()
     assert alice.group.epoch_authenticator == bob.group.epoch_authenticator

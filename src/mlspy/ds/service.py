@@ -376,13 +376,15 @@ class DeliveryService:
         """Refuse a claimer over its limits (429); True when the owner's pool is crowded
         (only its last-resort KeyPackage is handed out)."""
         since = now - self.claim_window
-        mine = tx.execute(
-            "SELECT owner FROM key_package_claims WHERE claimer = ? AND created > ?",
-            (claimer, since),
+        counts = tx.execute(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN owner = ? THEN 1 ELSE 0 END), 0) "
+            "FROM key_package_claims WHERE claimer = ? AND created > ?",
+            (owner, claimer, since),
         )
-        if len(mine) >= self.claims_per_claimer:
+        mine, of_target = int(counts[0][0]), int(counts[0][1])
+        if mine >= self.claims_per_claimer:
             raise RateLimited("too many KeyPackage claims: try again later")
-        if sum(1 for row in mine if str(row[0]) == owner) >= self.claims_per_target:
+        if of_target >= self.claims_per_target:
             raise RateLimited("too many claims of this user's KeyPackages: try again later")
         everyone = tx.execute(
             "SELECT COUNT(*) FROM key_package_claims WHERE owner = ? AND created > ?",

@@ -97,6 +97,7 @@ def create_commit(
     provisional = replace(provisional, tree_hash=tree.tree_hash())
     commit = Commit(tuple(refs), created.update_path if created else None)
     ac = _sign(state, commit, options)
+    psk_secret = resolve_psks(state.cs, applied.psks, state.psk_value)
     new_epoch = next_epoch(
         state.cs,
         state.config,
@@ -110,9 +111,9 @@ def create_commit(
         private,
         epoch.secrets.init_secret,
         created.commit_secret if created else bytes(state.cs.nh),
-        resolve_psks(state.cs, applied.psks, state.psk_value),
+        psk_secret,
     )
-    return _finish(state, ac, applied, new_epoch, created, options)
+    return _finish(state, ac, applied, new_epoch, psk_secret, created, options)
 
 
 def _proposals_to_cover(
@@ -203,6 +204,7 @@ def _finish(
     ac: AuthenticatedContent,
     applied: AppliedProposals,
     new_epoch: EpochState,
+    psk_secret: bytes | None,
     created: CreatedUpdatePath | None,
     options: CommitOptions,
 ) -> CommitOutput:
@@ -220,7 +222,7 @@ def _finish(
             group_info,
             new_epoch.secrets.joiner_secret,
             applied.psks,
-            resolve_psks(cs, applied.psks, state.psk_value),
+            psk_secret,
             [NewMember(i, kp) for i, kp in applied.added],
             state.own_leaf,
             created.path_secrets if created else None,

@@ -17,7 +17,7 @@ from dataclasses import replace
 from mlspy.crypto import CipherSuiteProvider, MessageSigner, suite
 from mlspy.errors import DecodeError, ExternalCommitError, MLSError, UsageError
 from mlspy.group.commit_validate import check_resync, staged_commit, validate_path_leaf
-from mlspy.group.framing import decode_message
+from mlspy.group.framing import decode_as
 from mlspy.group.group import Group
 from mlspy.group.identity import SigningIdentity
 from mlspy.group.member_state import Lifecycle, MemberState
@@ -69,12 +69,7 @@ from mlspy.tree.treekem import CreatedUpdatePath, LeafNodeParams, create_update_
 
 
 def _group_info(data: bytes | MLSMessage | GroupInfo) -> GroupInfo:
-    if isinstance(data, GroupInfo):
-        return data
-    msg = decode_message(data)
-    if msg.group_info is None:
-        raise UsageError("the message is not a GroupInfo")
-    return msg.group_info
+    return data if isinstance(data, GroupInfo) else decode_as(data, "group_info")
 
 
 def join_external(

@@ -4,6 +4,7 @@ application messages with the keys of an epoch (RFC 9420 §6, §12.1.8, §12.4.2
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mlspy.crypto import CipherSuiteProvider, MessageSigner, Rng
 from mlspy.errors import (
@@ -53,6 +54,15 @@ def decode_message(data: bytes | MLSMessage) -> MLSMessage:
             f"MLSMessage version {message.version} is not mls10", rule="FR-01"
         )
     return message
+
+
+def decode_as(data: bytes | MLSMessage, kind: str) -> Any:
+    """The body of an MLSMessage that must carry a ``kind`` ("welcome", "group_info",
+    "key_package"); anything else is a :class:`UsageError`."""
+    body = getattr(decode_message(data), kind)
+    if body is None:
+        raise UsageError(f"the message is not a {kind}")
+    return body
 
 
 def sender_signature_key(context: GroupContext, tree: RatchetTree, content: FramedContent) -> bytes:

@@ -33,6 +33,7 @@ from mlspy.group.commit_validate import check_not_own_proposal
 from mlspy.group.framing import (
     Unprotected,
     authenticated_for,
+    decode_as,
     decode_message,
     protect,
     protect_signed,
@@ -180,7 +181,7 @@ class Group:
         its encoding, or an already decoded tree (which is copied and still fully validated).
         """
         config = config or GroupConfig()
-        w = _welcome(welcome)
+        w = welcome if isinstance(welcome, Welcome) else decode_as(welcome, "welcome")
         bundles = [key_packages] if isinstance(key_packages, KeyPackageBundle) else key_packages
         psks = dict(external_psks or {})
         resumption = dict(resumption_psks or {})
@@ -386,7 +387,7 @@ class Group:
         self, *, with_ratchet_tree: bool | None = None, external_pub: bool | None = None
     ) -> bytes:
         """A signed GroupInfo for the current epoch (§12.4.3), as an MLSMessage."""
-        self._require_secrets()
+        self._state.require_secrets()
         gi = self._state.group_info(self._state.epoch, with_ratchet_tree, external_pub)
         return MLSMessage.wrap(gi).encode()
 
@@ -416,13 +417,6 @@ class Group:
     def _random(self, n: int) -> bytes:
         """``n`` bytes from the group's provider (nonces, group ids)."""
         return self._state.config.provider.random(n)
-
-    def _require_secrets(self) -> None:
-        if self._state.lifecycle is Lifecycle.JOINING:
-            raise GroupStateError(
-                "the external commit is not merged yet: merge_pending_commit() once the "
-                "Delivery Service accepted it"
-            )
 
     def _frame(
         self, content_type: ContentType, authenticated_data: bytes, **body: object
@@ -720,7 +714,7 @@ class Group:
             # Our own commit echoed by the Delivery Service (an external join's included): we
             # cannot decrypt it (its key is spent) and need not; it is exactly what we staged.
             return st.pending.staged
-        self._require_secrets()
+        self._state.require_secrets()
         own_ref = st.own_messages.get(raw)
         if own_ref is not None and own_ref in st.proposals:
             # Our own proposal echoed back: already cached when we sent it.
@@ -762,15 +756,6 @@ class Group:
 
     def __repr__(self) -> str:  # never show secrets
         return f"Group(epoch={self.epoch}, leaf={self.own_leaf_index}, {self.status.value})"
-
-
-def _welcome(welcome: bytes | MLSMessage | Welcome) -> Welcome:
-    if isinstance(welcome, Welcome):
-        return welcome
-    msg = decode_message(welcome)
-    if msg.welcome is None:
-        raise UsageError("the message is not a Welcome")
-    return msg.welcome
 
 
 __all__ = ["Group", "MemberRef"]

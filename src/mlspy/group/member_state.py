@@ -119,12 +119,16 @@ class MemberState:
             self.own_leaf,
         )
 
-    def require_active(self) -> None:
+    def require_secrets(self) -> None:
+        """A joiner by external commit holds no secret of the current epoch until merged."""
         if self.lifecycle is Lifecycle.JOINING:
             raise GroupStateError(
                 "the external commit is not merged yet: merge_pending_commit() once the "
                 "Delivery Service accepted it"
             )
+
+    def require_active(self) -> None:
+        self.require_secrets()
         if self.lifecycle is not Lifecycle.ACTIVE:
             raise GroupStateError(
                 f"this member can no longer send in the group ({self.lifecycle.value})"

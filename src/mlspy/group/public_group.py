@@ -23,7 +23,6 @@ from mlspy.errors import (
     MLSError,
     StorageError,
     TreeError,
-    UsageError,
     WelcomeError,
 )
 from mlspy.group.commit_validate import (
@@ -32,7 +31,7 @@ from mlspy.group.commit_validate import (
     validate_commit,
     validate_proposal,
 )
-from mlspy.group.framing import decode_message, verify_public_message
+from mlspy.group.framing import decode_as, decode_message, verify_public_message
 from mlspy.group.proposals import QueuedProposal
 from mlspy.group.state import GroupConfig, LeafChecks, Member, ProposalReceived
 from mlspy.group.welcome import validate_group_tree, verify_group_info
@@ -99,13 +98,9 @@ class PublicGroup:
         The tree is validated as a joiner validates it (§12.4.3.1), with ``config``'s
         lifetime and credential checks."""
         config = config or GroupConfig()
-        if isinstance(group_info, GroupInfo):
-            gi = group_info
-        else:
-            msg = decode_message(group_info)
-            if msg.group_info is None:
-                raise UsageError("the message is not a GroupInfo")
-            gi = msg.group_info
+        gi = (
+            group_info if isinstance(group_info, GroupInfo) else decode_as(group_info, "group_info")
+        )
         ctx = gi.group_context
         try:
             cs = suite(ctx.cipher_suite)
