@@ -197,7 +197,12 @@ def test_a_declared_removal_does_not_cut_a_member_off(ds: Cluster) -> None:
     # She processed her removal (the helper forgets a removed member's group).
     assert carol.group is None
     assert any(getattr(e, "self_removed", False) for e in events)
+    eve = Member.new(ds.url, "eve", key_packages=0)
+    # An outsider cannot use "leave" to probe which groups exist.
+    assert status_of(lambda: eve.client.leave_group(gid)) == 404
+    assert status_of(lambda: eve.client.leave_group(b"\x77" * len(gid))) == 404
     carol.client.leave_group(gid)
+    assert status_of(lambda: carol.client.leave_group(gid)) == 404  # no longer on the list
     bob.sync()
     bob.send(b"after carol")
     assert carol.client.fetch() == []  # off the delivery list

@@ -677,9 +677,11 @@ class DeliveryService:
     def leave_group(self, client: ClientInfo, group_id: bytes) -> None:
         """The caller leaves the delivery list of ``group_id`` (it processed the commit that
         removed it, or gives up the group). Nobody can take another member off the list by
-        a claim the DS cannot check (RFC 9750 §8.4.1). Idempotent."""
+        a claim the DS cannot check (RFC 9750 §8.4.1)."""
         with self.db.transaction() as tx:
-            if tx.lock_group(group_id) is None:
+            # Not on the list, or no such group: the same 404, so an outsider cannot probe
+            # which group ids exist.
+            if tx.lock_group(group_id) is None or client.id not in self._members(tx, group_id):
                 raise NotFound("unknown group")
             tx.execute(
                 "DELETE FROM group_members WHERE group_id = ? AND client_id = ?",
