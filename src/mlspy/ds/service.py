@@ -1,32 +1,44 @@
-"""The Delivery Service and Authentication Service logic (RFC 9750 §5, §4), without HTTP.
+"""The Delivery Service logic (RFC 9750 §5), without HTTP; it extends the Authentication
+Service (``accounts.py``) and shares its database.
 
-Theory of operation. Clients register a credential and signature key, proving possession of the
-key by signing a fresh challenge (``SignWithLabel(., "DS Challenge", nonce)``); later
-challenges buy short-lived bearer tokens. KeyPackages are validated on upload and claimed
-atomically: a non-last-resort KeyPackage is handed out at most once.
+Theory of operation. KeyPackages are validated on upload and claimed atomically: a
+non-last-resort KeyPackage is handed out at most once.
 
 Groups are strictly ordered: a submitted handshake is checked against the group's current
 epoch inside a transaction that locks the group row, so exactly one commit per epoch wins and
 later ones get :class:`Conflict` naming the epoch they lost to. For groups whose handshakes are
 PublicMessages the DS follows the group with the library's public view and rejects anything a
-member would reject; for encrypted handshakes it orders by the clear epoch and records the
-roster changes the committer declares. An accepted message is stored once and queued for every
-member but the sender; a Welcome is released to the owners of the KeyPackages it names only
-once its commit has won.
+member would reject; for encrypted handshakes it orders by the clear epoch. An accepted message
+is stored once and queued for every member but the sender; a Welcome is released to the owners
+of the KeyPackages it names only once its commit has won.
 """
 
 from __future__ import annotations
 
-import os
-import secrets as _secrets
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mlspy.codec import decode_all
-from mlspy.credentials import CredentialError, X509Validator
-from mlspy.crypto import suite
-from mlspy.ds.db import Database, Tx
+from mlspy.ds.accounts import (
+    CHALLENGE_LABEL,
+    CHALLENGE_TTL,
+    TOKEN_TTL,
+    AuthenticationService,
+    ClientInfo,
+    RegistryValidator,
+    client_id_of,
+)
+from mlspy.ds.db import Tx
+from mlspy.ds.errors import (
+    BadRequest,
+    Conflict,
+    DSError,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+)
 from mlspy.errors import DecodeError, MLSError, ValidationError
 from mlspy.group import GroupConfig, key_package_ref, validate_key_package
 from mlspy.group.public_group import (
@@ -35,65 +47,9 @@ from mlspy.group.public_group import (
     deserialize_public_group,
     serialize_public_group,
 )
-from mlspy.messages import (
-    ContentType,
-    Credential,
-    CredentialType,
-    LastResort,
-    MLSMessage,
-)
+from mlspy.messages import ContentType, LastResort, MLSMessage
 
-CHALLENGE_LABEL = "DS Challenge"
-CHALLENGE_TTL = 300.0
-TOKEN_TTL = 3600.0
 MAX_MESSAGE = 1 << 20
-
-
-class DSError(Exception):
-    """An error answered to the client; ``status`` is the HTTP status."""
-
-    status = 400
-
-    def __init__(self, message: str, **details: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
-
-
-class BadRequest(DSError):
-    status = 400
-
-
-class Unauthorized(DSError):
-    status = 401
-
-
-class Forbidden(DSError):
-    status = 403
-
-
-class NotFound(DSError):
-    status = 404
-
-
-class Conflict(DSError):
-    status = 409
-
-
-class TooLarge(DSError):
-    status = 413
-
-
-class RateLimited(DSError):
-    status = 429
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    id: str
-    identity: bytes
-    signature_key: bytes
-    cipher_suite: int
 
 
 @dataclass(frozen=True)
@@ -106,39 +62,8 @@ class QueuedMessage:
 
 
 @dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class _RegistryValidator:
-    """The AS's answer, from inside a DS transaction: a credential is valid when this
-    service binds its identity to that very signature key (what members ask the AS with
-    ``ASCredentialValidator``)."""
-
-    def __init__(self, service: DeliveryService, tx: Tx) -> None:
-        self.service = service
-        self.tx = tx
-
-    def validate(self, credential: Credential, signature_key: bytes) -> None:
-        try:
-            identity = self.service._identity_of(credential, signature_key)
-        except BadRequest as exc:
-            raise CredentialError(str(exc)) from exc
-        rows = self.tx.execute("SELECT signature_key FROM clients WHERE identity = ?", (identity,))
-        if not rows:
-            raise CredentialError(f"identity {identity!r} is not registered with the AS")
-        if bytes(rows[0][0]) != signature_key:
-            raise CredentialError(f"the AS binds identity {identity!r} to another signature key")
-
-
-@dataclass
-class DeliveryService:
-    db: Database
-    clock: Callable[[], float] = time.time
+class DeliveryService(AuthenticationService):
     max_message: int = MAX_MESSAGE
-    rate_per_second: float = 200.0
-    rate_burst: float = 400.0
     # KeyPackages are a protected resource (RFC 9750 §8.4.3): within ``claim_window`` seconds
     # one claimer gets at most ``claims_per_target`` of one user's KeyPackages and
     # ``claims_per_claimer`` in all (more is 429); past ``claims_per_owner`` claims of one
@@ -150,140 +75,6 @@ class DeliveryService:
     claims_per_owner: int = 100
     # Called after a commit with the client ids that have new queued messages.
     on_queued: Callable[[set[str]], None] = lambda _: None
-    # X.509 credentials are accepted when trust anchors are configured.
-    x509: X509Validator | None = None
-    _buckets: dict[str, _Bucket] = field(default_factory=dict)
-
-    # --- Authentication Service (RFC 9750 §4) -----------------------------------------
-
-    def challenge(self) -> bytes:
-        nonce = os.urandom(32)
-        with self.db.transaction() as tx:
-            tx.execute("DELETE FROM challenges WHERE expires < ?", (self.clock(),))
-            tx.execute(
-                "INSERT INTO challenges (nonce, expires) VALUES (?, ?)",
-                (nonce, self.clock() + CHALLENGE_TTL),
-            )
-        return nonce
-
-    def _consume_challenge(self, tx: Tx, nonce: bytes) -> None:
-        rows = tx.execute("SELECT expires FROM challenges WHERE nonce = ?", (nonce,))
-        if not rows or float(rows[0][0]) < self.clock():
-            raise Unauthorized("unknown or expired challenge: ask for a new one")
-        tx.execute("DELETE FROM challenges WHERE nonce = ?", (nonce,))
-
-    @staticmethod
-    def _check_possession(
-        cipher_suite: int, signature_key: bytes, challenge: bytes, signature: bytes
-    ) -> None:
-        try:
-            cs = suite(cipher_suite)
-        except MLSError as exc:
-            raise BadRequest(str(exc)) from None
-        if not cs.verify_with_label(signature_key, CHALLENGE_LABEL, challenge, signature):
-            raise Unauthorized("the challenge signature does not verify with this key")
-
-    def register(
-        self,
-        credential: bytes,
-        signature_key: bytes,
-        cipher_suite: int,
-        challenge: bytes,
-        signature: bytes,
-    ) -> ClientInfo:
-        """Bind an identity to a signature key (Basic credentials: first come, first bound)."""
-        try:
-            cred = Credential.decode(credential)
-        except DecodeError as exc:
-            raise BadRequest(f"malformed credential: {exc}") from None
-        identity = self._identity_of(cred, signature_key)
-        self._check_possession(cipher_suite, signature_key, challenge, signature)
-        client_id = _client_id(signature_key)
-        with self.db.transaction() as tx:
-            self._consume_challenge(tx, challenge)
-            taken = tx.execute(
-                "SELECT id, signature_key FROM clients WHERE identity = ?", (identity,)
-            )
-            if taken:
-                if bytes(taken[0][1]) == signature_key:
-                    return ClientInfo(client_id, identity, signature_key, cipher_suite)
-                raise Conflict("this identity is already bound to another signature key")
-            if tx.execute("SELECT 1 FROM clients WHERE signature_key = ?", (signature_key,)):
-                raise Conflict("this signature key is already registered")
-            tx.execute(
-                "INSERT INTO clients (id, identity, signature_key, credential, cipher_suite, "
-                "created) VALUES (?, ?, ?, ?, ?, ?)",
-                (client_id, identity, signature_key, credential, cipher_suite, self.clock()),
-            )
-        return ClientInfo(client_id, identity, signature_key, cipher_suite)
-
-    def _identity_of(self, cred: Credential, signature_key: bytes) -> bytes:
-        """Basic: the identity as claimed (first come, first bound). X.509: validated
-        against the configured trust anchors (expiry, key usage, the key itself)."""
-        if cred.credential_type == CredentialType.basic and cred.identity is not None:
-            return cred.identity
-        if cred.credential_type == CredentialType.x509 and self.x509 is not None:
-            try:
-                return self.x509.identity(cred, signature_key)
-            except CredentialError as exc:
-                raise BadRequest(f"X.509 credential rejected: {exc}") from None
-        raise BadRequest("unsupported credential (X.509 needs trust anchors on this DS)")
-
-    def issue_token(self, signature_key: bytes, challenge: bytes, signature: bytes) -> str:
-        with self.db.transaction() as tx:
-            rows = tx.execute(
-                "SELECT id, cipher_suite FROM clients WHERE signature_key = ?", (signature_key,)
-            )
-            if not rows:
-                raise Unauthorized("unknown signature key: register first")
-            self._check_possession(int(rows[0][1]), signature_key, challenge, signature)
-            self._consume_challenge(tx, challenge)
-            token = _secrets.token_urlsafe(32)
-            tx.execute("DELETE FROM tokens WHERE expires < ?", (self.clock(),))
-            tx.execute(
-                "INSERT INTO tokens (token, client_id, expires) VALUES (?, ?, ?)",
-                (token, str(rows[0][0]), self.clock() + TOKEN_TTL),
-            )
-        return token
-
-    def authenticate(self, token: str | None) -> ClientInfo:
-        if not token:
-            raise Unauthorized("missing bearer token")
-        with self.db.transaction() as tx:
-            rows = tx.execute(
-                "SELECT c.id, c.identity, c.signature_key, c.cipher_suite, t.expires "
-                "FROM tokens t JOIN clients c ON c.id = t.client_id WHERE t.token = ?",
-                (token,),
-            )
-        if not rows or float(rows[0][4]) < self.clock():
-            raise Unauthorized("invalid or expired token: authenticate again")
-        r = rows[0]
-        client = ClientInfo(str(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]))
-        self._rate_limit(client.id)
-        return client
-
-    def rate_limit_anonymous(self, peer: str) -> None:
-        """Unauthenticated endpoints (challenge, register, token) are limited per address."""
-        self._rate_limit(f"peer:{peer}")
-
-    def _rate_limit(self, client_id: str) -> None:
-        now = self.clock()
-        bucket = self._buckets.setdefault(client_id, _Bucket(self.rate_burst, now))
-        bucket.tokens = min(
-            self.rate_burst, bucket.tokens + (now - bucket.updated) * self.rate_per_second
-        )
-        bucket.updated = now
-        if bucket.tokens < 1:
-            raise RateLimited("too many requests: slow down")
-        bucket.tokens -= 1
-
-    def lookup_identity(self, identity: bytes) -> tuple[bytes, bytes] | None:
-        """(credential, signature key) bound to ``identity``, for CredentialValidators."""
-        with self.db.transaction() as tx:
-            rows = tx.execute(
-                "SELECT credential, signature_key FROM clients WHERE identity = ?", (identity,)
-            )
-        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
 
     # --- KeyPackage directory (RFC 9750 §5.1) --------------------------------------
 
@@ -444,7 +235,7 @@ class DeliveryService:
         this server's clock, the same maximum total lifetime), and, this DS being the
         Authentication Service, its own registry as the credential validator (§5.3.1)."""
         return GroupConfig(
-            clock=lambda: int(self.clock()), credential_validator=_RegistryValidator(self, tx)
+            clock=lambda: int(self.clock()), credential_validator=RegistryValidator(self, tx)
         )
 
     def create_group(
@@ -502,7 +293,7 @@ class DeliveryService:
         for key in signature_keys:
             tx.execute(
                 "INSERT INTO group_members (group_id, client_id) VALUES (?, ?)",
-                (group_id, _client_id(key)),
+                (group_id, client_id_of(key)),
             )
 
     def _members(self, tx: Tx, group_id: bytes) -> set[str]:
@@ -625,7 +416,7 @@ class DeliveryService:
                 if isinstance(event, PublicStagedCommit):
                     staged = event
                     public.merge(staged)
-                    new_members = {_client_id(m.signature_key) for m in public.members()}
+                    new_members = {client_id_of(m.signature_key) for m in public.members()}
             elif is_commit:
                 new_members |= {_client_id_for_identity(tx, i) for i in adds} - {""}
                 # A removal the committer declares cannot be verified in an encrypted group:
@@ -757,16 +548,15 @@ def _decode(data: bytes) -> MLSMessage:
     return msg
 
 
-def _client_id(signature_key: bytes) -> str:
-    return suite(1).hash(signature_key).hex()[:32]
-
-
 def _client_id_for_identity(tx: Tx, identity: bytes) -> str:
     rows = tx.execute("SELECT id FROM clients WHERE identity = ?", (identity,))
     return str(rows[0][0]) if rows else ""
 
 
 __all__ = [
+    "CHALLENGE_LABEL",
+    "CHALLENGE_TTL",
+    "TOKEN_TTL",
     "BadRequest",
     "ClientInfo",
     "Conflict",
