@@ -28,7 +28,7 @@ from parity import (
 NOT_ENFORCED = "(not enforced)"
 # The count this catalogue was written with; it may only grow.
 MIN_ROWS = 199
-AREAS = {"LN", "KP", "TR", "PR", "PL", "CM", "WG", "FR", "ST", "EC", "EP", "PS", "RB", "CD"}
+AREAS = {"LN", "KP", "TR", "PR", "PL", "CM", "WG", "FR", "ST", "EC", "EP", "PS", "RB", "CD", "MP"}
 
 
 @dataclass(frozen=True)

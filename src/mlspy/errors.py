@@ -269,5 +269,13 @@ class RequiredCapabilitiesError(ValidationError):
     section = "11.1"
 
 
+class PolicyError(ValidationError):
+    """The group's membership policy forbids this (an application-level permission, which
+    makes a proposal list invalid, §12.2; mlspy carries the policy in a GroupContext
+    extension, ``group/policy.py``)."""
+
+    section = "12.2"
+
+
 class GroupStateError(UsageError):
     """The group cannot do this in its current state (e.g. after ReInit or removal)."""

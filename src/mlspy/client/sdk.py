@@ -39,26 +39,40 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
+from mlspy.client.rules import DefaultRules, Rules, requester_credential, requester_key
 from mlspy.codec import Reader, Writer, decode_all
-from mlspy.ds.client import DSClient, DSConflict, DSRequestError
+from mlspy.ds.client import ASCredentialValidator, DSClient, DSConflict, DSRequestError
 from mlspy.errors import MLSError, UsageError
 from mlspy.group import (
     ApplicationMessage,
     CommitOutput,
     Group,
     GroupConfig,
+    Joins,
+    MembershipPolicy,
     ProposalReceived,
+    QueuedProposal,
     SigningIdentity,
     StagedCommit,
     create_key_package,
     join_external,
+    new_member_add_proposal,
 )
-from mlspy.messages import Add, Capabilities, Credential, MLSMessage, Proposal, Remove
+from mlspy.messages import (
+    Add,
+    Capabilities,
+    ContentType,
+    Credential,
+    MLSMessage,
+    Proposal,
+    Remove,
+    SenderType,
+)
 from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup, Write
 from mlspy.storage.base import delete
 
@@ -77,7 +91,8 @@ LAST_RESORT_GRACE = 3600.0
 @dataclass(frozen=True)
 class Event:
     """Something that happened in a group: ``kind`` is one of "message", "joined",
-    "member_joined", "member_left", "epoch", "removed"."""
+    "member_joined", "member_left", "epoch", "removed", and "join_request" (an outsider,
+    ``sender``, asks to join: ``Client.approve`` lets them in)."""
 
     kind: str
     group_id: bytes
@@ -106,11 +121,6 @@ def _pending_removals(group: Group) -> set[int]:
 
 def _outbox_key(group_id: bytes) -> str:
     return OUTBOX + group_id.hex()
-
-
-def _pending_only(stored: StoredGroup) -> list[Proposal] | None:
-    """A commit intent: just the pending proposals (nothing, once they are committed)."""
-    return [] if stored.group.pending_proposals else None
 
 
 def _encode_identity(identity: SigningIdentity) -> bytes:
@@ -175,6 +185,7 @@ class Client:
         poll_interval: float = 1.0,
         verify: bool | str = True,
         last_resort_grace: float = LAST_RESORT_GRACE,
+        rules: Rules | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self.name = name
@@ -193,6 +204,18 @@ class Client:
         if stored is None:
             self.store.write({"identity": (_encode_identity(self.identity), None)})
         self.ds = DSClient(self.server, self.identity, verify=verify)
+        # Every credential met — in a Welcome's tree, Adds, Updates, commit paths, external
+        # joins — is checked against the Authentication Service (§5.3.1), unless the
+        # application brings its own validator.
+        if self.config.credential_validator is None:
+            self.config = replace(self.config, credential_validator=ASCredentialValidator(self.ds))
+        self.groups.credential_validator = self.config.credential_validator
+        self.rules: Rules = rules or DefaultRules()
+        self._approved: set[tuple[bytes, bytes]] = set()  # (group id, requester's key)
+        # Commits we rejected and reported, by group: (epoch they ended, committer's
+        # signature key, or None for an outsider's external commit).
+        self._rejected: dict[bytes, tuple[int, bytes | None]] = {}
+        self._undone: dict[bytes, int] = {}  # groups the DS rolled back, to the epoch
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -280,15 +303,81 @@ class Client:
     def members(self, group_id: bytes) -> tuple[str, ...]:
         return member_names(self.group(group_id).group)
 
-    async def create_group(self, *, external_joins: bool = False) -> bytes:
-        """A new group on the DS; ``external_joins`` lets outsiders join by external commit
-        (members can always resync by external commit)."""
-        stored = self.groups.create_group(self.identity, config=self.config)
+    async def create_group(
+        self, *, policy: MembershipPolicy | None = None, external_joins: bool = False
+    ) -> bytes:
+        """A new group on the DS, with its membership policy (default: invite only;
+        ``external_joins`` is short for ``MembershipPolicy(Joins.open)``). The policy travels
+        in the group (``mlspy.group.policy``): members change it only by commit."""
+        if policy is None:
+            policy = MembershipPolicy(Joins.open if external_joins else Joins.invite)
+        stored = self.groups.create_group(
+            self.identity, config=self.config, extensions=(policy.to_extension(),)
+        )
         self._handles[stored.group.group_id] = stored
         await asyncio.to_thread(
-            self.ds.create_group, stored.group.group_info(), external_joins=external_joins
+            self.ds.create_group,
+            stored.group.group_info(),
+            external_joins=policy.joins == Joins.open,
         )
         return stored.group.group_id
+
+    # --- What we commit by ourselves -------------------------------------------------
+
+    def _admit(self, group: Group) -> Callable[[QueuedProposal], bool]:
+        def admit(q: QueuedProposal) -> bool:
+            key = requester_key(q)
+            if key is not None and (group.group_id, key) in self._approved:
+                return True
+            return self.rules.admit(group, q)
+
+        return admit
+
+    def _admitted(self, group: Group) -> list[QueuedProposal]:
+        admit = self._admit(group)
+        return [q for q in group.pending_proposals if admit(q)]
+
+    def _pending_only(self, stored: StoredGroup) -> list[Proposal] | None:
+        """A commit intent: just the admitted pending proposals (None once committed)."""
+        return [] if self._admitted(stored.group) else None
+
+    async def approve(self, group_id: bytes, user: str) -> bool:
+        """Let in an outsider who asked to join (a ``join_request`` event): commit their
+        request. False when no request from ``user`` is pending in this epoch (they ask
+        again after an epoch change, RFC 9420 §12.4)."""
+        async with self._lock:
+            group = self.group(group_id).group
+            keys = [
+                key
+                for q in group.pending_proposals
+                if (key := requester_key(q)) is not None
+                and (cred := requester_credential(q)) is not None
+                and _name(cred) == user
+            ]
+            if not keys:
+                return False
+            self._approved.update((group_id, key) for key in keys)
+            await self._commit_locked(group_id, self._pending_only)
+            return True
+
+    async def request_join(self, group_id: bytes) -> None:
+        """Ask to join a group that takes requests: an Add of our own KeyPackage
+        (``new_member_proposal``, §12.1.8); a member's approval brings a Welcome."""
+        bundle = create_key_package(self.identity)
+        self.groups.add_key_package(bundle)
+        epoch = 0
+        for _ in range(COMMIT_RETRIES):
+            request = new_member_add_proposal(
+                group_id, epoch, bundle.key_package, self.identity.signature_private_key
+            )
+            try:
+                await asyncio.to_thread(self.ds.submit, group_id, request)
+                return
+            except DSConflict as exc:  # the group is at another epoch: ask again there
+                if exc.epoch is None:
+                    raise
+                epoch = exc.epoch
+        raise UsageError("could not submit a join request")
 
     async def _commit(
         self, group_id: bytes, make: Callable[[StoredGroup], list[Proposal] | None]
@@ -309,7 +398,11 @@ class Client:
                 proposals = make(stored)
                 if proposals is None:
                     return None
-                out = stored.commit(proposals, also_write=self._outbox_entry(group_id))
+                out = stored.commit(
+                    proposals,
+                    admit=self._admit(stored.group),
+                    also_write=self._outbox_entry(group_id),
+                )
                 outgoing = _Outgoing(out.commit, out.welcome, out.group_info)
                 if await self._deliver(group_id, outgoing, known_fresh=True):
                     return out
@@ -461,11 +554,12 @@ class Client:
     async def send(self, group_id: bytes, text: str) -> None:
         async with self._lock:
             stored = self.group(group_id)
-            if stored.group.pending_proposals:
+            if self._admitted(stored.group):
                 if stored.group.own_leaf_index in _pending_removals(stored.group):
                     raise UsageError("we asked to leave this group: it awaits our removal")
-                # Pending proposals forbid sending (§12.4): commit them first.
-                await self._commit_locked(group_id, _pending_only)
+                # Pending proposals forbid sending (§12.4): commit them first (those we
+                # admit: an outsider's request to join waits for approval).
+                await self._commit_locked(group_id, self._pending_only)
                 stored = self.group(group_id)
             data = stored.encrypt_application(text.encode())
             await asyncio.to_thread(self.ds.submit, group_id, data)
@@ -476,40 +570,43 @@ class Client:
         if group_id not in self.group_ids():
             return
         g = self.group(group_id).group
-        if not g.pending_proposals:
+        if not self._admitted(g):
             return
         removed = _pending_removals(g)
         staying = [m.leaf_index for m in g.members() if m.leaf_index not in removed]
         if staying and staying[0] == g.own_leaf_index:
-            await self._commit_locked(group_id, _pending_only)
+            await self._commit_locked(group_id, self._pending_only)
 
     async def join_external(self, group_id: bytes, *, resync: bool = False) -> None:
         """Join (or, with ``resync``, rejoin after losing state) by external commit."""
         async with self._lock:
-            for _ in range(COMMIT_RETRIES):
-                info = await asyncio.to_thread(self.ds.group_info, group_id)
-                prior = None
-                if resync:
-                    prior = next(
-                        (leaf for leaf, name in _tree_members(info) if name == self.name), None
-                    )
-                group, commit = join_external(
-                    info, self.identity, remove_prior=prior, config=self.config
+            await self._join_external_locked(group_id, resync=resync)
+
+    async def _join_external_locked(self, group_id: bytes, *, resync: bool) -> None:
+        for _ in range(COMMIT_RETRIES):
+            info = await asyncio.to_thread(self.ds.group_info, group_id)
+            prior = None
+            if resync:
+                prior = next(
+                    (leaf for leaf, name in _tree_members(info) if name == self.name), None
                 )
-                try:
-                    await asyncio.to_thread(
-                        self.ds.submit, group_id, commit, group_info=group.pending_group_info()
-                    )
-                except DSConflict:
-                    await asyncio.sleep(0.05)
-                    continue
-                group.merge_pending_commit()
-                self._forget(group_id)
-                self._handles[group_id] = self.groups.adopt(group)
-                await self.events.put(
-                    Event("joined", group_id, group.epoch, members=member_names(group))
+            group, commit = join_external(
+                info, self.identity, remove_prior=prior, config=self.config
+            )
+            try:
+                await asyncio.to_thread(
+                    self.ds.submit, group_id, commit, group_info=group.pending_group_info()
                 )
-                return
+            except DSConflict:
+                await asyncio.sleep(0.05)
+                continue
+            group.merge_pending_commit()
+            self._forget(group_id)
+            self._handles[group_id] = self.groups.adopt(group)
+            await self.events.put(
+                Event("joined", group_id, group.epoch, members=member_names(group))
+            )
+            return
         raise UsageError("could not win an external commit")
 
     # --- Receiving --------------------------------------------------------------------
@@ -566,8 +663,63 @@ class Client:
             self._set_processed(done - {i["seq"] for i in items}, version)
         await self._replenish_if_due()
         if not self._committing:
+            await self._recover_undone()
             for gid in proposals_for:
                 await self._commit_proposals_if_ours(gid)
+
+    async def _report_if_rejected_commit(self, gid: bytes, group: Group, data: bytes) -> None:
+        """Report a commit for our current epoch that we rejected (RFC 9750 §8: members
+        judge what the DS cannot); the DS undoes it unless members already moved on."""
+        try:
+            msg = MLSMessage.decode(data)
+        except MLSError:
+            return
+        pm, priv = msg.public_message, msg.private_message
+        if pm is not None:
+            fc = pm.content
+            is_commit, epoch = fc.content_type == ContentType.commit, fc.epoch
+            leaf = fc.sender.leaf_index if fc.sender.sender_type == SenderType.member else None
+        elif priv is not None:
+            is_commit, epoch, leaf = priv.content_type == ContentType.commit, priv.epoch, None
+        else:
+            return
+        if not is_commit or epoch != group.epoch:
+            return
+        member = group.member_at(leaf) if leaf is not None else None
+        with contextlib.suppress(DSRequestError, httpx.HTTPError):
+            await asyncio.to_thread(self.ds.reject_commit, gid, epoch)
+        self._rejected[gid] = (epoch, member.signature_key if member is not None else None)
+
+    async def _recover_undone(self) -> None:
+        """After the DS undid a commit: a member that had merged it (its committer, or one
+        that accepted it) rejoins at the restored epoch by external commit; one that rejected
+        a member's commit removes that member (an insider whose commit the others reject is
+        removed: it may be compromised or broken)."""
+        undone, self._undone = self._undone, {}
+        for gid, epoch in undone.items():
+            if gid not in self.group_ids():
+                continue
+            group = self.group(gid).group
+            rejected = self._rejected.pop(gid, None)
+            if group.epoch > epoch:
+                try:
+                    await self._join_external_locked(gid, resync=True)
+                except (MLSError, httpx.HTTPError):
+                    self._forget(gid)  # e.g. added by the undone commit: not a member
+                    await self.events.put(Event("removed", gid, epoch))
+                continue
+            if rejected is None or rejected[0] != epoch or rejected[1] is None:
+                continue
+            key = rejected[1]
+
+            def evict(stored: StoredGroup, key: bytes = key) -> list[Proposal] | None:
+                for m in stored.group.members():
+                    if m.signature_key == key and m.leaf_index != stored.group.own_leaf_index:
+                        return [Proposal(Remove(m.leaf_index))]
+                return None
+
+            with contextlib.suppress(MLSError, httpx.HTTPError):
+                await self._commit_locked(gid, evict)
 
     async def _replenish_if_due(self) -> None:
         """After a join by Welcome: top up the pool and replace a used last-resort
@@ -596,13 +748,25 @@ class Client:
             return False
         if gid not in self.group_ids():
             return False
+        if item["kind"] == "rollback":
+            self._undone[gid] = int(item["epoch"])
+            return False
         stored = self.group(gid)
         try:
             event = stored.process(item["data"])
         except MLSError:
-            return False  # a message we cannot use (e.g. from before we joined)
+            # A message we cannot use (e.g. from before we joined) — or a commit of our
+            # epoch that we reject: then the DS moved on without us, so we report it.
+            await self._report_if_rejected_commit(gid, stored.group, item["data"])
+            return False
         if isinstance(event, ProposalReceived):
-            return True
+            queued = stored.group.pending_proposals[-1]
+            requester = requester_credential(queued)
+            if requester is not None:
+                await self.events.put(
+                    Event("join_request", gid, stored.group.epoch, sender=_name(requester))
+                )
+            return self._admit(stored.group)(queued)
         if isinstance(event, ApplicationMessage):
             name = _name(event.sender.credential)
             await self.events.put(

@@ -268,6 +268,15 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         await run_in_threadpool(service.leave_group, client, gid)
         return {"left": True}
 
+    async def reject(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        gid = _hex(request.path_params["group_id"], "group_id")
+        epoch = (await body(request)).get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**63:
+            raise BadRequest("epoch must be an integer in [0, 2^63)")
+        seq = await run_in_threadpool(service.reject_commit, client, gid, epoch)
+        return {"undone": True, "seq": seq}
+
     async def ack(request: Request) -> dict[str, Any]:
         client = await client_of(request)
         d = await body(request)
@@ -352,6 +361,7 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         Route("/v1/queue", route(fetch)),
         Route("/v1/queue/ack", route(ack), methods=["POST"]),
         Route("/v1/groups/{group_id}/leave", route(leave), methods=["POST"]),
+        Route("/v1/groups/{group_id}/reject", route(reject), methods=["POST"]),
         WebSocketRoute("/v1/ws", ws),
     ]
 
@@ -451,6 +461,9 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/groups/{group_id}/group_info": {"get": {"summary": "latest GroupInfo"}},
         "/v1/groups/{group_id}/leave": {"post": {"summary": "leave a group's delivery list"}},
+        "/v1/groups/{group_id}/reject": {
+            "post": {"summary": "report that you rejected the commit that ended an epoch"}
+        },
         "/v1/queue": {"get": {"summary": "queued messages after a sequence number"}},
         "/v1/queue/ack": {"post": {"summary": "acknowledge delivered messages"}},
         "/v1/ws": {"get": {"summary": "WebSocket push of queued messages"}},

@@ -181,6 +181,12 @@ class DSClient:
         """Leave the group's delivery list (after processing the commit that removed us)."""
         self._call("POST", f"/v1/groups/{group_id.hex()}/leave")
 
+    def reject_commit(self, group_id: bytes, epoch: int) -> int:
+        """Report that we rejected the commit that ended ``epoch``; the DS undoes it while
+        nobody else has spoken in the new epoch (else 409)."""
+        out = self._call("POST", f"/v1/groups/{group_id.hex()}/reject", json={"epoch": epoch})
+        return int(out["seq"])
+
     def group_info(self, group_id: bytes) -> bytes:
         out = self._call("GET", f"/v1/groups/{group_id.hex()}/group_info")
         return base64.b64decode(out["group_info"])

@@ -74,6 +74,27 @@ _TABLES = [
         sender TEXT NOT NULL,
         data {blob} NOT NULL,
         created DOUBLE PRECISION NOT NULL)""",
+    # The group as it was before its latest commit, kept so that a commit the members
+    # reject (what only members can check: confirmation tag, path secrets) can be undone.
+    """CREATE TABLE IF NOT EXISTS group_undo (
+        group_id {blob} PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        mode TEXT NOT NULL,
+        public_state {blob},
+        group_info {blob},
+        roster TEXT NOT NULL,
+        commit_seq BIGINT NOT NULL,
+        committer TEXT NOT NULL,
+        external INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS rejected_commits (
+        group_id {blob} NOT NULL,
+        epoch BIGINT NOT NULL,
+        committer TEXT NOT NULL,
+        reporter TEXT NOT NULL,
+        external INTEGER NOT NULL,
+        created DOUBLE PRECISION NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS rejected_commits_by_group
+        ON rejected_commits (group_id, created)""",
     """CREATE TABLE IF NOT EXISTS queue (
         client_id TEXT NOT NULL,
         seq BIGINT NOT NULL,

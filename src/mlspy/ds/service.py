@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mlspy.codec import decode_all
 from mlspy.ds.accounts import (
@@ -40,14 +41,21 @@ from mlspy.ds.errors import (
     Unauthorized,
 )
 from mlspy.errors import DecodeError, MLSError, ValidationError
-from mlspy.group import GroupConfig, key_package_ref, validate_key_package
+from mlspy.group import (
+    GroupConfig,
+    Joins,
+    Member,
+    key_package_ref,
+    policy_in,
+    validate_key_package,
+)
 from mlspy.group.public_group import (
     PublicGroup,
     PublicStagedCommit,
     deserialize_public_group,
     serialize_public_group,
 )
-from mlspy.messages import ContentType, LastResort, MLSMessage
+from mlspy.messages import Add, ContentType, Extension, LastResort, MLSMessage
 
 MAX_MESSAGE = 1 << 20
 
@@ -55,7 +63,7 @@ MAX_MESSAGE = 1 << 20
 @dataclass(frozen=True)
 class QueuedMessage:
     seq: int
-    kind: str  # "message" | "welcome"
+    kind: str  # "message" | "welcome" | "rollback" (a commit undone: see reject_commit)
     group_id: bytes
     epoch: int
     data: bytes
@@ -73,6 +81,12 @@ class DeliveryService(AuthenticationService):
     claims_per_target: int = 10
     claims_per_claimer: int = 500
     claims_per_owner: int = 100
+    # A commit the members reject can be undone (``reject_commit``); an outsider whose
+    # external commit was undone may not commit externally again within
+    # ``rejection_window`` seconds, and one member may have at most
+    # ``rejections_per_reporter`` commits undone per group within it.
+    rejection_window: float = 3600.0
+    rejections_per_reporter: int = 5
     # Called after a commit with the client ids that have new queued messages.
     on_queued: Callable[[set[str]], None] = lambda _: None
 
@@ -263,8 +277,11 @@ class DeliveryService(AuthenticationService):
         members = {m.signature_key for m in public.members()}
         if client.signature_key not in members:
             raise Forbidden("you are not a member of this group")
+        # Who may join from outside: the group's membership policy when it has one (it then
+        # follows every commit), else what the creator declares.
+        openness = _openness(public.context.extensions, "external" if external_joins else "")
         mode = ("private" if encrypted_handshakes else "public") + (
-            "+external" if external_joins else ""
+            f"+{openness}" if openness else ""
         )
         with self.db.transaction() as tx:
             if tx.lock_group(public.group_id) is not None:
@@ -328,130 +345,69 @@ class DeliveryService(AuthenticationService):
         for part in (message, welcome or b"", group_info or b""):
             self._check_size(part)
         msg = _decode(message)
-        body = msg.public_message or msg.private_message
-        if body is None:
-            raise BadRequest("expected a PublicMessage or PrivateMessage")
-        if msg.public_message is not None:
-            fc = msg.public_message.content
-            msg_group, epoch, content_type = fc.group_id, fc.epoch, fc.content_type
-        else:
-            pm = msg.private_message
-            if pm is None:  # pragma: no cover - checked above
-                raise BadRequest("expected a PublicMessage or PrivateMessage")
-            msg_group, epoch, content_type = pm.group_id, pm.epoch, pm.content_type
-        if msg_group != group_id:
+        h = _header(msg)
+        if h.group_id != group_id:
             raise BadRequest("the message is for another group")
         notify: set[str] = set()
         with self.db.transaction() as tx:
             row = tx.lock_group(group_id)
             if row is None:
                 raise NotFound("unknown group")
-            current, stored_mode, public_state = int(row[0]), str(row[1]), row[2]
-            mode, _, openness = stored_mode.partition("+")
+            g = _GroupRow(int(row[0]), str(row[1]), row[2], row[3])
             members = self._members(tx, group_id)
-            is_commit = content_type == ContentType.commit
-            if is_commit and epoch < current:
-                accepted = tx.execute(
-                    "SELECT seq, sender, data FROM messages WHERE group_id = ? AND "
-                    "epoch = ? AND kind = 'commit'",
-                    (group_id, epoch),
-                )
-                if (
-                    accepted
-                    and str(accepted[0][1]) == client.id
-                    and bytes(accepted[0][2]) == message
-                ):
-                    # The sender retries a commit we accepted (its answer was lost): answer as
-                    # then, so it can merge instead of being wedged an epoch behind. Checked
-                    # before membership: the sender may have been removed since.
-                    return int(accepted[0][0])
-            external = (
-                is_commit
-                and msg.public_message is not None
-                and msg.public_message.content.sender.sender_type.name == "new_member_commit"
-            )
-            if external and client.id not in members and openness != "external":
-                raise Forbidden("this group does not accept external joins from outsiders")
-            if (
-                client.id not in members
-                and not external
-                and not (
-                    # Outsiders may only propose (an external sender, or a would-be member
-                    # asking to be added, §12.1.8): never commit or send application data.
-                    content_type == ContentType.proposal
-                    and msg.public_message is not None
-                    and msg.public_message.content.sender.sender_type.name
-                    in ("external", "new_member_proposal")
-                )
-            ):
-                raise Forbidden("you are not a member of this group")
-            if content_type != ContentType.application and epoch != current:
-                if is_commit and epoch < current:
-                    winner = tx.execute(
-                        "SELECT seq FROM messages WHERE group_id = ? AND epoch = ? AND "
-                        "kind = 'commit'",
-                        (group_id, epoch),
-                    )
-                    raise Conflict(
-                        f"epoch {epoch} already has a commit; the group is at epoch {current}",
-                        epoch=current,
-                        winner=int(winner[0][0]) if winner else None,
-                    )
-                raise Conflict(f"the group is at epoch {current}, not {epoch}", epoch=current)
-            if content_type == ContentType.application and epoch > current:
-                raise Conflict(f"the group is at epoch {current}, not {epoch}", epoch=current)
+            if h.is_commit and h.epoch < g.epoch:
+                again = self._accepted_again(tx, client, group_id, h.epoch, message)
+                if again is not None:
+                    return again
+            if client.id not in members:
+                self._check_outsider(tx, client, group_id, msg, h, g)
+            _check_epoch(tx, group_id, h, g.epoch)
             new_members = set(members)
             public: PublicGroup | None = None
-            staged: PublicStagedCommit | None = None
-            if mode == "public" and content_type != ContentType.application:
-                if msg.public_message is None:
-                    raise BadRequest("this group's handshakes must be PublicMessages")
-                public = deserialize_public_group(
-                    bytes(public_state), config=self._group_config(tx)
-                )
-                try:
-                    event = public.process(msg)
-                except MLSError as exc:
-                    raise BadRequest(f"rejected: {exc}") from None
-                if isinstance(event, PublicStagedCommit):
-                    staged = event
-                    public.merge(staged)
+            openness = g.openness
+            if g.mode == "public" and h.content_type != ContentType.application:
+                public = self._judge_public(tx, msg, bytes(g.public_state))
+                if h.is_commit:
                     new_members = {client_id_of(m.signature_key) for m in public.members()}
-            elif is_commit:
+                    openness = _openness(public.context.extensions, openness)
+            elif h.external:
+                # Encrypted handshakes, but external commits are PublicMessages: judge them
+                # with the public state the members last published (their GroupInfo).
+                view = self._judge_public_from_group_info(tx, msg, g)
+                gone = {client_id_of(m.signature_key) for m in view.removed}
+                new_members = (members - gone) | {client.id}
+            elif h.is_commit:
                 new_members |= {_client_id_for_identity(tx, i) for i in adds} - {""}
                 # A removal the committer declares cannot be verified in an encrypted group:
                 # the member stays on the delivery list (it cannot read what follows if it
                 # really was removed) until it confirms its removal (``leave_group``).
-                if external:
-                    new_members.add(client.id)
-            kind = (
-                "commit"
-                if is_commit
-                else ("proposal" if content_type == ContentType.proposal else "application")
-            )
+                if group_info is not None:
+                    openness = _openness(_group_info_extensions(group_info), openness)
             seq = tx.insert_returning_seq(
                 "INSERT INTO messages (group_id, epoch, kind, sender, data, created) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (group_id, epoch, kind, client.id, message, self.clock()),
+                (group_id, h.epoch, h.kind, client.id, message, self.clock()),
             )
             recipients = members - {client.id}
             for member in recipients:
                 tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (member, seq))
             notify |= recipients
-            if is_commit:
+            if h.is_commit:
+                self._keep_undo(tx, group_id, g, members, seq, client.id, h.external)
                 tx.execute(
-                    "UPDATE groups SET epoch = ?, public_state = ?, group_info = COALESCE(?, "
-                    "group_info) WHERE group_id = ?",
+                    "UPDATE groups SET epoch = ?, mode = ?, public_state = ?, "
+                    "group_info = COALESCE(?, group_info) WHERE group_id = ?",
                     (
-                        current + 1,
-                        serialize_public_group(public) if public is not None else public_state,
+                        g.epoch + 1,
+                        g.mode + (f"+{openness}" if openness else ""),
+                        serialize_public_group(public) if public is not None else g.public_state,
                         group_info,
                         group_id,
                     ),
                 )
                 if welcome is not None:
-                    owners = self._release_welcome(tx, group_id, current + 1, welcome, notify)
-                    if mode != "public":
+                    owners = self._release_welcome(tx, group_id, g.epoch + 1, welcome, notify)
+                    if g.mode != "public":
                         # Encrypted handshakes: only owners the committer declared as added
                         # join the delivery list (public mode: the public view decides).
                         declared = {_client_id_for_identity(tx, i) for i in adds}
@@ -462,6 +418,217 @@ class DeliveryService(AuthenticationService):
                     "UPDATE groups SET public_state = ? WHERE group_id = ?",
                     (serialize_public_group(public), group_id),
                 )
+        self.on_queued(notify)
+        return int(seq)
+
+    def _accepted_again(
+        self, tx: Tx, client: ClientInfo, group_id: bytes, epoch: int, message: bytes
+    ) -> int | None:
+        """The sender retries a commit we accepted (its answer was lost): its sequence
+        number, so it can merge instead of being wedged an epoch behind. Checked before
+        membership: the sender may have been removed since."""
+        accepted = tx.execute(
+            "SELECT seq, sender, data FROM messages WHERE group_id = ? AND "
+            "epoch = ? AND kind = 'commit'",
+            (group_id, epoch),
+        )
+        if accepted and str(accepted[0][1]) == client.id and bytes(accepted[0][2]) == message:
+            return int(accepted[0][0])
+        return None
+
+    def _check_outsider(
+        self,
+        tx: Tx,
+        client: ClientInfo,
+        group_id: bytes,
+        msg: MLSMessage,
+        h: _Header,
+        g: _GroupRow,
+    ) -> None:
+        """What a client not on the delivery list may send, by the group's policy: an
+        external commit into an open group, a request to join (a ``new_member_proposal``
+        Add of its own KeyPackage) into a group that takes requests, an external sender's
+        proposal; nothing else."""
+        if h.external:
+            if g.openness != "external":
+                raise Forbidden("this group does not accept external joins from outsiders")
+            if self._recently_rejected(tx, group_id, client.id):
+                raise Forbidden(
+                    "the members rejected your last external commit into this group: "
+                    "try again later"
+                )
+            return
+        if h.content_type == ContentType.proposal and h.sender_type == "new_member_proposal":
+            if g.openness not in ("request", "external"):
+                raise Forbidden("this group does not take requests to join")
+            self._record_request(tx, client, msg)
+            return
+        if h.content_type == ContentType.proposal and h.sender_type == "external":
+            return
+        raise Forbidden("you are not a member of this group")
+
+    def _record_request(self, tx: Tx, client: ClientInfo, msg: MLSMessage) -> None:
+        """A request to join names the requester's own KeyPackage; keep it (as claimed) so
+        the Welcome that admits them finds its owner."""
+        pm = msg.public_message
+        proposal = pm.content.proposal if pm is not None else None
+        body = proposal.body if proposal is not None else None
+        if not isinstance(body, Add):
+            raise BadRequest("a request to join is an Add proposal")
+        kp = body.key_package
+        if kp.leaf_node.signature_key != client.signature_key:
+            raise Forbidden("a request to join must add your own KeyPackage")
+        ref = key_package_ref(kp)
+        tx.execute("DELETE FROM key_packages WHERE ref = ?", (ref,))
+        tx.execute(
+            "INSERT INTO key_packages (ref, owner, cipher_suite, data, last_resort, claimed) "
+            "VALUES (?, ?, ?, ?, 0, 1)",
+            (ref, client.id, kp.cipher_suite, MLSMessage.wrap(kp).encode()),
+        )
+
+    def _judge_public(self, tx: Tx, msg: MLSMessage, public_state: bytes) -> PublicGroup:
+        """Run a handshake through the group's public view; returns it, merged."""
+        if msg.public_message is None:
+            raise BadRequest("this group's handshakes must be PublicMessages")
+        public = deserialize_public_group(public_state, config=self._group_config(tx))
+        try:
+            event = public.process(msg)
+        except MLSError as exc:
+            raise BadRequest(f"rejected: {exc}") from None
+        if isinstance(event, PublicStagedCommit):
+            public.merge(event)
+        return public
+
+    def _judge_public_from_group_info(self, tx: Tx, msg: MLSMessage, g: _GroupRow) -> _ExternalJoin:
+        """An external commit into an encrypted-handshake group, judged against the latest
+        GroupInfo its members published (they send one with every commit)."""
+        if g.group_info is None:
+            raise Conflict("no current GroupInfo for this group: ask a member", epoch=g.epoch)
+        try:
+            view = PublicGroup.from_group_info(bytes(g.group_info), config=self._group_config(tx))
+        except MLSError as exc:
+            raise Conflict(f"the group's published GroupInfo is unusable: {exc}") from None
+        if view.epoch != g.epoch:
+            raise Conflict("no current GroupInfo for this group: ask a member", epoch=g.epoch)
+        try:
+            staged = view.process(msg)
+        except MLSError as exc:
+            raise BadRequest(f"rejected: {exc}") from None
+        if not isinstance(staged, PublicStagedCommit):  # pragma: no cover - a commit
+            raise BadRequest("expected a commit")
+        removed = [m for m in view.members() if m.leaf_index in staged.applied.removed]
+        return _ExternalJoin(removed)
+
+    def _keep_undo(
+        self,
+        tx: Tx,
+        group_id: bytes,
+        g: _GroupRow,
+        members: set[str],
+        seq: int,
+        committer: str,
+        external: bool,
+    ) -> None:
+        """Remember the group as it was before this commit, for ``reject_commit``."""
+        tx.execute("DELETE FROM group_undo WHERE group_id = ?", (group_id,))
+        tx.execute(
+            "INSERT INTO group_undo (group_id, epoch, mode, public_state, group_info, roster, "
+            "commit_seq, committer, external) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                group_id,
+                g.epoch,
+                g.stored_mode,
+                g.public_state,
+                g.group_info,
+                ",".join(sorted(members)),
+                seq,
+                committer,
+                int(external),
+            ),
+        )
+
+    def _recently_rejected(self, tx: Tx, group_id: bytes, committer: str) -> bool:
+        rows = tx.execute(
+            "SELECT 1 FROM rejected_commits WHERE group_id = ? AND committer = ? AND "
+            "external = 1 AND created > ? LIMIT 1",
+            (group_id, committer, self.clock() - self.rejection_window),
+        )
+        return bool(rows)
+
+    def reject_commit(self, client: ClientInfo, group_id: bytes, epoch: int) -> int:
+        """A member reports that it rejected the commit that ended ``epoch`` (a check only
+        members can make failed: confirmation tag, path secrets, a credential the AS does not
+        bind in an encrypted group, the group's policy). While nobody but the committer has
+        spoken in the new epoch — so no member showed it could follow — the DS undoes the
+        commit: the group is back at ``epoch`` with its old delivery list, the commit, its
+        Welcome and what its committer sent since are withdrawn, and every client concerned
+        gets a "rollback" notice. An outsider whose external commit was undone may not
+        commit externally into the group for ``rejection_window`` seconds. Returns the
+        notice's sequence number."""
+        notify: set[str] = set()
+        with self.db.transaction() as tx:
+            row = tx.lock_group(group_id)
+            undo = tx.execute(
+                "SELECT epoch, mode, public_state, group_info, roster, commit_seq, committer, "
+                "external FROM group_undo WHERE group_id = ?",
+                (group_id,),
+            )
+            old_roster = set(str(undo[0][4]).split(",")) - {""} if undo else set()
+            if row is None or client.id not in old_roster:
+                raise NotFound("unknown group")
+            current, committer = int(row[0]), str(undo[0][6])
+            if int(undo[0][0]) != epoch or current != epoch + 1:
+                raise Conflict(
+                    f"the commit that ended epoch {epoch} can no longer be undone: the group "
+                    f"is at epoch {current}",
+                    epoch=current,
+                )
+            if client.id == committer:
+                raise Forbidden("a member cannot reject its own commit")
+            spoken = tx.execute(
+                "SELECT 1 FROM messages WHERE group_id = ? AND epoch = ? AND kind != 'welcome' "
+                "AND sender != ? LIMIT 1",
+                (group_id, current, committer),
+            )
+            if spoken:
+                raise Conflict(
+                    "members already speak in the new epoch: the commit stands", epoch=current
+                )
+            reports = tx.execute(
+                "SELECT COUNT(*) FROM rejected_commits WHERE group_id = ? AND reporter = ? "
+                "AND created > ?",
+                (group_id, client.id, self.clock() - self.rejection_window),
+            )
+            if int(reports[0][0]) >= self.rejections_per_reporter:
+                raise RateLimited("too many rejected commits reported: try again later")
+            everyone = old_roster | self._members(tx, group_id)
+            withdrawn = "group_id = ? AND (seq = ? OR epoch = ?)"
+            args = (group_id, int(undo[0][5]), current)
+            tx.execute(
+                f"DELETE FROM queue WHERE seq IN (SELECT seq FROM messages WHERE {withdrawn})",
+                args,
+            )
+            tx.execute(f"DELETE FROM messages WHERE {withdrawn}", args)
+            tx.execute(
+                "UPDATE groups SET epoch = ?, mode = ?, public_state = ?, group_info = ? "
+                "WHERE group_id = ?",
+                (epoch, undo[0][1], undo[0][2], undo[0][3], group_id),
+            )
+            self._set_roster_ids(tx, group_id, old_roster)
+            tx.execute("DELETE FROM group_undo WHERE group_id = ?", (group_id,))
+            tx.execute(
+                "INSERT INTO rejected_commits (group_id, epoch, committer, reporter, external, "
+                "created) VALUES (?, ?, ?, ?, ?, ?)",
+                (group_id, epoch, committer, client.id, int(undo[0][7]), self.clock()),
+            )
+            seq = tx.insert_returning_seq(
+                "INSERT INTO messages (group_id, epoch, kind, sender, data, created) "
+                "VALUES (?, ?, 'rollback', ?, ?, ?)",
+                (group_id, epoch, client.id, b"", self.clock()),
+            )
+            for cid in everyone:
+                tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (cid, seq))
+            notify |= everyone
         self.on_queued(notify)
         return int(seq)
 
@@ -523,7 +690,7 @@ class DeliveryService(AuthenticationService):
         return [
             QueuedMessage(
                 int(r[0]),
-                "welcome" if r[1] == "welcome" else "message",
+                str(r[1]) if r[1] in ("welcome", "rollback") else "message",
                 bytes(r[2]),
                 int(r[3]),
                 bytes(r[4]),
@@ -536,6 +703,99 @@ class DeliveryService(AuthenticationService):
         with self.db.transaction() as tx:
             for seq in seqs:
                 tx.execute("DELETE FROM queue WHERE client_id = ? AND seq = ?", (client.id, seq))
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What the DS reads of a message without keys."""
+
+    group_id: bytes
+    epoch: int
+    content_type: ContentType
+    sender_type: str | None  # PublicMessages only
+
+    @property
+    def is_commit(self) -> bool:
+        return self.content_type == ContentType.commit
+
+    @property
+    def external(self) -> bool:
+        return self.is_commit and self.sender_type == "new_member_commit"
+
+    @property
+    def kind(self) -> str:
+        if self.is_commit:
+            return "commit"
+        return "proposal" if self.content_type == ContentType.proposal else "application"
+
+
+def _header(msg: MLSMessage) -> _Header:
+    if msg.public_message is not None:
+        fc = msg.public_message.content
+        return _Header(fc.group_id, fc.epoch, fc.content_type, fc.sender.sender_type.name)
+    pm = msg.private_message
+    if pm is None:
+        raise BadRequest("expected a PublicMessage or PrivateMessage")
+    return _Header(pm.group_id, pm.epoch, pm.content_type, None)
+
+
+@dataclass(frozen=True)
+class _GroupRow:
+    epoch: int
+    stored_mode: str  # "public" | "private", then "+request" or "+external" by policy
+    public_state: Any
+    group_info: Any
+
+    @property
+    def mode(self) -> str:
+        return self.stored_mode.partition("+")[0]
+
+    @property
+    def openness(self) -> str:
+        return self.stored_mode.partition("+")[2]
+
+
+@dataclass(frozen=True)
+class _ExternalJoin:
+    removed: list[Member]
+
+
+def _check_epoch(tx: Tx, group_id: bytes, h: _Header, current: int) -> None:
+    """Handshakes must be for the current epoch; application messages not for a later one."""
+    if h.content_type != ContentType.application and h.epoch != current:
+        if h.is_commit and h.epoch < current:
+            winner = tx.execute(
+                "SELECT seq FROM messages WHERE group_id = ? AND epoch = ? AND kind = 'commit'",
+                (group_id, h.epoch),
+            )
+            raise Conflict(
+                f"epoch {h.epoch} already has a commit; the group is at epoch {current}",
+                epoch=current,
+                winner=int(winner[0][0]) if winner else None,
+            )
+        raise Conflict(f"the group is at epoch {current}, not {h.epoch}", epoch=current)
+    if h.content_type == ContentType.application and h.epoch > current:
+        raise Conflict(f"the group is at epoch {current}, not {h.epoch}", epoch=current)
+
+
+_OPENNESS = {Joins.invite: "", Joins.request: "request", Joins.open: "external"}
+
+
+def _openness(extensions: Sequence[Extension], fallback: str) -> str:
+    """How outsiders may join, by the group's membership policy ("" invite only,
+    "request", "external"); a group without a policy keeps what its creator declared."""
+    try:
+        policy = policy_in(extensions)
+    except MLSError as exc:
+        raise BadRequest(f"invalid membership policy: {exc}") from None
+    return fallback if policy is None else _OPENNESS[policy.joins]
+
+
+def _group_info_extensions(group_info: bytes) -> tuple[Extension, ...]:
+    gi = _decode(group_info).group_info
+    if gi is None:
+        raise BadRequest("expected MLSMessage(GroupInfo)")
+    return gi.group_context.extensions
 
 
 def _decode(data: bytes) -> MLSMessage:

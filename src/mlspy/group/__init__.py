@@ -13,6 +13,7 @@ from mlspy.group.key_package import (
     validate_key_package,
 )
 from mlspy.group.member_state import Lifecycle
+from mlspy.group.policy import Joins, MembershipPolicy, policy_in
 from mlspy.group.proposals import QueuedProposal
 from mlspy.group.public_group import (
     PublicGroup,
@@ -32,6 +33,9 @@ from mlspy.group.state import (
 )
 
 __all__ = [
+    "Joins",
+    "MembershipPolicy",
+    "policy_in",
     "ApplicationMessage",
     "CommitOutput",
     "Group",

@@ -8,7 +8,7 @@ Delivery Service would refuse never leaves.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from mlspy.errors import GroupStateError, ValidationError
@@ -55,6 +55,10 @@ class CommitOptions:
 
     force_path: bool = False
     include_pending: bool = True
+    # Which cached proposals we are willing to commit (None: all valid ones). The
+    # application's rules: RFC 9420 §12.2 has the committer include what is valid "according
+    # to application policy", and a receiver must not require the rest (§12.4).
+    admit: Callable[[QueuedProposal], bool] | None = None
     authenticated_data: bytes = b""
     ratchet_tree_in_welcome: bool | None = None
     resumption_usage: ResumptionPSKUsage | None = None
@@ -71,7 +75,7 @@ def create_commit(
     if state.pending is not None:
         raise GroupStateError("a commit is already pending: merge or clear it first")
     me = Sender.member(state.own_leaf)
-    queued, refs = _proposals_to_cover(state, proposals, options.include_pending)
+    queued, refs = _proposals_to_cover(state, proposals, options.include_pending, options.admit)
     epoch = state.epoch
     tree = epoch.tree.copy()
     applied = apply_proposals(
@@ -117,13 +121,17 @@ def create_commit(
 
 
 def _proposals_to_cover(
-    state: MemberState, proposals: Iterable[Proposal], include_pending: bool
+    state: MemberState,
+    proposals: Iterable[Proposal],
+    include_pending: bool,
+    admit: Callable[[QueuedProposal], bool] | None,
 ) -> tuple[list[QueuedProposal], list[ProposalOrRef]]:
     me = Sender.member(state.own_leaf)
     queued: list[QueuedProposal] = []
     refs: list[ProposalOrRef] = []
     if include_pending:
-        for q in select_pending(state, list(state.proposals.values())):
+        cached = [q for q in state.proposals.values() if admit is None or admit(q)]
+        for q in select_pending(state, cached):
             queued.append(q)
             refs.append(ProposalOrRef.by_reference(q.ref or b""))
     for p in proposals:

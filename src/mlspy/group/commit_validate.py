@@ -34,6 +34,7 @@ from mlspy.errors import (
     ProposalError,
     ProposalListError,
 )
+from mlspy.group.policy import check_external_join
 from mlspy.group.proposals import (
     AppliedProposals,
     QueuedProposal,
@@ -163,6 +164,8 @@ def validate_path_leaf(
         rule = "EC-05" if joiner and exc.rule == "LN-19" else exc.rule
         raise CommitError(f"invalid committer leaf: {exc}", rule=rule) from exc
     check_leaf_supports_group(leaf, applied.extensions, rule="LN-08")
+    if joiner:
+        check_external_join(applied.extensions, old_tree, applied.removed, leaf)
     if checks.credential_validator is not None:
         validate_credential(
             checks.credential_validator,

@@ -109,7 +109,15 @@ def join_external(
     commit = Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), created.update_path)
     check_resync(old_tree, applied, created.update_path)
     validate_path_leaf(
-        cs, ctx.group_id, old_tree, tree, created.update_path.leaf_node, own_leaf, applied, checks
+        cs,
+        ctx.group_id,
+        old_tree,
+        tree,
+        created.update_path.leaf_node,
+        own_leaf,
+        applied,
+        checks,
+        joiner=True,
     )
     psk_secret = resolve_psks(
         cs, applied.psks, lambda p: psks.get(p.psk_id or b"") if p.psk_id else None

@@ -21,7 +21,7 @@ exactly as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from mlspy.credentials import CredentialValidator
@@ -613,6 +613,7 @@ class Group:
         remove: Iterable[MemberRef] = (),
         force_path: bool = False,
         include_pending: bool = True,
+        admit: Callable[[QueuedProposal], bool] | None = None,
         authenticated_data: bytes = b"",
         ratchet_tree_in_welcome: bool | None = None,
         resumption_usage: ResumptionPSKUsage | None = None,
@@ -622,6 +623,9 @@ class Group:
         value), and adds of ``add``'s KeyPackages and removals of ``remove``'s members (by
         leaf, :class:`Member` or identity). The group does not change until
         :meth:`merge_pending_commit`.
+
+        ``admit`` chooses which cached proposals to cover (default: every valid one), e.g.
+        leaving out an outsider's request to join until someone approves it.
 
         ``resumption_usage`` admits a reinit or branch resumption PSK, which is only valid in
         the first commit of a successor group (§11.2, §11.3)."""
@@ -633,6 +637,7 @@ class Group:
         options = CommitOptions(
             force_path=force_path,
             include_pending=include_pending,
+            admit=admit,
             authenticated_data=authenticated_data,
             ratchet_tree_in_welcome=ratchet_tree_in_welcome,
             resumption_usage=resumption_usage,

@@ -9,8 +9,9 @@ from mlspy.messages import Capabilities, Credential, CredentialType, Extension, 
 from mlspy.provider import DEFAULT_PROVIDER, Provider
 
 # Proposal and extension types mlspy implements beyond the RFC defaults (§7.2: defaults are
-# never listed); last_resort is a KeyPackage extension we understand.
-SUPPORTED_EXTENSIONS: tuple[int, ...] = (0x000A,)
+# never listed); last_resort is a KeyPackage extension we understand, and 0xFF00 mlspy's
+# membership policy (a GroupContext extension every member must support, group/policy.py).
+SUPPORTED_EXTENSIONS: tuple[int, ...] = (0x000A, 0xFF00)
 
 
 def default_capabilities(

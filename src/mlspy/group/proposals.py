@@ -25,6 +25,8 @@ from mlspy.errors import (
     RequiredCapabilitiesError,
 )
 from mlspy.group.key_package import validate_key_package
+from mlspy.group.policy import check_proposals as check_policy
+from mlspy.group.policy import policy_in
 from mlspy.group.state import LeafChecks
 from mlspy.messages import (
     Add,
@@ -192,10 +194,18 @@ def apply_proposals(
         if committer is not None and committer.sender_type == SenderType.member
         else None
     )
+    # The application's permissions (§12.2), as the group's membership policy states them.
+    check_policy(
+        context.extensions,
+        tree,
+        proposals,
+        LeafIndex(committer_leaf) if committer_leaf is not None else None,
+    )
     result = AppliedProposals(extensions=context.extensions)
     gces = by_type.get(ProposalType.group_context_extensions, [])
     if gces:
         result.extensions = _apply_group_context_extensions(gces, checks)
+        policy_in(result.extensions)  # a new membership policy must be well-formed
     touched: set[int] = set()
     _apply_updates(cs, context, tree, by_type, committer_leaf, touched, result, checks)
     _apply_removes(tree, by_type, committer, touched, result)

@@ -124,6 +124,8 @@ class ExtensionType(IntEnum):
     external_pub = 4
     external_senders = 5
     last_resort = 0x000A
+    # Private use (§17.3: 0xF000-0xFFFF): mlspy's group membership policy (group/policy.py).
+    mlspy_membership_policy = 0xFF00
 
 
 E = TypeVar("E", bound=IntEnum)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from mlspy.codec import Reader, Writer, decode_all
+from mlspy.credentials import CredentialValidator
 from mlspy.errors import StorageError, UsageError
 from mlspy.group import (
     ApplicationMessage,
@@ -153,7 +154,7 @@ class StoredGroup:
         if stored is None:
             raise StorageError("the group is no longer in the store")
         ratchets = self._groups.store.get(self._ratchet_key)
-        self._group = _load(stored, ratchets)
+        self._group = _load(stored, ratchets, self._groups.credential_validator)
         self._version = stored.version
         self._ratchet_version = ratchets.version if ratchets is not None else None
         self._in_parts = _in_parts(stored)
@@ -213,8 +214,12 @@ class StoredGroup:
 class GroupStore:
     """Groups and KeyPackages of one client in a :class:`Store`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, *, credential_validator: CredentialValidator | None = None
+    ) -> None:
         self.store = store
+        # Never stored: re-attached to every group loaded (the Authentication Service hook).
+        self.credential_validator = credential_validator
         # Whether the last join used a last-resort KeyPackage (the client then rotates it).
         self.used_last_resort = False
 
@@ -247,7 +252,7 @@ class GroupStore:
         ratchets = self.store.get(_ratchet_key(group_id))
         return StoredGroup(
             self,
-            _load(stored, ratchets),
+            _load(stored, ratchets, self.credential_validator),
             stored.version,
             ratchets.version if ratchets is not None else None,
             in_parts=_in_parts(stored),
@@ -301,13 +306,17 @@ def _in_parts(stored: Versioned) -> bool:
     return stored.value[:4] == EPOCH_PART_MAGIC
 
 
-def _load(stored: Versioned, ratchets: Versioned | None) -> Group:
+def _load(
+    stored: Versioned, ratchets: Versioned | None, validator: CredentialValidator | None
+) -> Group:
     """A group from its epoch and ratchet parts, or from a state stored whole."""
     if not _in_parts(stored):
-        return Group.from_bytes(stored.value)
+        return Group.from_bytes(stored.value, credential_validator=validator)
     if ratchets is None:
         raise StorageError("the stored group has no ratchet part")
-    return Group(deserialize_state_parts(stored.value, ratchets.value))
+    return Group(
+        deserialize_state_parts(stored.value, ratchets.value, credential_validator=validator)
+    )
 
 
 __all__ = ["GroupStore", "StoredGroup", "decode_bundle", "encode_bundle"]
