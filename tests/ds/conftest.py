@@ -34,6 +34,8 @@ def _reset_postgres(url: str) -> None:
         for table in (
             "queue",
             "messages",
+            "group_undo",
+            "rejected_commits",
             "group_members",
             "groups",
             "key_packages",

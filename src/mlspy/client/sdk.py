@@ -38,13 +38,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
-from mlspy.client.rules import DefaultRules, Rules, requester_credential, requester_key
+from mlspy.client.rules import DefaultRules, Rules
 from mlspy.codec import Reader, Writer, decode_all
 from mlspy.ds.client import ASCredentialValidator, DSClient, DSConflict, DSRequestError
 from mlspy.errors import MLSError, UsageError
@@ -63,14 +64,17 @@ from mlspy.group import (
     join_external,
     new_member_add_proposal,
 )
+from mlspy.group.public_group import PublicGroup
 from mlspy.messages import (
     Add,
     Capabilities,
     ContentType,
     Credential,
+    KeyPackage,
     MLSMessage,
     Proposal,
     Remove,
+    Sender,
     SenderType,
 )
 from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup, Write
@@ -211,7 +215,10 @@ class Client:
             self.config = replace(self.config, credential_validator=ASCredentialValidator(self.ds))
         self.groups.credential_validator = self.config.credential_validator
         self.rules: Rules = rules or DefaultRules()
-        self._approved: set[tuple[bytes, bytes]] = set()  # (group id, requester's key)
+        # Outsiders' requests to join, by (group id, name): their KeyPackages; and those
+        # the rules admit, to be added once the current receive is done.
+        self._requests: dict[tuple[bytes, str], KeyPackage] = {}
+        self._auto_approve: set[tuple[bytes, str]] = set()
         # Commits we rejected and reported, by group: (epoch they ended, committer's
         # signature key, or None for an outsider's external commit).
         self._rejected: dict[bytes, tuple[int, bytes | None]] = {}
@@ -325,13 +332,7 @@ class Client:
     # --- What we commit by ourselves -------------------------------------------------
 
     def _admit(self, group: Group) -> Callable[[QueuedProposal], bool]:
-        def admit(q: QueuedProposal) -> bool:
-            key = requester_key(q)
-            if key is not None and (group.group_id, key) in self._approved:
-                return True
-            return self.rules.admit(group, q)
-
-        return admit
+        return lambda q: self.rules.admit(group, q)
 
     def _admitted(self, group: Group) -> list[QueuedProposal]:
         admit = self._admit(group)
@@ -342,23 +343,50 @@ class Client:
         return [] if self._admitted(stored.group) else None
 
     async def approve(self, group_id: bytes, user: str) -> bool:
-        """Let in an outsider who asked to join (a ``join_request`` event): commit their
-        request. False when no request from ``user`` is pending in this epoch (they ask
-        again after an epoch change, RFC 9420 §12.4)."""
+        """Let in an outsider who asked to join (a ``join_request`` event): add the
+        KeyPackage of their request. False when no request from ``user`` is known."""
         async with self._lock:
-            group = self.group(group_id).group
-            keys = [
-                key
-                for q in group.pending_proposals
-                if (key := requester_key(q)) is not None
-                and (cred := requester_credential(q)) is not None
-                and _name(cred) == user
-            ]
-            if not keys:
-                return False
-            self._approved.update((group_id, key) for key in keys)
-            await self._commit_locked(group_id, self._pending_only)
-            return True
+            return await self._approve_locked(group_id, user)
+
+    async def _approve_locked(self, group_id: bytes, user: str) -> bool:
+        kp = self._requests.pop((group_id, user), None)
+        if kp is None:
+            return False
+
+        def add(stored: StoredGroup) -> list[Proposal] | None:
+            return None if user in member_names(stored.group) else [Proposal(Add(kp))]
+
+        await self._commit_locked(group_id, add)
+        return True
+
+    async def _on_join_request(self, gid: bytes, stored: StoredGroup, data: bytes) -> None:
+        """An outsider asks to join. The request is judged as any proposal (the group's
+        policy, the KeyPackage, the AS binding) but not cached: until the application
+        approves it, it is not a proposal this member commits (RFC 9420 §12.1.8: external
+        proposals that are not authorized are invalid), so it neither blocks our sending
+        (§12.4) nor dies with the epoch; approval adds its KeyPackage by value."""
+        state = stored.group.state
+        epoch = state.epoch
+        view = PublicGroup(
+            epoch.context,
+            epoch.tree,
+            epoch.interim_transcript_hash,
+            config=state.config,
+            proposals=OrderedDict(state.proposals),
+        )
+        try:
+            event = view.process(data)
+        except MLSError:
+            return
+        if not isinstance(event, ProposalReceived) or not isinstance(event.proposal.body, Add):
+            return
+        kp = event.proposal.body.key_package
+        name = _name(kp.leaf_node.credential)
+        self._requests[(gid, name)] = kp
+        await self.events.put(Event("join_request", gid, stored.group.epoch, sender=name))
+        queued = QueuedProposal(event.proposal, Sender.new_member_proposal(), None)
+        if self.rules.admit(stored.group, queued):
+            self._auto_approve.add((gid, name))
 
     async def request_join(self, group_id: bytes) -> None:
         """Ask to join a group that takes requests: an Add of our own KeyPackage
@@ -664,6 +692,10 @@ class Client:
         await self._replenish_if_due()
         if not self._committing:
             await self._recover_undone()
+            approve, self._auto_approve = self._auto_approve, set()
+            for gid, name in sorted(approve):
+                with contextlib.suppress(MLSError, httpx.HTTPError):
+                    await self._approve_locked(gid, name)
             for gid in proposals_for:
                 await self._commit_proposals_if_ours(gid)
 
@@ -752,6 +784,9 @@ class Client:
             self._undone[gid] = int(item["epoch"])
             return False
         stored = self.group(gid)
+        if _is_join_request(item["data"]):
+            await self._on_join_request(gid, stored, item["data"])
+            return False
         try:
             event = stored.process(item["data"])
         except MLSError:
@@ -760,13 +795,7 @@ class Client:
             await self._report_if_rejected_commit(gid, stored.group, item["data"])
             return False
         if isinstance(event, ProposalReceived):
-            queued = stored.group.pending_proposals[-1]
-            requester = requester_credential(queued)
-            if requester is not None:
-                await self.events.put(
-                    Event("join_request", gid, stored.group.epoch, sender=_name(requester))
-                )
-            return self._admit(stored.group)(queued)
+            return self._admit(stored.group)(stored.group.pending_proposals[-1])
         if isinstance(event, ApplicationMessage):
             name = _name(event.sender.credential)
             await self.events.put(
@@ -825,6 +854,15 @@ class Client:
                 await asyncio.sleep(self.poll_interval)
                 with contextlib.suppress(Exception):
                     await self.sync()
+
+
+def _is_join_request(data: bytes) -> bool:
+    """A PublicMessage proposal from a would-be member (``new_member_proposal``)."""
+    try:
+        pm = MLSMessage.decode(data).public_message
+    except MLSError:
+        return False
+    return pm is not None and pm.content.sender.sender_type == SenderType.new_member_proposal
 
 
 def _tree_members(group_info: bytes) -> list[tuple[int, str]]:

@@ -574,15 +574,18 @@ class DeliveryService(AuthenticationService):
                 (group_id,),
             )
             old_roster = set(str(undo[0][4]).split(",")) - {""} if undo else set()
-            if row is None or client.id not in old_roster:
+            if row is None or client.id not in old_roster | self._members(tx, group_id):
                 raise NotFound("unknown group")
-            current, committer = int(row[0]), str(undo[0][6])
-            if int(undo[0][0]) != epoch or current != epoch + 1:
+            current = int(row[0])
+            if not undo or int(undo[0][0]) != epoch or current != epoch + 1:
                 raise Conflict(
                     f"the commit that ended epoch {epoch} can no longer be undone: the group "
                     f"is at epoch {current}",
                     epoch=current,
                 )
+            committer = str(undo[0][6])
+            if client.id not in old_roster:
+                raise Forbidden("only members of the epoch the commit ended may reject it")
             if client.id == committer:
                 raise Forbidden("a member cannot reject its own commit")
             spoken = tx.execute(
