@@ -148,7 +148,7 @@ def test_a_removed_member_returns_only_when_re_added(ds: Cluster) -> None:
             await until(bob, "removed")
             # Bob tries the ways back in: a request, an external commit (raw HTTP).
             info = alice.group(gid).group.group_info()
-            group, commit = _external_commit_ignoring_policy(info, bob.identity)
+            _group, commit = _external_commit_ignoring_policy(info, bob.identity)
             assert status_of(lambda: bob.ds.submit(gid, commit)) == 403
             with pytest.raises(DSRequestError) as refused:
                 await bob.request_join(gid)

@@ -18,7 +18,7 @@ def test_demo_transcript() -> None:
     result = CliRunner().invoke(main, ["demo"])
     assert result.exit_code == 0, result.output
     assert "all members agree" in result.output
-    assert "dave joins by external commit" in result.output
+    assert "dave asks to join; alice approves" in result.output
 
 
 def test_demo_json() -> None:

@@ -83,10 +83,9 @@ def join_external(
     authenticated_data: bytes = b"",
     config: GroupConfig | None = None,
 ) -> tuple[Group, bytes]:
-    """Join a group by external commit (§12.4.3.2), following the one commit flow: returns
-    our group, still in the GroupInfo's epoch with the external commit pending, and the commit
-    to send. Once the Delivery Service accepted it, ``group.merge_pending_commit()`` starts the
-    new epoch; if it was refused, discard the group."""
+    """Join a group by external commit (§12.4.3.2), the one commit flow: returns our group,
+    in the GroupInfo's epoch with the commit pending, and the commit to send. Once the DS
+    accepted it, ``group.merge_pending_commit()`` starts the new epoch; if refused, discard."""
     config = config or GroupConfig()
     checks = config.leaf_checks()
     gi, cs, old_tree, external_pub = _joinable(group_info, identity, ratchet_tree, config)
@@ -108,16 +107,9 @@ def join_external(
     own_leaf, created = _occupy_and_refresh(cs, tree, identity, ctx, applied, provider)
     commit = Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), created.update_path)
     check_resync(old_tree, applied, created.update_path)
+    leaf = created.update_path.leaf_node
     validate_path_leaf(
-        cs,
-        ctx.group_id,
-        old_tree,
-        tree,
-        created.update_path.leaf_node,
-        own_leaf,
-        applied,
-        checks,
-        joiner=True,
+        cs, ctx.group_id, old_tree, tree, leaf, own_leaf, applied, checks, joiner=True
     )
     psk_secret = resolve_psks(
         cs, applied.psks, lambda p: psks.get(p.psk_id or b"") if p.psk_id else None

@@ -115,9 +115,7 @@ def check_proposals(
         return
     for q in proposals:
         if q.sender.sender_type == SenderType.new_member_proposal and policy.joins < Joins.request:
-            raise PolicyError(
-                "this group does not take join requests from outsiders", rule="MP-01"
-            )
+            raise PolicyError("this group does not take join requests from outsiders", rule="MP-01")
     if committer_leaf is None or not policy.admins:
         return
     leaf = tree.leaf(committer_leaf)

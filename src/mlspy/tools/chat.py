@@ -1,8 +1,11 @@
 """``mlspy chat``: an interactive end-to-end encrypted terminal chat (Textual) over a DS.
 
-Type a line to send it to the current group; commands: ``/create``, ``/invite USER``,
-``/join GROUP`` (external join, group id in hex), ``/remove USER``, ``/leave``,
-``/members``, ``/tree``, ``/update``, ``/help``.
+Type a line to send it to the current group; commands: ``/create [invite|request|open]``
+(the group's membership policy: invite only by default; ``request`` lets outsiders ask, a
+member ``/approve``s; ``open`` lets anyone join by external commit), ``/invite USER``,
+``/request GROUP`` (ask to join, group id in hex), ``/approve USER``, ``/join GROUP``
+(external join of an open group), ``/remove USER``, ``/leave``, ``/members``, ``/tree``,
+``/update``, ``/help``.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from textual.widgets import Footer, Header, Input, RichLog, Static
 
 from mlspy.client import Client, Event
 from mlspy.errors import MLSError
+from mlspy.group import Joins, MembershipPolicy
 from mlspy.storage import Store
 from mlspy.tools.tree_picture import render_text
 
 HELP = (
-    "commands: /create  /invite USER  /join GROUP_HEX  /remove USER  /leave  /members  "
-    "/tree  /update  /help — anything else is sent to the group"
+    "commands: /create [invite|request|open]  /invite USER  /request GROUP_HEX  "
+    "/approve USER  /join GROUP_HEX  /remove USER  /leave  /members  /tree  /update  /help "
+    "— anything else is sent to the group"
 )
 
 
@@ -84,6 +89,8 @@ class ChatApp(App[None]):
         elif event.kind == "removed":
             self.say("* you were removed from the group")
             self.group_id = None
+        elif event.kind == "join_request":
+            self.say(f"* {event.sender} asks to join: /approve {event.sender} to let them in")
         elif event.kind == "epoch":
             self.say(f"* epoch {event.epoch}")
         self.refresh_members()
@@ -118,9 +125,16 @@ class ChatApp(App[None]):
         arg = arg.strip()
         if command == "/help":
             self.say(HELP)
-        elif command == "/create":
-            self.group_id = await self.client.create_group(external_joins=True)
-            self.say(f"* created group {self.group_id.hex()}")
+        elif command == "/create" and arg in ("", "invite", "request", "open"):
+            policy = MembershipPolicy(Joins[arg or "invite"])
+            self.group_id = await self.client.create_group(policy=policy)
+            self.say(f"* created group {self.group_id.hex()} ({policy.joins.name})")
+        elif command == "/request" and arg:
+            await self.client.request_join(bytes.fromhex(arg))
+            self.say("* asked to join: a member approves")
+        elif command == "/approve" and arg:
+            approved = await self.client.approve(self._need_group(), arg)
+            self.say(f"* approved {arg}" if approved else f"! no request from {arg}")
         elif command == "/invite" and arg:
             await self.client.invite(self._need_group(), arg)
             self.say(f"* invited {arg}")

@@ -21,6 +21,7 @@ from mlspy.ds.app import create_app
 from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.server import InProcessServer
 from mlspy.ds.service import DeliveryService
+from mlspy.group import Joins, MembershipPolicy
 from mlspy.tools.tree_picture import render_text
 
 
@@ -51,8 +52,11 @@ async def _scenario(url: str, say: Callable[[str, dict[str, Any]], None]) -> dic
                 },
             )
 
-        gid = await alice.create_group(external_joins=True)
-        say("alice creates a group (open to external joins)", {"group_id": gid.hex()[:16]})
+        gid = await alice.create_group(policy=MembershipPolicy(Joins.request))
+        say(
+            "alice creates a closed group that takes requests to join",
+            {"group_id": gid.hex()[:16]},
+        )
         state("epoch 0")
         await alice.invite(gid, "bob")
         await alice.invite(gid, "carol")
@@ -71,10 +75,12 @@ async def _scenario(url: str, say: Callable[[str, dict[str, Any]], None]) -> dic
         await alice.remove(gid, "carol")
         await _until(carol, "removed")
         state("alice removes carol (carol sees the removal)")
-        await dave.join_external(gid)
-        await alice.sync()
+        await dave.request_join(gid)
+        request = await _until(alice, "join_request")
+        await alice.approve(gid, request.sender)
+        await _until(dave, "joined")
         await bob.sync()
-        state("dave joins by external commit (GroupInfo from the DS)")
+        state("dave asks to join; alice approves (nothing from outsiders is committed unasked)")
         # A race: bob and dave commit for the same epoch; the DS accepts one, the SDK of the
         # other processes the winner and retries its intent.
         await asyncio.gather(bob.invite(gid, "carol"), dave.update(gid))
