@@ -310,3 +310,33 @@ def test_an_outsider_cannot_freeze_an_open_group(ds: Cluster, ds_options: dict[s
             assert status_of(lambda: eve.client.submit(gid, again)) == 403
 
     asyncio.run(scenario())
+
+
+def test_a_false_report_delays_a_commit_but_the_group_goes_on(ds: Cluster) -> None:
+    """Mallory, a member, reports alice's good commit as rejected before anyone speaks in
+    the new epoch: the DS undoes it; alice (who had merged it) and bob rejoin the restored
+    epoch by resync and the group talks again. Reports are limited per reporter."""
+
+    async def scenario() -> None:
+        async with Client(ds.url, "alice", **FAST) as alice, Client(ds.url, "bob", **FAST) as bob:
+            gid = await alice.create_group()
+            await alice.invite(gid, "bob")
+            await until(bob, "joined")
+            mallory = Member.new(ds.url, "mallory")
+            await alice.invite(gid, "mallory")
+            item = next(i for i in mallory.client.fetch(0) if i["kind"] == "welcome")
+            mallory.group = Group.join(item["data"], mallory.bundles)
+            mallory.client.ack([i["seq"] for i in mallory.client.fetch(0)])
+            await bob.sync()
+            epoch = alice.group(gid).group.epoch
+            await alice.update(gid)  # a good commit ...
+            mallory.client.reject_commit(gid, epoch)  # ... that mallory says she rejected
+            started = time.monotonic()
+            await alice.sync()
+            await bob.sync()
+            await talk(bob, alice, gid, "still together")
+            await talk(alice, bob, gid, "yes")
+            assert time.monotonic() - started < 10
+            assert {"alice", "bob", "mallory"} <= set(alice.members(gid))
+
+    asyncio.run(scenario())

@@ -708,19 +708,17 @@ class Client:
             return
         pm, priv = msg.public_message, msg.private_message
         if pm is not None:
-            fc = pm.content
-            is_commit, epoch = fc.content_type == ContentType.commit, fc.epoch
-            leaf = fc.sender.leaf_index if fc.sender.sender_type == SenderType.member else None
+            is_commit, epoch = pm.content.content_type == ContentType.commit, pm.content.epoch
         elif priv is not None:
-            is_commit, epoch, leaf = priv.content_type == ContentType.commit, priv.epoch, None
+            is_commit, epoch = priv.content_type == ContentType.commit, priv.epoch
         else:
             return
         if not is_commit or epoch != group.epoch:
             return
-        member = group.member_at(leaf) if leaf is not None else None
+        committer = group.sender_of(msg)  # None: an outsider's external commit
         with contextlib.suppress(DSRequestError, httpx.HTTPError):
             await asyncio.to_thread(self.ds.reject_commit, gid, epoch)
-        self._rejected[gid] = (epoch, member.signature_key if member is not None else None)
+        self._rejected[gid] = (epoch, committer.signature_key if committer is not None else None)
 
     async def _recover_undone(self) -> None:
         """After the DS undid a commit: a member that had merged it (its committer, or one

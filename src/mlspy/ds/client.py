@@ -205,7 +205,8 @@ class DSClient:
 class ASCredentialValidator:
     """A :class:`~mlspy.credentials.CredentialValidator` that asks the Authentication
     Service: a credential is valid when the AS binds its identity to that very signature key
-    (§5.3.1). Answers are cached for the life of the validator."""
+    (§5.3.1). Answers are cached for the life of the validator; a key that differs from the
+    cached one is asked again once (the user may have moved the name to a new key)."""
 
     def __init__(self, client: DSClient) -> None:
         self.client = client
@@ -216,7 +217,7 @@ class ASCredentialValidator:
         if credential.credential_type != CredentialType.basic or identity is None:
             raise CredentialError("this Authentication Service only vouches for basic credentials")
         bound = self._seen.get(identity)
-        if bound is None:
+        if bound != signature_key:
             try:
                 out = self.client._call("GET", f"/v1/identities/{identity.hex()}")
             except DSRequestError as exc:

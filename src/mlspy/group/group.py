@@ -26,7 +26,7 @@ from dataclasses import replace
 
 from mlspy.credentials import CredentialValidator
 from mlspy.crypto import CipherSuiteProvider, MessageSigner, suite
-from mlspy.errors import GroupStateError, UsageError
+from mlspy.errors import GroupStateError, MLSError, UsageError
 from mlspy.group.commit_create import CommitOptions, create_commit, handshake_wire_format
 from mlspy.group.commit_receive import stage_commit
 from mlspy.group.commit_validate import check_not_own_proposal
@@ -84,12 +84,14 @@ from mlspy.messages import (
     Remove,
     ResumptionPSKUsage,
     Sender,
+    SenderType,
     Update,
     Welcome,
     WireFormat,
     decode_ratchet_tree,
     encode_ratchet_tree,
 )
+from mlspy.protection import decrypt_sender_data
 from mlspy.provider import Provider
 from mlspy.schedule.key_schedule import mls_exporter
 from mlspy.tree.math import LeafIndex, NodeIndex
@@ -336,6 +338,28 @@ class Group:
         if node is None:
             raise UsageError(f"leaf {leaf} is not a member")
         return Member.of(LeafIndex(leaf), node)
+
+    def sender_of(self, message: bytes | MLSMessage) -> Member | None:
+        """The member of the current epoch who sent ``message``, read without processing or
+        consuming anything (a PrivateMessage's sender from its sender data, §6.3.2), e.g. to
+        say whose commit was rejected. None when it is not a member's message of this epoch
+        or its sender data does not decrypt. Unauthenticated: a hint, not a proof."""
+        msg = message if isinstance(message, MLSMessage) else MLSMessage.decode(message)
+        epoch = self._state.epoch
+        leaf: int | None = None
+        if msg.public_message is not None:
+            fc = msg.public_message.content
+            if fc.epoch == epoch.epoch and fc.sender.sender_type == SenderType.member:
+                leaf = fc.sender.leaf_index
+        elif msg.private_message is not None and msg.private_message.epoch == epoch.epoch:
+            try:
+                leaf = decrypt_sender_data(
+                    self.cipher_suite, msg.private_message, epoch.secrets.sender_data_secret
+                ).leaf_index
+            except MLSError:
+                return None
+        node = epoch.tree.leaf(LeafIndex(leaf)) if leaf is not None else None
+        return Member.of(LeafIndex(leaf), node) if leaf is not None and node is not None else None
 
     def members_with_identity(self, identity: bytes | str) -> list[Member]:
         """Every member whose credential presents ``identity`` (one per device)."""
