@@ -340,3 +340,35 @@ def test_a_false_report_delays_a_commit_but_the_group_goes_on(ds: Cluster) -> No
             assert {"alice", "bob", "mallory"} <= set(alice.members(gid))
 
     asyncio.run(scenario())
+
+
+def test_the_reject_endpoint_refuses_what_it_must(ds: Cluster) -> None:
+    """Only a member of the epoch the commit ended may report it, not its committer, only
+    for the latest commit and only before members speak in the new epoch; bad bodies 400."""
+    import httpx
+
+    alice, bob, eve = (Member.new(ds.url, n) for n in ("alice", "bob", "eve"))
+    alice.create()
+    alice.add(bob)
+    bob.sync()
+    assert alice.group is not None
+    gid = alice.group.group_id
+    out = alice.group.commit()
+    alice.client.submit(gid, out.commit, group_info=out.group_info)
+    alice.group.merge_pending_commit()
+    epoch = alice.group.epoch - 1
+    assert status_of(lambda: eve.client.reject_commit(gid, epoch)) == 404  # an outsider
+    assert status_of(lambda: alice.client.reject_commit(gid, epoch)) == 403  # its committer
+    assert status_of(lambda: bob.client.reject_commit(gid, epoch - 1)) == 409  # not the latest
+    for body in ({}, {"epoch": "1"}, {"epoch": True}, {"epoch": -1}, {"epoch": 2**70}):
+        r = httpx.post(
+            f"{ds.url}/v1/groups/{gid.hex()}/reject",
+            json=body,
+            headers={"authorization": f"Bearer {bob.client.token}"},
+        )
+        assert r.status_code == 400, (body, r.text)
+    bob.sync()
+    bob.send(b"I follow")  # bob speaks in the new epoch: the commit stands
+    assert status_of(lambda: bob.client.reject_commit(gid, epoch)) == 409
+    alice.sync()
+    assert alice.received == [b"I follow"]
