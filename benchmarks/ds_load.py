@@ -60,6 +60,8 @@ class DSProcess:
                 str(self.port),
                 "--database",
                 str(self.db),
+                "--registration",  # loopback load test: clients register freely
+                "open",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -146,16 +146,64 @@ def bench(ctx: click.Context) -> None:
 )
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key.")
+@click.option(
+    "--registration",
+    type=click.Choice(["invite", "open", "x509"]),
+    default="invite",
+    show_default=True,
+    help=(
+        "Who may register a new name: 'invite' — with a single-use invite code (the first "
+        "is printed at start; `mlspy invite` makes more; users make codes for friends); "
+        "'open' — anyone, first come first bound (a local test server only); 'x509' — an "
+        "X.509 certificate from the --ca."
+    ),
+)
+@click.option(
+    "--ca",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM file of CA certificates: X.509 credentials they issue are accepted.",
+)
 def serve_command(
-    host: str, port: int, database: str | None, tls_cert: str | None, tls_key: str | None
+    host: str,
+    port: int,
+    database: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    registration: str,
+    ca: str | None,
 ) -> None:
     """Run the Delivery Service and Authentication Service (HTTP + WebSocket)."""
     from mlspy.ds.server import serve
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    if registration == "x509" and ca is None:
+        raise click.UsageError("--registration x509 needs --ca (the CA's certificates)")
     _check_port_free(host, port)
-    serve(host, port, database, tls_cert, tls_key)
+    serve(host, port, database, tls_cert, tls_key, registration, ca)
+
+
+@main.command("invite")
+@click.option(
+    "--database",
+    help="The server's database (as for `mlspy serve`; default ~/.local/share/mlspy/ds.sqlite).",
+)
+@click.option(
+    "--count", default=1, show_default=True, type=click.IntRange(1, 100), help="How many codes."
+)
+def invite_command(database: str | None, count: int) -> None:
+    """Print new single-use invite codes of the operator (for `mlspy serve --registration
+    invite`): each admits one new name, for 7 days."""
+    from mlspy.ds.db import open_database
+    from mlspy.ds.server import default_database
+    from mlspy.ds.service import DeliveryService
+
+    service = DeliveryService(open_database(database or default_database()))
+    try:
+        for _ in range(count):
+            click.echo(service.create_invite()[0])
+    finally:
+        service.db.close()
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -279,7 +327,19 @@ def _require_state_store(path: str) -> None:
 @click.option("--server", required=True, help="Delivery Service URL, e.g. http://127.0.0.1:8080")
 @click.option("--user", required=True, help="Your user name (your identity at the AS).")
 @click.option("--state", type=click.Path(dir_okay=False), help="SQLite file for your state.")
-def chat_command(server: str, user: str, state: str | None) -> None:
+@click.option("--invite", "invite_code", help="Invite code for registering a new name.")
+@click.option(
+    "--recover",
+    "recovery_secret",
+    help="Your name's recovery secret: take the name over on this device (a lost key).",
+)
+def chat_command(
+    server: str,
+    user: str,
+    state: str | None,
+    invite_code: str | None,
+    recovery_secret: str | None,
+) -> None:
     """An interactive end-to-end encrypted terminal chat."""
     import httpx
 
@@ -293,7 +353,7 @@ def chat_command(server: str, user: str, state: str | None) -> None:
         raise click.ClickException(
             f"cannot reach a Delivery Service at {server} ({exc}); is `mlspy serve` running?"
         ) from None
-    run(server, user, state)
+    run(server, user, state, invite_code=invite_code, recovery_secret=recovery_secret)
 
 
 @main.command("interop-server")

@@ -43,6 +43,8 @@ def _reset_postgres(url: str) -> None:
             "tokens",
             "challenges",
             "clients",
+            "accounts",
+            "invites",
         ):
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
 
@@ -60,7 +62,7 @@ def ds(
     if request.param == "sqlite":
         service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"), **ds_options)
         with InProcessServer(create_app(service)) as server:
-            yield Cluster([server])
+            yield Cluster([server], [service])
         return
     assert POSTGRES is not None
     _reset_postgres(POSTGRES)
@@ -69,6 +71,6 @@ def ds(
         InProcessServer(create_app(nodes[0])) as a,
         InProcessServer(create_app(nodes[1])) as b,
     ):
-        yield Cluster([a, b])
+        yield Cluster([a, b], nodes)
     for node in nodes:
         node.db.close()

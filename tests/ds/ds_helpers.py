@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mlspy.ds.client import DSClient, DSRequestError
 from mlspy.ds.server import InProcessServer
+from mlspy.ds.service import DeliveryService
 from mlspy.group import (
     ApplicationMessage,
     Group,
@@ -35,8 +36,11 @@ POSTGRES = os.environ.get("MLSPY_TEST_POSTGRES")
 class Cluster:
     """One or more DS nodes; each ``url`` access hands out the next node."""
 
-    def __init__(self, servers: list[InProcessServer]) -> None:
+    def __init__(
+        self, servers: list[InProcessServer], services: Sequence[DeliveryService] = ()
+    ) -> None:
         self.servers = servers
+        self.services = list(services)  # the DS objects behind the servers (the operator's)
         self._next = itertools.cycle(range(len(servers)))
 
     @property

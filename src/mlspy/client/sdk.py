@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -47,7 +48,15 @@ import httpx
 
 from mlspy.client.rules import DefaultRules, Rules
 from mlspy.codec import Reader, Writer, decode_all
-from mlspy.ds.client import ASCredentialValidator, DSClient, DSConflict, DSRequestError
+from mlspy.credentials import CredentialError, CredentialValidator
+from mlspy.ds.client import (
+    ASCredentialValidator,
+    DSClient,
+    DSConflict,
+    DSRequestError,
+    new_recovery_secret,
+    recovery_hash,
+)
 from mlspy.errors import MLSError, UsageError
 from mlspy.group import (
     ApplicationMessage,
@@ -86,6 +95,7 @@ SUBMIT_ATTEMPTS = 3  # tries of one submission when the DS cannot be reached
 _NOT_JUDGED = frozenset({401, 429})
 OUTBOX = "outbox/"  # store key prefix: our commits whose fate the DS has not told us
 PROCESSED = "processed"  # store key: queued messages processed but not yet acknowledged
+RECOVERY = "recovery"  # store key: the recovery secret of our name (show it to the user)
 RETIRED = "retired/"  # store key prefix: replaced last-resort KeyPackages, by ref -> when
 # How long a replaced last-resort KeyPackage's private keys are kept: someone may have claimed
 # it just before, and their Welcome still needs them. Then they go (forward secrecy, §16.8).
@@ -150,6 +160,24 @@ def _decode_identity(data: bytes) -> SigningIdentity:
     return decode_all(data, read, "stored identity")
 
 
+class _OwnOldLeaf:
+    """While a recovered name rejoins: our own credential is accepted with the lost key
+    too (its leaf is the one the external commit removes); everything else is validated
+    as usual."""
+
+    def __init__(self, config: GroupConfig, identity: SigningIdentity) -> None:
+        assert config.credential_validator is not None
+        self.usual: CredentialValidator = config.credential_validator
+        self.credential = identity.credential
+
+    def validate(self, credential: Credential, signature_key: bytes) -> None:
+        try:
+            self.usual.validate(credential, signature_key)
+        except CredentialError:
+            if credential != self.credential:
+                raise
+
+
 @dataclass(frozen=True)
 class _Outgoing:
     """A commit on its way to the DS, with what is submitted alongside it."""
@@ -190,6 +218,7 @@ class Client:
         verify: bool | str = True,
         last_resort_grace: float = LAST_RESORT_GRACE,
         rules: Rules | None = None,
+        invite_code: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self.name = name
@@ -215,6 +244,10 @@ class Client:
             self.config = replace(self.config, credential_validator=ASCredentialValidator(self.ds))
         self.groups.credential_validator = self.config.credential_validator
         self.rules: Rules = rules or DefaultRules()
+        # Names are accounts: the first registration may need an invite code (the server's
+        # policy); the recovery secret made for the name is shown once (``start``, ``recover``).
+        self.invite_code = invite_code
+        self.new_recovery_secret: str | None = None
         # Outsiders' requests to join, by (group id, name): their KeyPackages; and those
         # the rules admit, to be added once the current receive is done.
         self._requests: dict[tuple[bytes, str], KeyPackage] = {}
@@ -237,18 +270,72 @@ class Client:
 
     # --- Lifecycle ----------------------------------------------------------------------
 
+    @property
+    def recovery_secret(self) -> str | None:
+        """The secret that recovers our name on a new device if this one is lost."""
+        stored = self.store.get(RECOVERY)
+        return stored.value.decode() if stored is not None else None
+
     async def start(self) -> None:
-        """Register (first time) and log in, top up KeyPackages, start receiving."""
-        try:
-            await asyncio.to_thread(self.ds.register)
-        except DSRequestError as exc:
-            if exc.status != 409:
-                raise
+        """Register (first time: with ``invite_code`` where the server needs one, and the
+        hash of a new recovery secret, then in ``new_recovery_secret`` for the application to
+        show its user once) and log in, top up KeyPackages, start receiving."""
+        secret = self.recovery_secret
+        if secret is None:
+            secret = new_recovery_secret()
+            self.store.write({RECOVERY: (secret.encode(), None)})
+        await asyncio.to_thread(
+            functools.partial(
+                self.ds.register,
+                invite_code=self.invite_code,
+                recovery_hash=recovery_hash(self.name.encode(), secret),
+            )
+        )
+        if self.ds.recovery_set:
+            self.new_recovery_secret = secret
         await asyncio.to_thread(self.ds.login)
         self._drop_unsent_commits()
         await self.replenish()
         await self.sync()
         self._task = asyncio.create_task(self._receive_loop())
+
+    async def recover(self, secret: str) -> list[bytes]:
+        """On a new device (a fresh store), instead of ``start``: take our name over with its
+        recovery secret. The AS binds the name to this device's key (the lost key can no
+        longer log in) and a new recovery secret replaces the old (``new_recovery_secret``:
+        show it); the client rejoins, by external commits that remove the old leaf, the
+        groups whose delivery lists held the name, then starts. Returns the groups rejoined."""
+        previous = self.store.get(RECOVERY)
+        fresh = new_recovery_secret()
+        expected = previous.version if previous is not None else None
+        # Kept before asking: if the answer is lost, the DS may hold the new secret's hash.
+        version = self.store.write({RECOVERY: (fresh.encode(), expected)})
+        name = self.name.encode()
+        try:
+            groups = await asyncio.to_thread(
+                self.ds.recover, name, secret, recovery_hash(name, fresh)
+            )
+        except DSRequestError:
+            old = previous.value if previous is not None else None
+            self.store.write({RECOVERY: (old, version[RECOVERY])})
+            raise
+        self.new_recovery_secret = fresh
+        await asyncio.to_thread(self.ds.login)
+        # Our old leaf in each group has the lost key, which the AS no longer binds to our
+        # name: accepted while rejoining (the external commit removes it), never after.
+        usual = self.config
+        self.config = replace(usual, credential_validator=_OwnOldLeaf(usual, self.identity))
+        rejoined = []
+        try:
+            for gid in groups:
+                with contextlib.suppress(MLSError, httpx.HTTPError):
+                    await self.join_external(gid, resync=True)
+                    rejoined.append(gid)
+        finally:
+            self.config = usual
+            self._handles.clear()  # reloaded from the store, with the usual validator
+        await self.start()
+        return rejoined
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -3,10 +3,25 @@
 Clients register a credential and signature key, proving possession of the key by signing a
 fresh challenge (``SignWithLabel(., "DS Challenge", nonce)``); later challenges buy short-lived
 bearer tokens. The registry is also the credential validator the DS judges handshakes with.
+
+Names are accounts. Who may bind a *new* name is the operator's policy (``registration``):
+``open`` — anyone, first come first bound (tests, closed networks); ``invite`` — the
+registration carries a single-use invite code, issued by the operator (``create_invite()``,
+``mlspy invite``) or by an existing user (``POST /v1/invites``, a few a day), stored hashed,
+expiring, consumed atomically by the registration it admits; ``x509`` — only X.509
+credentials that chain to the configured CA (Basic refused). A registration may carry the hash
+of a recovery secret the client made (the DS never sees the secret until it is used): with the
+secret, a user who lost their key rebinds the name to a new key (``recover``): the old key's
+tokens, KeyPackages and logins end, and the name's place on group delivery lists and its queue
+move to the new key, so the new device can rejoin its groups. Wrong secrets are counted per
+name in the database (so every DS node shares the count) and per address.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import secrets as _secrets
 import time
@@ -16,13 +31,55 @@ from dataclasses import dataclass, field
 from mlspy.credentials import CredentialError, X509Validator
 from mlspy.crypto import suite
 from mlspy.ds.db import Database, Tx
-from mlspy.ds.errors import BadRequest, Conflict, RateLimited, Unauthorized
+from mlspy.ds.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 from mlspy.errors import DecodeError, MLSError
 from mlspy.messages import Credential, CredentialType
 
 CHALLENGE_LABEL = "DS Challenge"
 CHALLENGE_TTL = 300.0
 TOKEN_TTL = 3600.0
+REGISTRATION_MODES = ("open", "invite", "x509")
+INVITE_TTL = 7 * 86400.0
+DAY = 86400.0
+OPERATOR = "operator"  # the issuer of invite codes minted by the operator
+_INVITE_LABEL = b"mlspy invite code\x00"
+_RECOVERY_LABEL = b"mlspy recovery secret\x00"
+NEEDS_INVITE = (
+    "registration on this server needs an invite code: ask an existing user or the operator for one"
+)
+NO_BINDING = (
+    "no name is bound to this signature key (it was never registered, or its name was "
+    "recovered onto another key): register first, or recover your name with its recovery "
+    "secret"
+)
+
+
+def new_code(nbytes: int = 10) -> str:
+    """A random code for people to copy: base32 in groups of four (80 bits by default)."""
+    raw = base64.b32encode(os.urandom(nbytes)).decode().rstrip("=")
+    return "-".join(raw[i : i + 4] for i in range(0, len(raw), 4))
+
+
+def new_recovery_secret() -> str:
+    """A recovery secret (160 bits): made by the client, shown to its user once."""
+    return new_code(20)
+
+
+def _normalized(code: str) -> bytes:
+    """Codes are compared without case, spaces or dashes (people retype them)."""
+    return "".join(code.split()).replace("-", "").upper().encode()
+
+
+def invite_hash(code: str) -> bytes:
+    """What the DS stores of an invite code."""
+    return hashlib.sha256(_INVITE_LABEL + _normalized(code)).digest()
+
+
+def recovery_hash(identity: bytes, secret: str) -> bytes:
+    """What the client sends, and the DS stores, of a name's recovery secret."""
+    return hashlib.sha256(
+        _RECOVERY_LABEL + len(identity).to_bytes(4, "big") + identity + _normalized(secret)
+    ).digest()
 
 
 @dataclass(frozen=True)
@@ -31,6 +88,26 @@ class ClientInfo:
     identity: bytes
     signature_key: bytes
     cipher_suite: int
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The answer to a registration: the client, whether the name was bound just now, and
+    whether this request set the name's recovery secret (show it to the user)."""
+
+    client: ClientInfo
+    created: bool
+    recovery_set: bool
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A name rebound to a new key: the new client, and the groups on whose delivery lists
+    it now stands in place of the old key (rejoin them by external commit)."""
+
+    client: ClientInfo
+    old_client_id: str
+    groups: list[bytes]
 
 
 @dataclass
@@ -71,7 +148,25 @@ class AuthenticationService:
     rate_burst: float = 400.0
     # X.509 credentials are accepted when trust anchors are configured.
     x509: X509Validator | None = None
+    # Who may bind a new name (see the module's docstring): "open", "invite" or "x509".
+    # "open" is the library's default (tests, embedded servers); `mlspy serve` defaults to
+    # "invite".
+    registration: str = "open"
+    invite_ttl: float = INVITE_TTL
+    invites_per_day: int = 5  # invite codes one user may create a day (0: users cannot)
+    # Wrong recovery secrets: at most ``recovery_attempts`` per name within
+    # ``recovery_window`` seconds (then 429, even for the right one, until the window ends),
+    # and ``recovery_per_address`` recovery requests per address in that window.
+    recovery_attempts: int = 5
+    recovery_window: float = 3600.0
+    recovery_per_address: int = 20
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.registration not in REGISTRATION_MODES:
+            raise ValueError(f"registration must be one of {', '.join(REGISTRATION_MODES)}")
+        if self.registration == "x509" and self.x509 is None:
+            raise ValueError("registration 'x509' needs trust anchors (x509=X509Validator(...))")
 
     # --- Authentication Service (RFC 9750 §4) -----------------------------------------
 
@@ -109,15 +204,19 @@ class AuthenticationService:
         cipher_suite: int,
         challenge: bytes,
         signature: bytes,
-    ) -> ClientInfo:
-        """Bind an identity to a signature key (Basic credentials: first come, first bound)."""
-        try:
-            cred = Credential.decode(credential)
-        except DecodeError as exc:
-            raise BadRequest(f"malformed credential: {exc}") from None
+        *,
+        invite_code: str | None = None,
+        recovery: bytes | None = None,
+    ) -> Registration:
+        """Bind an identity to a signature key, as the registration policy allows. Registering
+        again with the bound key changes nothing (but sets a recovery secret if the name has
+        none yet: the signed challenge proves possession of the bound key)."""
+        cred = _decode_credential(credential)
+        self._check_kind(cred)
         identity = self._identity_of(cred, signature_key)
         self._check_possession(cipher_suite, signature_key, challenge, signature)
-        client_id = client_id_of(signature_key)
+        _check_recovery_hash(recovery)
+        info = ClientInfo(client_id_of(signature_key), identity, signature_key, cipher_suite)
         with self.db.transaction() as tx:
             self._consume_challenge(tx, challenge)
             taken = tx.execute(
@@ -125,16 +224,197 @@ class AuthenticationService:
             )
             if taken:
                 if bytes(taken[0][1]) == signature_key:
-                    return ClientInfo(client_id, identity, signature_key, cipher_suite)
-                raise Conflict("this identity is already bound to another signature key")
+                    return Registration(info, False, self._set_recovery(tx, identity, recovery))
+                raise Conflict(
+                    f"the name {identity!r} is already bound to another signature key: if it "
+                    "is yours and you lost that key, recover it with its recovery secret; "
+                    "otherwise choose another name"
+                )
             if tx.execute("SELECT 1 FROM clients WHERE signature_key = ?", (signature_key,)):
                 raise Conflict("this signature key is already registered")
+            self._admit(tx, identity, invite_code)
             tx.execute(
                 "INSERT INTO clients (id, identity, signature_key, credential, cipher_suite, "
                 "created) VALUES (?, ?, ?, ?, ?, ?)",
-                (client_id, identity, signature_key, credential, cipher_suite, self.clock()),
+                (info.id, identity, signature_key, credential, cipher_suite, self.clock()),
             )
-        return ClientInfo(client_id, identity, signature_key, cipher_suite)
+            tx.execute("DELETE FROM accounts WHERE identity = ?", (identity,))
+            tx.execute(
+                "INSERT INTO accounts (identity, recovery_hash, created) VALUES (?, ?, ?)",
+                (identity, recovery, self.clock()),
+            )
+        return Registration(info, True, recovery is not None)
+
+    def _check_kind(self, cred: Credential) -> None:
+        """Registration "x509": a name comes from a certificate of the configured CA only."""
+        if self.registration == "x509" and cred.credential_type != CredentialType.x509:
+            raise Forbidden(
+                "registration on this server needs an X.509 certificate from its CA: Basic "
+                "credentials are refused"
+            )
+
+    def _admit(self, tx: Tx, identity: bytes, invite_code: str | None) -> None:
+        """Registration "invite": consume a valid invite code, atomically (of two
+        registrations racing with one code, one wins)."""
+        if self.registration != "invite":
+            return
+        if not invite_code:
+            raise Forbidden(NEEDS_INVITE)
+        used = tx.execute(
+            "UPDATE invites SET used_by = ? WHERE code_hash = ? AND used_by IS NULL AND "
+            "expires >= ? RETURNING issuer",
+            (identity, invite_hash(invite_code), self.clock()),
+        )
+        if not used:
+            raise Forbidden("this invite code is unknown, used or expired: ask for a new one")
+
+    def _set_recovery(self, tx: Tx, identity: bytes, recovery: bytes | None) -> bool:
+        """Give a name that has no recovery secret (registered before they existed) one."""
+        if recovery is None:
+            return False
+        rows = tx.execute("SELECT recovery_hash FROM accounts WHERE identity = ?", (identity,))
+        if rows and rows[0][0] is not None:
+            return False
+        if rows:
+            tx.execute(
+                "UPDATE accounts SET recovery_hash = ? WHERE identity = ?", (recovery, identity)
+            )
+        else:
+            tx.execute(
+                "INSERT INTO accounts (identity, recovery_hash, created) VALUES (?, ?, ?)",
+                (identity, recovery, self.clock()),
+            )
+        return True
+
+    # --- Invite codes -------------------------------------------------------------------
+
+    def create_invite(self, issuer: ClientInfo | None = None) -> tuple[str, float]:
+        """A single-use invite code and when it expires: the operator's (``issuer`` None:
+        no limit) or a user's (``invites_per_day`` a day). Only its hash is stored."""
+        if self.registration == "x509":
+            raise Forbidden(
+                "this server registers X.509 certificates only: invite codes admit nobody"
+            )
+        now = self.clock()
+        code, expires = new_code(), now + self.invite_ttl
+        who = OPERATOR if issuer is None else "user:" + issuer.identity.hex()
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM invites WHERE used_by IS NULL AND expires < ?", (now,))
+            if issuer is not None:
+                made = tx.execute(
+                    "SELECT COUNT(*) FROM invites WHERE issuer = ? AND created > ?",
+                    (who, now - DAY),
+                )
+                if int(made[0][0]) >= self.invites_per_day:
+                    raise RateLimited(
+                        f"you may create {self.invites_per_day} invite codes a day: try again "
+                        "tomorrow"
+                    )
+            tx.execute(
+                "INSERT INTO invites (code_hash, issuer, created, expires) VALUES (?, ?, ?, ?)",
+                (invite_hash(code), who, now, expires),
+            )
+        return code, expires
+
+    def has_accounts(self) -> bool:
+        """Whether any name is bound (``mlspy serve`` prints a bootstrap code when none is)."""
+        with self.db.transaction() as tx:
+            return bool(tx.execute("SELECT 1 FROM clients LIMIT 1"))
+
+    # --- Recovery -------------------------------------------------------------------------
+
+    def recover(
+        self,
+        identity: bytes,
+        secret: str,
+        credential: bytes,
+        signature_key: bytes,
+        cipher_suite: int,
+        challenge: bytes,
+        signature: bytes,
+        recovery: bytes,
+    ) -> Recovery:
+        """Rebind ``identity`` to a new signature key, given the name's recovery secret and
+        proof of possession of the new key; ``recovery`` (the new secret's hash) replaces
+        the old one. Wrong secrets are counted per name (then 429)."""
+        cred = _decode_credential(credential)
+        self._check_kind(cred)
+        if self._identity_of(cred, signature_key) != identity:
+            raise BadRequest("the new credential must name the identity being recovered")
+        self._check_possession(cipher_suite, signature_key, challenge, signature)
+        _check_recovery_hash(recovery)
+        with self.db.transaction() as tx:
+            self._consume_challenge(tx, challenge)
+            if tx.execute("SELECT 1 FROM clients WHERE signature_key = ?", (signature_key,)):
+                raise Conflict("this signature key is already registered: recover onto a new key")
+            done: Recovery | None = None
+            if self._check_recovery_secret(tx, identity, secret):
+                new = ClientInfo(client_id_of(signature_key), identity, signature_key, cipher_suite)
+                old_id = self._rebind(tx, new, credential, recovery)
+                rows = tx.execute(
+                    "SELECT group_id FROM group_members WHERE client_id = ?", (new.id,)
+                )
+                done = Recovery(new, old_id, sorted(bytes(r[0]) for r in rows))
+        # A wrong secret is refused after the transaction, which keeps its count.
+        if done is None:
+            raise Forbidden("wrong recovery secret for this name (or the name has none)")
+        return done
+
+    def _check_recovery_secret(self, tx: Tx, identity: bytes, secret: str) -> bool:
+        """Whether ``secret`` is the name's; a wrong one is counted (the caller commits)."""
+        now = self.clock()
+        # Locks the name's row (PostgreSQL): concurrent guesses are counted one by one.
+        tx.execute(
+            "UPDATE accounts SET failures = CASE WHEN failures_since < ? THEN 0 "
+            "ELSE failures END WHERE identity = ?",
+            (now - self.recovery_window, identity),
+        )
+        rows = tx.execute(
+            "SELECT recovery_hash, failures FROM accounts WHERE identity = ?", (identity,)
+        )
+        if not rows or rows[0][0] is None:
+            return False
+        if int(rows[0][1]) >= self.recovery_attempts:
+            raise RateLimited("too many wrong recovery secrets for this name: try again later")
+        if hmac.compare_digest(bytes(rows[0][0]), recovery_hash(identity, secret)):
+            return True
+        tx.execute(
+            "UPDATE accounts SET failures = failures + 1, failures_since = CASE WHEN "
+            "failures = 0 THEN ? ELSE failures_since END WHERE identity = ?",
+            (now, identity),
+        )
+        return False
+
+    def _rebind(self, tx: Tx, new: ClientInfo, credential: bytes, recovery: bytes) -> str:
+        """Move the name to the new key: the old key's tokens and KeyPackages go, its place
+        on delivery lists and its queue move to the new client id. Returns the old id."""
+        old = tx.execute("SELECT id FROM clients WHERE identity = ?", (new.identity,))
+        if not old:
+            raise NotFound("no client with this identity")
+        old_id = str(old[0][0])
+        tx.execute(
+            "UPDATE clients SET id = ?, signature_key = ?, credential = ?, cipher_suite = ?, "
+            "created = ? WHERE identity = ?",
+            (new.id, new.signature_key, credential, new.cipher_suite, self.clock(), new.identity),
+        )
+        tx.execute("DELETE FROM tokens WHERE client_id = ?", (old_id,))
+        tx.execute("DELETE FROM key_packages WHERE owner = ?", (old_id,))
+        tx.execute("UPDATE group_members SET client_id = ? WHERE client_id = ?", (new.id, old_id))
+        tx.execute("UPDATE queue SET client_id = ? WHERE client_id = ?", (new.id, old_id))
+        tx.execute("UPDATE group_undo SET roster = REPLACE(roster, ?, ?)", (old_id, new.id))
+        tx.execute(
+            "UPDATE accounts SET recovery_hash = ?, failures = 0 WHERE identity = ?",
+            (recovery, new.identity),
+        )
+        return old_id
+
+    def rate_limit_recovery(self, peer: str) -> None:
+        """Recovery requests are limited per address too (``recovery_per_address``)."""
+        self._rate_limit(
+            f"recover:{peer}",
+            self.recovery_per_address / self.recovery_window,
+            float(self.recovery_per_address),
+        )
 
     def _identity_of(self, cred: Credential, signature_key: bytes) -> bytes:
         """Basic: the identity as claimed (first come, first bound). X.509: validated
@@ -154,7 +434,7 @@ class AuthenticationService:
                 "SELECT id, cipher_suite FROM clients WHERE signature_key = ?", (signature_key,)
             )
             if not rows:
-                raise Unauthorized("unknown signature key: register first")
+                raise Unauthorized(NO_BINDING)
             self._check_possession(int(rows[0][1]), signature_key, challenge, signature)
             self._consume_challenge(tx, challenge)
             token = _secrets.token_urlsafe(32)
@@ -185,12 +465,14 @@ class AuthenticationService:
         """Unauthenticated endpoints (challenge, register, token) are limited per address."""
         self._rate_limit(f"peer:{peer}")
 
-    def _rate_limit(self, client_id: str) -> None:
+    def _rate_limit(
+        self, client_id: str, rate: float | None = None, burst: float | None = None
+    ) -> None:
+        rate = self.rate_per_second if rate is None else rate
+        burst = self.rate_burst if burst is None else burst
         now = self.clock()
-        bucket = self._buckets.setdefault(client_id, _Bucket(self.rate_burst, now))
-        bucket.tokens = min(
-            self.rate_burst, bucket.tokens + (now - bucket.updated) * self.rate_per_second
-        )
+        bucket = self._buckets.setdefault(client_id, _Bucket(burst, now))
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.updated) * rate)
         bucket.updated = now
         if bucket.tokens < 1:
             raise RateLimited("too many requests: slow down")
@@ -209,12 +491,32 @@ def client_id_of(signature_key: bytes) -> str:
     return suite(1).hash(signature_key).hex()[:32]
 
 
+def _decode_credential(credential: bytes) -> Credential:
+    try:
+        return Credential.decode(credential)
+    except DecodeError as exc:
+        raise BadRequest(f"malformed credential: {exc}") from None
+
+
+def _check_recovery_hash(recovery: bytes | None) -> None:
+    if recovery is not None and len(recovery) != hashlib.sha256().digest_size:
+        raise BadRequest("recovery_hash must be a SHA-256 hash (see recovery_hash())")
+
+
 __all__ = [
     "CHALLENGE_LABEL",
     "CHALLENGE_TTL",
+    "INVITE_TTL",
+    "REGISTRATION_MODES",
     "TOKEN_TTL",
     "AuthenticationService",
     "ClientInfo",
+    "Recovery",
+    "Registration",
     "RegistryValidator",
     "client_id_of",
+    "invite_hash",
+    "new_code",
+    "new_recovery_secret",
+    "recovery_hash",
 ]

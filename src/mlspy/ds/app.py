@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -48,6 +49,12 @@ def _list(value: object, field: str) -> list[object]:
     if not isinstance(value, list):
         raise BadRequest(f"{field} must be a list")
     return value
+
+
+def _text(value: object, field: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise BadRequest(f"{field} must be a string")
 
 
 def _hex(value: str, field: str) -> bytes:
@@ -141,15 +148,47 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
     async def register(request: Request) -> dict[str, Any]:
         service.rate_limit_anonymous(request.client.host if request.client else "?")
         d = await body(request)
-        client = await run_in_threadpool(
-            service.register,
+        recovery = d.get("recovery_hash")
+        done = await run_in_threadpool(
+            functools.partial(
+                service.register,
+                unb64(d.get("credential"), "credential"),
+                unb64(d.get("signature_key"), "signature_key"),
+                int(d.get("cipher_suite", 1)),
+                unb64(d.get("challenge"), "challenge"),
+                unb64(d.get("signature"), "signature"),
+                invite_code=_text(d.get("invite_code"), "invite_code"),
+                recovery=None if recovery is None else unb64(recovery, "recovery_hash"),
+            )
+        )
+        return {
+            "client_id": done.client.id,
+            "created": done.created,
+            "recovery_set": done.recovery_set,
+        }
+
+    async def recover(request: Request) -> dict[str, Any]:
+        peer = request.client.host if request.client else "?"
+        service.rate_limit_anonymous(peer)
+        service.rate_limit_recovery(peer)
+        d = await body(request)
+        done = await run_in_threadpool(
+            service.recover,
+            unb64(d.get("identity"), "identity"),
+            _text(d.get("recovery_secret"), "recovery_secret") or "",
             unb64(d.get("credential"), "credential"),
             unb64(d.get("signature_key"), "signature_key"),
             int(d.get("cipher_suite", 1)),
             unb64(d.get("challenge"), "challenge"),
             unb64(d.get("signature"), "signature"),
+            unb64(d.get("recovery_hash"), "recovery_hash"),
         )
-        return {"client_id": client.id}
+        return {"client_id": done.client.id, "groups": [g.hex() for g in done.groups]}
+
+    async def create_invite(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        code, expires = await run_in_threadpool(service.create_invite, client)
+        return {"code": code, "expires": expires}
 
     async def token(request: Request) -> dict[str, Any]:
         service.rate_limit_anonymous(request.client.host if request.client else "?")
@@ -350,6 +389,8 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         Route("/v1/auth/challenge", route(challenge), methods=["POST"]),
         Route("/v1/auth/register", route(register), methods=["POST"]),
         Route("/v1/auth/token", route(token), methods=["POST"]),
+        Route("/v1/auth/recover", route(recover), methods=["POST"]),
+        Route("/v1/invites", route(create_invite), methods=["POST"]),
         Route("/v1/identities/{identity}", route(identity)),
         Route("/v1/key_packages", route(upload), methods=["POST"]),
         Route("/v1/key_packages/claim", route(claim), methods=["POST"]),
@@ -447,9 +488,19 @@ OPENAPI: dict[str, Any] = {
         "/healthz": {"get": {"summary": "liveness"}},
         "/v1/auth/challenge": {"post": {"summary": "a fresh challenge to sign"}},
         "/v1/auth/register": {
-            "post": {"summary": "bind a credential to a signature key (proof of possession)"}
+            "post": {
+                "summary": "bind a credential to a signature key (proof of possession; an "
+                "invite_code where registration needs one; the hash of a recovery secret)"
+            }
         },
         "/v1/auth/token": {"post": {"summary": "a bearer token for a signed challenge"}},
+        "/v1/auth/recover": {
+            "post": {
+                "summary": "rebind a name to a new key with its recovery secret (proof of "
+                "possession of the new key); the groups its delivery lists hold"
+            }
+        },
+        "/v1/invites": {"post": {"summary": "a single-use invite code for a new user"}},
         "/v1/identities/{identity}": {"get": {"summary": "credential and key of an identity"}},
         "/v1/key_packages": {"post": {"summary": "upload KeyPackages"}},
         "/v1/key_packages/claim": {"post": {"summary": "claim one KeyPackage of an identity"}},

@@ -12,10 +12,20 @@ import httpx
 
 from mlspy.credentials import CredentialError
 from mlspy.crypto import suite
+from mlspy.ds.accounts import new_recovery_secret, recovery_hash
 from mlspy.ds.service import CHALLENGE_LABEL
 from mlspy.errors import MLSError
 from mlspy.group import KeyPackageBundle, SigningIdentity
 from mlspy.messages import Credential, CredentialType, MLSMessage
+
+__all__ = [
+    "ASCredentialValidator",
+    "DSClient",
+    "DSConflict",
+    "DSRequestError",
+    "new_recovery_secret",
+    "recovery_hash",
+]
 
 
 class DSRequestError(MLSError):
@@ -50,6 +60,7 @@ class DSClient:
         )
         self.http = httpx.Client(base_url=base_url, verify=context, timeout=30)
         self.token: str | None = None
+        self.recovery_set = False
         self._login_lock = threading.Lock()
 
     def close(self) -> None:
@@ -80,20 +91,47 @@ class DSClient:
         sig = cs.sign_with_label(self.identity.signature_private_key, CHALLENGE_LABEL, challenge)
         return challenge, sig
 
-    def register(self) -> str:
+    def _possession(self) -> dict[str, Any]:
+        """Our credential and key, with a fresh challenge signed by the key."""
         challenge, sig = self._signed_challenge()
-        out = self._call(
-            "POST",
-            "/v1/auth/register",
-            json={
-                "credential": _b64(self.identity.credential.encode()),
-                "signature_key": _b64(self.identity.signature_key),
-                "cipher_suite": self.identity.cipher_suite,
-                "challenge": _b64(challenge),
-                "signature": _b64(sig),
-            },
-        )
+        return {
+            "credential": _b64(self.identity.credential.encode()),
+            "signature_key": _b64(self.identity.signature_key),
+            "cipher_suite": self.identity.cipher_suite,
+            "challenge": _b64(challenge),
+            "signature": _b64(sig),
+        }
+
+    def register(
+        self, *, invite_code: str | None = None, recovery_hash: bytes | None = None
+    ) -> str:
+        """Bind our name to our key at the AS; ``invite_code`` where the server's
+        registration policy needs one, ``recovery_hash`` (``mlspy.ds.accounts.recovery_hash``
+        of a secret the user keeps) to be able to recover the name after losing the key.
+        ``recovery_set`` says whether this call set the name's recovery secret."""
+        body = self._possession()
+        if invite_code is not None:
+            body["invite_code"] = invite_code
+        if recovery_hash is not None:
+            body["recovery_hash"] = _b64(recovery_hash)
+        out = self._call("POST", "/v1/auth/register", json=body)
+        self.recovery_set = bool(out.get("recovery_set"))
         return str(out["client_id"])
+
+    def recover(self, identity: bytes, secret: str, recovery_hash: bytes) -> list[bytes]:
+        """Take the name ``identity`` over onto our key with its recovery secret (the old
+        key stops working); ``recovery_hash`` is the hash of the name's next recovery secret.
+        Returns the groups whose delivery lists now hold us (rejoin them). Then log in."""
+        body = self._possession()
+        body.update(
+            identity=_b64(identity), recovery_secret=secret, recovery_hash=_b64(recovery_hash)
+        )
+        out = self._call("POST", "/v1/auth/recover", json=body)
+        return [bytes.fromhex(g) for g in out["groups"]]
+
+    def create_invite(self) -> str:
+        """A single-use invite code for someone new (a few a day)."""
+        return str(self._call("POST", "/v1/invites")["code"])
 
     def login(self) -> None:
         challenge, sig = self._signed_challenge()

@@ -99,6 +99,21 @@ _TABLES = [
         client_id TEXT NOT NULL,
         seq BIGINT NOT NULL,
         PRIMARY KEY (client_id, seq))""",
+    # Names as accounts (``accounts.py``): the hash of each name's recovery secret, and the
+    # wrong guesses of it in the current window; invite codes (hashed), single use.
+    """CREATE TABLE IF NOT EXISTS accounts (
+        identity {blob} PRIMARY KEY,
+        recovery_hash {blob},
+        failures INTEGER NOT NULL DEFAULT 0,
+        failures_since DOUBLE PRECISION NOT NULL DEFAULT 0,
+        created DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS invites (
+        code_hash {blob} PRIMARY KEY,
+        issuer TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL,
+        expires DOUBLE PRECISION NOT NULL,
+        used_by {blob})""",
+    """CREATE INDEX IF NOT EXISTS invites_by_issuer ON invites (issuer, created)""",
 ]
 
 

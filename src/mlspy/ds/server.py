@@ -33,8 +33,23 @@ def default_database() -> str:
     return str(Path.home() / ".local" / "share" / "mlspy" / "ds.sqlite")
 
 
-def build(database: str) -> Any:
-    return create_app(DeliveryService(open_database(database)))
+def service_for(
+    database: str, registration: str = "invite", ca: str | None = None
+) -> DeliveryService:
+    """The DS of ``mlspy serve``: names are bound as ``registration`` says ("invite" by
+    default); ``ca`` is a PEM file of trust anchors for X.509 credentials."""
+    x509 = None
+    if ca is not None:
+        from cryptography import x509 as certs
+
+        from mlspy.credentials import X509Validator
+
+        x509 = X509Validator(certs.load_pem_x509_certificates(Path(ca).read_bytes()))
+    return DeliveryService(open_database(database), registration=registration, x509=x509)
+
+
+def build(database: str, registration: str = "invite", ca: str | None = None) -> Any:
+    return create_app(service_for(database, registration, ca))
 
 
 def serve(
@@ -43,11 +58,23 @@ def serve(
     database: str | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    registration: str = "invite",
+    ca: str | None = None,
 ) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(_JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    app = build(database or default_database())
+    service = service_for(database or default_database(), registration, ca)
+    if registration == "invite" and not service.has_accounts():
+        # A new server: the first user needs a code. Printed to the console, never logged.
+        code, _ = service.create_invite()
+        print(
+            f"registration needs an invite code; the first user's (single use, "
+            f"{service.invite_ttl / 86400:g} days): {code}"
+            "\n(more: `mlspy invite --database ...`; users create codes for friends)",
+            flush=True,
+        )
+    app = create_app(service)
     uvicorn.run(
         app,
         host=host,

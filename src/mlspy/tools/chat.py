@@ -5,10 +5,16 @@ Type a line to send it to the current group; commands: ``/create [invite|request
 member ``/approve``s; ``open`` lets anyone join by external commit), ``/invite USER``,
 ``/request GROUP`` (ask to join, group id in hex), ``/approve USER``, ``/join GROUP``
 (external join of an open group), ``/remove USER``, ``/leave``, ``/members``, ``/tree``,
-``/update``, ``/help``.
+``/update``, ``/code`` (a single-use invite code for a friend to register with), ``/help``.
+
+Names are accounts: a new name may need an invite code (``mlspy chat --invite CODE``); the
+name's recovery secret is shown once, when it is made; ``--recover SECRET`` takes the name
+over on a new device after the old one (its key) was lost.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal
@@ -22,7 +28,8 @@ from mlspy.tools.tree_picture import render_text
 
 HELP = (
     "commands: /create [invite|request|open]  /invite USER  /request GROUP_HEX  "
-    "/approve USER  /join GROUP_HEX  /remove USER  /leave  /members  /tree  /update  /help "
+    "/approve USER  /join GROUP_HEX  /remove USER  /leave  /members  /tree  /update  /code  "
+    "/help "
     "— anything else is sent to the group"
 )
 
@@ -34,10 +41,19 @@ class ChatApp(App[None]):
     """
     TITLE = "mlspy chat"
 
-    def __init__(self, server: str, user: str, *, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        server: str,
+        user: str,
+        *,
+        store: Store | None = None,
+        invite_code: str | None = None,
+        recovery_secret: str | None = None,
+    ) -> None:
         super().__init__()
-        self.client = Client(server, user, store=store, poll_interval=0.3)
+        self.client = Client(server, user, store=store, poll_interval=0.3, invite_code=invite_code)
         self.user = user
+        self.recover_with = recovery_secret
         self.group_id: bytes | None = None
 
     def compose(self) -> ComposeResult:
@@ -58,14 +74,25 @@ class ChatApp(App[None]):
     async def on_mount(self) -> None:
         self.sub_title = self.user
         try:
-            await self.client.start()
-        except Exception as exc:  # e.g. the server is not reachable
+            if self.recover_with:
+                rejoined = await self.client.recover(self.recover_with)
+                self.say(f"* recovered the name {self.user}: rejoined {len(rejoined)} group(s)")
+            else:
+                await self.client.start()
+        except Exception as exc:  # e.g. the server is not reachable, or needs an invite
             self.say(f"cannot connect: {exc}")
             return
         ids = self.client.group_ids()
         if ids:
             self.group_id = ids[0]
         self.say(f"connected as {self.user}. {HELP}")
+        if self.client.new_recovery_secret:
+            self.say(
+                f"* your recovery secret (shown once: write it down): "
+                f"{self.client.new_recovery_secret} — if you lose this device, "
+                f"`mlspy chat --user {self.user} --recover SECRET` on a new one takes your "
+                "name back"
+            )
         self.refresh_members()
         self.run_worker(self.pump_events(), exclusive=True)
 
@@ -153,6 +180,9 @@ class ChatApp(App[None]):
         elif command == "/tree":
             group = self.client.group(self._need_group()).group
             self.say(render_text(group.tree))
+        elif command == "/code":
+            code = await asyncio.to_thread(self.client.ds.create_invite)
+            self.say(f"* invite code for a friend (single use): {code} (mlspy chat --invite)")
         elif command == "/update":
             await self.client.update(self._need_group())
             self.say("* updated your keys")
@@ -165,10 +195,19 @@ class ChatApp(App[None]):
         return self.group_id
 
 
-def run(server: str, user: str, store_path: str | None = None) -> None:
+def run(
+    server: str,
+    user: str,
+    store_path: str | None = None,
+    *,
+    invite_code: str | None = None,
+    recovery_secret: str | None = None,
+) -> None:
     store = None
     if store_path:
         from mlspy.storage import SQLiteStore
 
         store = SQLiteStore(store_path)
-    ChatApp(server, user, store=store).run()
+    ChatApp(
+        server, user, store=store, invite_code=invite_code, recovery_secret=recovery_secret
+    ).run()

@@ -32,9 +32,13 @@ async def _until(client: Client, kind: str) -> Event:
             return event
 
 
-async def _scenario(url: str, say: Callable[[str, dict[str, Any]], None]) -> dict[str, Any]:
+async def _scenario(
+    url: str, say: Callable[[str, dict[str, Any]], None], invite: Callable[[], str]
+) -> dict[str, Any]:
     names = ("alice", "bob", "carol", "dave")
-    clients = {n: Client(url, n, poll_interval=0.2) for n in names}
+    # Names are accounts: the embedded DS registers invited names only, and its operator
+    # (this process) mints each user a single-use invite code.
+    clients = {n: Client(url, n, poll_interval=0.2, invite_code=invite()) for n in names}
     for c in clients.values():
         await c.start()
     alice, bob, carol, dave = (clients[n] for n in names)
@@ -127,11 +131,11 @@ def run(as_json: bool = False) -> int:
                 print(f"   {key}: {value}")
 
     with tempfile.TemporaryDirectory(prefix="mlspy-demo-") as tmp:
-        service = DeliveryService(SQLiteDatabase(Path(tmp) / "ds.sqlite"))
+        service = DeliveryService(SQLiteDatabase(Path(tmp) / "ds.sqlite"), registration="invite")
         with InProcessServer(create_app(service)) as server:
             if not as_json:
                 print(f"mlspy demo: embedded Delivery Service at {server.url} (SQLite in {tmp})")
-            summary = asyncio.run(_scenario(server.url, say))
+            summary = asyncio.run(_scenario(server.url, say, lambda: service.create_invite()[0]))
     elapsed = time.perf_counter() - start
     if as_json:
         print(json.dumps({"transcript": transcript, "seconds": round(elapsed, 2)}, indent=2))
