@@ -5,8 +5,17 @@ pool of KeyPackages on the DS (topping it up and replacing a used last-resort on
 its groups in a :class:`~mlspy.storage.GroupStore`, so every state transition is durable. One
 background task receives: it wakes on the DS's WebSocket push (and polls as a fallback),
 fetches the queue in order, processes each message (joining from Welcomes, merging commits,
-decrypting application messages), acknowledges, and emits :class:`Event` values on
-:attr:`Client.events`.
+decrypting application messages), and acknowledges it to the DS.
+
+Nothing is lost across a crash. What the application is told goes into an inbox in the
+client's store (``client.inbox``), in the same write as the state change that produced it: a
+received message's key is consumed, its plaintext stored as an event and the queue item marked
+processed in one batch; a commit is processed and merged in one batch. Only then is the DS
+acknowledged. The application takes events with ``async for event in client.events()``, which
+acknowledges each when the loop asks for the next (or ``next_event``/``ack``); an event not
+acknowledged is delivered again after a restart, with the same ``id``, and never after it is
+acknowledged. A queued message already marked processed is skipped; one whose key we already
+consumed (the DS delivered it twice) is recognized as a duplicate and logged, not reported.
 
 The hard cases are handled here so applications need not: a commit that loses its epoch (409)
 is dropped, the winning commit is processed, and the caller's intent is retried if it still
@@ -31,6 +40,40 @@ number, so we merge; a 409 means another commit won, so we drop ours and process
 Once an attempt's fate is unknown, a refusal that comes before the DS looks at the commit (an
 expired token, a rate limit, a server error) settles nothing: the commit stays in the outbox
 and receiving waits, since every message after an accepted commit of ours needs it merged.
+
+Every step that writes and talks, in order (W: one atomic store write; DS: a call). A crash
+(SIGKILL) can fall between any two; why each gap is harmless:
+
+- receive a queued message: W(state + events + processed mark) → DS ack → W(drop mark).
+  Before W: the message comes again. Between W and the ack: it comes again, is marked
+  processed, skipped. After the ack: the stale mark is dropped at the next acknowledgement.
+- commit (invite, remove, update, approve, committing pending proposals): [invite: DS claim
+  of a KeyPackage] → W(pending commit + outbox) → DS submit → W(merge + outbox dropped +
+  events). Before the first W nothing was sent (a claimed KeyPackage is wasted; its owner's
+  pool refills). Between the first W and the answer the outbox settles it at the next start
+  (resubmitted: merged if accepted, dropped on 409); a pending commit without its outbox entry
+  was never sent and is dropped.
+- join by external commit: DS GroupInfo → W(joining: the new state with the commit pending)
+  → DS submit → W(group stored in place of any old state + joining dropped + event). A
+  joining entry is settled at the next start like the outbox (resubmitted: the group is taken
+  if accepted, the entry dropped on 409).
+- leave: W(our Remove proposal cached + leaving) → DS submit → W(leaving marked sent). A
+  leaving entry not sent is submitted at the next receive; one whose epoch has passed while we
+  are still a member is proposed again; it goes with the group when a commit removes us.
+- removed by a commit: W(group deleted + event + confirm-removal) → DS leave → W(drop it);
+  unconfirmed removals are confirmed again at the next receive.
+- create a group: W(group + creating) → DS create → W(drop creating); at start a group still
+  marked creating is registered again (the DS answering "exists" settles it).
+- KeyPackages (top-up, last-resort rotation): DS count → W(private keys + unsent marks +
+  retired marks for the replaced last-resort one, rotation flag cleared) → DS upload →
+  W(drop marks). Marked KeyPackages are uploaded again at the next start (the DS keeps one copy
+  of each, and never makes a claimed one claimable again); a join with a last-resort KeyPackage
+  sets the rotation flag in the join's write.
+- send: W(sending ratchet advanced) → DS submit (retried with the same bytes). Killed before
+  the submit, ``send`` never returned: the application sends again. Submitted twice, the second
+  copy's key is already spent at every receiver, who drops it as a duplicate.
+- report a rejected commit: DS report → W(rejected + processed mark); rolled back by the DS:
+  W(undone + processed mark), acted on after the receive, then dropped.
 """
 
 from __future__ import annotations
@@ -38,14 +81,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
+from mlspy.client import records as rec
+from mlspy.client.inbox import Event, Inbox, Staged
+from mlspy.client.records import Joining, Leaving, Outgoing, Rejected, Request
 from mlspy.client.rules import DefaultRules, Rules
 from mlspy.codec import Reader, Writer, decode_all
 from mlspy.credentials import CredentialError, CredentialValidator
@@ -57,7 +104,7 @@ from mlspy.ds.client import (
     new_recovery_secret,
     recovery_hash,
 )
-from mlspy.errors import MLSError, UsageError
+from mlspy.errors import MLSError, SecretTreeError, StorageError, UsageError
 from mlspy.group import (
     ApplicationMessage,
     CommitOutput,
@@ -72,6 +119,7 @@ from mlspy.group import (
     create_key_package,
     join_external,
     new_member_add_proposal,
+    policy_in,
 )
 from mlspy.group.public_group import PublicGroup
 from mlspy.messages import (
@@ -79,7 +127,6 @@ from mlspy.messages import (
     Capabilities,
     ContentType,
     Credential,
-    KeyPackage,
     MLSMessage,
     Proposal,
     Remove,
@@ -87,33 +134,19 @@ from mlspy.messages import (
     SenderType,
 )
 from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup, Write
-from mlspy.storage.base import delete
+
+log = logging.getLogger("mlspy.client")
 
 COMMIT_RETRIES = 8
 SUBMIT_ATTEMPTS = 3  # tries of one submission when the DS cannot be reached
 # Refusals given before the DS looks at a commit: they say nothing of an earlier attempt.
 _NOT_JUDGED = frozenset({401, 429})
-OUTBOX = "outbox/"  # store key prefix: our commits whose fate the DS has not told us
-PROCESSED = "processed"  # store key: queued messages processed but not yet acknowledged
-RECOVERY = "recovery"  # store key: the recovery secret of our name (show it to the user)
-RETIRED = "retired/"  # store key prefix: replaced last-resort KeyPackages, by ref -> when
+# Secret-tree rules broken by a message whose key is gone: we consumed it already (the DS
+# delivered the message twice), or it is older than the ratchet keeps keys for.
+_KEY_GONE = frozenset({"ST-01", "ST-03"})
 # How long a replaced last-resort KeyPackage's private keys are kept: someone may have claimed
 # it just before, and their Welcome still needs them. Then they go (forward secrecy, §16.8).
 LAST_RESORT_GRACE = 3600.0
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something that happened in a group: ``kind`` is one of "message", "joined",
-    "member_joined", "member_left", "epoch", "removed", and "join_request" (an outsider,
-    ``sender``, asks to join: ``Client.approve`` lets them in)."""
-
-    kind: str
-    group_id: bytes
-    epoch: int
-    sender: str = ""
-    text: str = ""
-    members: tuple[str, ...] = ()
 
 
 def _name(credential: Credential) -> str:
@@ -133,8 +166,19 @@ def _pending_removals(group: Group) -> set[int]:
     }
 
 
-def _outbox_key(group_id: bytes) -> str:
-    return OUTBOX + group_id.hex()
+def _commit_events(group: Group, sender: str, before: set[str] | None = None) -> list[Event]:
+    """What a merged commit tells the application: who joined and left (when the roster
+    before is known), and the new epoch."""
+    gid, after = group.group_id, member_names(group)
+    events = []
+    if before is not None:
+        events += [
+            Event("member_joined", gid, group.epoch, sender=n) for n in sorted(set(after) - before)
+        ]
+        events += [
+            Event("member_left", gid, group.epoch, sender=n) for n in sorted(before - set(after))
+        ]
+    return [*events, Event("epoch", gid, group.epoch, sender=sender, members=after)]
 
 
 def _encode_identity(identity: SigningIdentity) -> bytes:
@@ -178,32 +222,14 @@ class _OwnOldLeaf:
                 raise
 
 
-@dataclass(frozen=True)
-class _Outgoing:
-    """A commit on its way to the DS, with what is submitted alongside it."""
-
-    commit: bytes
-    welcome: bytes | None
-    group_info: bytes | None
-
-    def encode(self) -> bytes:
-        w = Writer()
-        w.opaque(self.commit)
-        w.optional(self.welcome, Writer.opaque)
-        w.optional(self.group_info, Writer.opaque)
-        return w.getvalue()
-
-    @staticmethod
-    def decode(data: bytes) -> _Outgoing:
-        return decode_all(
-            data,
-            lambda r: _Outgoing(r.opaque(), r.optional(Reader.opaque), r.optional(Reader.opaque)),
-            "outbox entry",
-        )
+def _open(group: Group) -> bool:
+    """Whether the group's policy lets outsiders join by external commit."""
+    policy = policy_in(group.extensions)
+    return policy is not None and policy.joins == Joins.open
 
 
 class Client:
-    """A device: identity, KeyPackages, groups, and the receive loop."""
+    """A device: identity, KeyPackages, groups, the receive loop and the inbox."""
 
     def __init__(
         self,
@@ -248,21 +274,11 @@ class Client:
         # policy); the recovery secret made for the name is shown once (``start``, ``recover``).
         self.invite_code = invite_code
         self.new_recovery_secret: str | None = None
-        # Outsiders' requests to join, by (group id, name): their KeyPackages; and those
-        # the rules admit, to be added once the current receive is done.
-        self._requests: dict[tuple[bytes, str], KeyPackage] = {}
-        self._auto_approve: set[tuple[bytes, str]] = set()
-        # Commits we rejected and reported, by group: (epoch they ended, committer's
-        # signature key, or None for an outsider's external commit).
-        self._rejected: dict[bytes, tuple[int, bytes | None]] = {}
-        self._undone: dict[bytes, int] = {}  # groups the DS rolled back, to the epoch
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.inbox = Inbox(self.store)
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._committing = 0  # nesting depth of _commit_locked (no auto-commits inside one)
         self._replenish_due = False
-        self._rotate_last_resort = False
         # Open handles on stored groups: loading a group decodes its whole state (O(n)), so
         # it is done once, not per message. Every change still goes through the handle to the
         # store before it returns.
@@ -273,17 +289,18 @@ class Client:
     @property
     def recovery_secret(self) -> str | None:
         """The secret that recovers our name on a new device if this one is lost."""
-        stored = self.store.get(RECOVERY)
+        stored = self.store.get(rec.RECOVERY)
         return stored.value.decode() if stored is not None else None
 
     async def start(self) -> None:
         """Register (first time: with ``invite_code`` where the server needs one, and the
         hash of a new recovery secret, then in ``new_recovery_secret`` for the application to
-        show its user once) and log in, top up KeyPackages, start receiving."""
+        show its user once) and log in, settle what a crash left undone, top up KeyPackages,
+        start receiving."""
         secret = self.recovery_secret
         if secret is None:
             secret = new_recovery_secret()
-            self.store.write({RECOVERY: (secret.encode(), None)})
+            self.store.write({rec.RECOVERY: (secret.encode(), None)})
         await asyncio.to_thread(
             functools.partial(
                 self.ds.register,
@@ -295,6 +312,8 @@ class Client:
             self.new_recovery_secret = secret
         await asyncio.to_thread(self.ds.login)
         self._drop_unsent_commits()
+        await self._register_created()
+        await self._upload_unsent()
         await self.replenish()
         await self.sync()
         self._task = asyncio.create_task(self._receive_loop())
@@ -305,11 +324,11 @@ class Client:
         longer log in) and a new recovery secret replaces the old (``new_recovery_secret``:
         show it); the client rejoins, by external commits that remove the old leaf, the
         groups whose delivery lists held the name, then starts. Returns the groups rejoined."""
-        previous = self.store.get(RECOVERY)
+        previous = self.store.get(rec.RECOVERY)
         fresh = new_recovery_secret()
         expected = previous.version if previous is not None else None
         # Kept before asking: if the answer is lost, the DS may hold the new secret's hash.
-        version = self.store.write({RECOVERY: (fresh.encode(), expected)})
+        version = self.store.write({rec.RECOVERY: (fresh.encode(), expected)})
         name = self.name.encode()
         try:
             groups = await asyncio.to_thread(
@@ -317,7 +336,7 @@ class Client:
             )
         except DSRequestError:
             old = previous.value if previous is not None else None
-            self.store.write({RECOVERY: (old, version[RECOVERY])})
+            self.store.write({rec.RECOVERY: (old, version[rec.RECOVERY])})
             raise
         self.new_recovery_secret = fresh
         await asyncio.to_thread(self.ds.login)
@@ -351,12 +370,56 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def next_event(self, timeout: float = 10.0) -> Event:
-        return await asyncio.wait_for(self.events.get(), timeout)
+    # --- Events for the application (the inbox) -------------------------------------------
 
-    async def iter_events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event, in order, waiting for new ones: ``async for event in
+        client.events()``. An event is acknowledged when the loop asks for the next one, so
+        one whose handling was cut short by a crash is delivered again after the restart.
+        Leaving the loop (``break``, an exception) leaves the current event unacknowledged:
+        it comes first again; call :meth:`ack` before ``break`` when done with it."""
         while True:
-            yield await self.events.get()
+            event = await self.inbox.get()
+            acked = False
+            try:
+                yield event
+                self.inbox.ack(event)
+                acked = True
+            finally:
+                if not acked:
+                    self.inbox.put_back(event)
+
+    async def next_event(self, timeout: float | None = 10.0, *, ack: bool = True) -> Event:
+        """The next event (waiting at most ``timeout`` seconds). With ``ack=False`` it stays
+        in the inbox until :meth:`ack`: delivered again after a restart."""
+        event = await asyncio.wait_for(self.inbox.get(), timeout)
+        if ack:
+            self.inbox.ack(event)
+        return event
+
+    def ack(self, event: Event) -> None:
+        """The application is done with ``event``: it is never delivered again."""
+        self.inbox.ack(event)
+
+    async def wait_for(
+        self, kind: str, group_id: bytes | None = None, timeout: float | None = 10.0
+    ) -> Event:
+        """The next event of ``kind`` (in ``group_id``, if given), acknowledging it and the
+        events passed over on the way (for scripts that wait for one thing)."""
+
+        async def find() -> Event:
+            while True:
+                event = await self.next_event(None)
+                if event.kind == kind and group_id in (None, event.group_id):
+                    return event
+
+        return await asyncio.wait_for(find(), timeout)
+
+    def _publish(self, events: list[Event], more: Mapping[str, Write] | None = None) -> None:
+        """Store events (and ``more``) in one write of their own, then hand them out."""
+        staged = Staged(self.inbox)
+        self.store.write(staged.writes(events, more))
+        staged.done()
 
     # --- KeyPackages ----------------------------------------------------------------
 
@@ -366,17 +429,44 @@ class Client:
             self.ds.count_key_packages, self.identity.cipher_suite
         )
         bundles = [create_key_package(self.identity) for _ in range(self.pool_size - count)]
-        if not last_resort or rotate_last_resort:
+        extra: dict[str, Write] = {}
+        rotate = rotate_last_resort or self.store.get(rec.ROTATE) is not None
+        if not last_resort or rotate:
             now = str(time.time()).encode()
             for old in self.groups.key_packages():
-                key = RETIRED + old.ref().hex()
+                key = rec.RETIRED + old.ref().hex()
                 if old.is_last_resort and self.store.get(key) is None:
-                    self.store.write({key: (now, None)})
+                    extra[key] = (now, None)
             bundles.append(create_key_package(self.identity, last_resort=True))
+            extra.update(rec.put(self.store, rec.ROTATE, None))
+        if not bundles:
+            return
+        for b in bundles:
+            extra[rec.UNSENT + b.ref().hex()] = (b"", None)
+        # The private keys first (a Welcome for a KeyPackage the DS hands out needs them),
+        # marked unsent until the DS has them.
+        self.groups.add_key_packages(bundles, extra)
+        await asyncio.to_thread(self.ds.upload_key_packages, bundles)
+        self._drop_marks(rec.UNSENT + b.ref().hex() for b in bundles)
+
+    async def _upload_unsent(self) -> None:
+        """KeyPackages stored but perhaps never uploaded (a crash in ``replenish``)."""
+        keys = self.store.keys(rec.UNSENT)
+        bundles = [
+            b
+            for key in keys
+            if (b := self.groups.key_package(bytes.fromhex(key[len(rec.UNSENT) :]))) is not None
+        ]
         if bundles:
-            for b in bundles:
-                self.groups.add_key_package(b)
             await asyncio.to_thread(self.ds.upload_key_packages, bundles)
+        self._drop_marks(keys)
+
+    def _drop_marks(self, keys: Any) -> None:
+        batch: dict[str, Write] = {}
+        for key in keys:
+            batch.update(rec.put(self.store, key, None))
+        if batch:
+            self.store.write(batch)
 
     # --- Groups -----------------------------------------------------------------------
 
@@ -385,11 +475,6 @@ class Client:
         if handle is None:
             handle = self._handles[group_id] = self.groups.load(group_id)
         return handle
-
-    def _forget(self, group_id: bytes) -> None:
-        self._handles.pop(group_id, None)
-        with contextlib.suppress(MLSError):
-            self.groups.delete_group(group_id)
 
     def group_ids(self) -> list[bytes]:
         return self.groups.group_ids()
@@ -405,16 +490,30 @@ class Client:
         in the group (``mlspy.group.policy``): members change it only by commit."""
         if policy is None:
             policy = MembershipPolicy(Joins.open if external_joins else Joins.invite)
-        stored = self.groups.create_group(
-            self.identity, config=self.config, extensions=(policy.to_extension(),)
-        )
-        self._handles[stored.group.group_id] = stored
-        await asyncio.to_thread(
-            self.ds.create_group,
-            stored.group.group_info(),
-            external_joins=policy.joins == Joins.open,
-        )
-        return stored.group.group_id
+        group = Group.create(self.identity, config=self.config, extensions=(policy.to_extension(),))
+        key = rec.group_key(rec.CREATING, group.group_id)
+        self._handles[group.group_id] = self.groups.put(group, {key: (b"", None)})
+        await self._register_group(group.group_id)
+        return group.group_id
+
+    async def _register_group(self, group_id: bytes) -> None:
+        """Create the group on the DS; then it is no longer marked as being created."""
+        group = self.group(group_id).group
+        with contextlib.suppress(DSConflict):  # already there: an earlier attempt got through
+            await asyncio.to_thread(
+                self.ds.create_group,
+                group.group_info(),
+                external_joins=_open(group),
+            )
+        self._drop_marks([rec.group_key(rec.CREATING, group_id)])
+
+    async def _register_created(self) -> None:
+        for key in self.store.keys(rec.CREATING):
+            gid = rec.group_of(key, rec.CREATING)
+            if gid in self.group_ids():
+                await self._register_group(gid)
+            else:
+                self._drop_marks([key])
 
     # --- What we commit by ourselves -------------------------------------------------
 
@@ -436,7 +535,12 @@ class Client:
             return await self._approve_locked(group_id, user)
 
     async def _approve_locked(self, group_id: bytes, user: str) -> bool:
-        kp = self._requests.pop((group_id, user), None)
+        key = rec.request_key(group_id, user)
+        stored_request = self.store.get(key)
+        if stored_request is None or group_id not in self.group_ids():
+            return False
+        request = Request.decode(stored_request.value)
+        kp = MLSMessage.decode(request.key_package).key_package
         if kp is None:
             return False
 
@@ -444,14 +548,19 @@ class Client:
             return None if user in member_names(stored.group) else [Proposal(Add(kp))]
 
         await self._commit_locked(group_id, add)
+        self._drop_marks([key])
         return True
 
-    async def _on_join_request(self, gid: bytes, stored: StoredGroup, data: bytes) -> None:
-        """An outsider asks to join. The request is judged as any proposal (the group's
-        policy, the KeyPackage, the AS binding) but not cached: until the application
-        approves it, it is not a proposal this member commits (RFC 9420 §12.1.8: external
-        proposals that are not authorized are invalid), so it neither blocks our sending
-        (§12.4) nor dies with the epoch; approval adds its KeyPackage by value."""
+    def _join_request(
+        self, gid: bytes, stored: StoredGroup, data: bytes
+    ) -> tuple[dict[str, Write], list[Event]]:
+        """An outsider asks to join: the writes that record it and the event (none if it is
+        invalid). The
+        request is judged as any proposal (the group's policy, the KeyPackage, the AS
+        binding) but not cached: until the application approves it, it is not a proposal
+        this member commits (RFC 9420 §12.1.8: external proposals that are not authorized
+        are invalid), so it neither blocks our sending (§12.4) nor dies with the epoch;
+        approval adds its KeyPackage by value."""
         state = stored.group.state
         epoch = state.epoch
         view = PublicGroup(
@@ -464,16 +573,16 @@ class Client:
         try:
             event = view.process(data)
         except MLSError:
-            return
+            return {}, []
         if not isinstance(event, ProposalReceived) or not isinstance(event.proposal.body, Add):
-            return
+            return {}, []
         kp = event.proposal.body.key_package
         name = _name(kp.leaf_node.credential)
-        self._requests[(gid, name)] = kp
-        await self.events.put(Event("join_request", gid, stored.group.epoch, sender=name))
         queued = QueuedProposal(event.proposal, Sender.new_member_proposal(), None)
-        if self.rules.admit(stored.group, queued):
-            self._auto_approve.add((gid, name))
+        auto = self.rules.admit(stored.group, queued)
+        request = Request(MLSMessage.wrap(kp).encode(), auto)
+        event_out = Event("join_request", gid, stored.group.epoch, sender=name)
+        return rec.put(self.store, rec.request_key(gid, name), request.encode()), [event_out]
 
     async def request_join(self, group_id: bytes) -> None:
         """Ask to join a group that takes requests: an Add of our own KeyPackage
@@ -518,7 +627,7 @@ class Client:
                     admit=self._admit(stored.group),
                     also_write=self._outbox_entry(group_id),
                 )
-                outgoing = _Outgoing(out.commit, out.welcome, out.group_info)
+                outgoing = Outgoing(out.commit, out.welcome, out.group_info)
                 if await self._deliver(group_id, outgoing, known_fresh=True):
                     return out
                 await self._sync_locked()
@@ -530,31 +639,33 @@ class Client:
 
     def _outbox_entry(self, group_id: bytes) -> Callable[[CommitOutput], dict[str, Write]]:
         """The outbox write for a commit, made in the same batch as its pending state."""
-        key = _outbox_key(group_id)
+        key = rec.group_key(rec.OUTBOX, group_id)
 
         def write(out: CommitOutput) -> dict[str, Write]:
-            stored = self.store.get(key)
-            entry = _Outgoing(out.commit, out.welcome, out.group_info).encode()
-            return {key: (entry, stored.version if stored else None)}
+            entry = Outgoing(out.commit, out.welcome, out.group_info).encode()
+            return rec.put(self.store, key, entry)
 
         return write
 
-    def _outbox_drop(self, group_id: bytes) -> None:
-        delete(self.store, _outbox_key(group_id))
-
     def _abandon(self, group_id: bytes) -> None:
-        """Our commit never took effect: forget it, pending state and outbox entry."""
-        self.group(group_id).clear_pending_commit()
-        self._outbox_drop(group_id)
+        """Our commit never took effect: forget it, pending state and outbox entry, in one
+        write."""
+        key = rec.group_key(rec.OUTBOX, group_id)
+        self.group(group_id).clear_pending_commit(rec.put(self.store, key, None))
 
-    async def _deliver(
-        self, group_id: bytes, outgoing: _Outgoing, *, known_fresh: bool = False
+    async def _submit(
+        self,
+        group_id: bytes,
+        outgoing: Outgoing,
+        *,
+        known_fresh: bool,
+        on_refused: Callable[[], None],
     ) -> bool:
-        """Submit our pending commit until the DS answers: True when it was accepted (now
-        merged), False when another commit won (ours dropped). ``known_fresh``: no earlier
+        """Submit a commit until the DS answers: True when it was accepted, False when
+        another commit won (``on_refused`` has dropped ours). ``known_fresh``: no earlier
         attempt can have reached the DS. If the DS cannot be reached, or refuses an attempt
-        whose predecessor's fate is unknown, the commit stays pending in the outbox and the
-        error propagates."""
+        whose predecessor's fate is unknown, the commit stays as it is and the error
+        propagates; a refusal that settles it calls ``on_refused`` first."""
         uncertain = not known_fresh
         for attempt in range(SUBMIT_ATTEMPTS):
             try:
@@ -565,9 +676,9 @@ class Client:
                     welcome=outgoing.welcome,
                     group_info=outgoing.group_info,
                 )
-                break
+                return True
             except DSConflict:
-                self._abandon(group_id)
+                on_refused()
                 return False
             except DSRequestError as exc:
                 if exc.status >= 500:
@@ -575,32 +686,50 @@ class Client:
                     if attempt == SUBMIT_ATTEMPTS - 1:
                         raise
                 elif exc.status in _NOT_JUDGED and uncertain:
-                    raise  # says nothing of the earlier attempt: keep it in the outbox
+                    raise  # says nothing of the earlier attempt: keep it
                 else:
                     # The DS judged the commit (an accepted one it would have acknowledged
                     # again), or nothing went through before: it never took effect.
-                    self._abandon(group_id)
+                    on_refused()
                     raise
             except httpx.TransportError:
                 uncertain = True
                 if attempt == SUBMIT_ATTEMPTS - 1:
                     raise
             await asyncio.sleep(0.1 * 2**attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _deliver(
+        self, group_id: bytes, outgoing: Outgoing, *, known_fresh: bool = False
+    ) -> bool:
+        """Submit our pending commit (see ``_submit``); once accepted, merge it, drop the
+        outbox entry and tell the application, in one write."""
+        accepted = await self._submit(
+            group_id,
+            outgoing,
+            known_fresh=known_fresh,
+            on_refused=lambda: self._abandon(group_id),
+        )
+        if not accepted:
+            return False
         stored = self.group(group_id)
-        staged = stored.merge_pending_commit()
-        self._outbox_drop(group_id)
-        await self._emit_commit(group_id, stored.group, staged, self.name)
+        staged = Staged(self.inbox)
+        outbox = rec.put(self.store, rec.group_key(rec.OUTBOX, group_id), None)
+        stored.merge_pending_commit(
+            lambda _: staged.writes(_commit_events(stored.group, self.name), outbox)
+        )
+        staged.done()
         return True
 
     async def _flush_outbox(self) -> None:
         """Settle commits left undecided by a lost answer or a restart. Until each is
         settled the error propagates and nothing is received (see the module docstring)."""
-        for key in self.store.keys(OUTBOX):
-            group_id = bytes.fromhex(key[len(OUTBOX) :])
+        for key in self.store.keys(rec.OUTBOX):
+            group_id = rec.group_of(key, rec.OUTBOX)
             entry = self.store.get(key)
             if entry is None:
                 continue
-            outgoing = _Outgoing.decode(entry.value)
+            outgoing = Outgoing.decode(entry.value)
             if group_id in self.group_ids():
                 handle = self.group(group_id)
                 handle.reload()  # decide on the stored state, not on what this handle saw
@@ -612,18 +741,24 @@ class Client:
                             raise  # still undecided
                     continue
             # Not our pending commit any more (merged, dropped or superseded): stale.
-            self._outbox_drop(group_id)
+            self._drop_marks([key])
+        for key in self.store.keys(rec.JOINING):
+            entry = self.store.get(key)
+            if entry is not None:
+                gid = rec.group_of(key, rec.JOINING)
+                with contextlib.suppress(DSConflict):
+                    await self._settle_join(gid, Joining.decode(entry.value), known_fresh=False)
 
     def _drop_unsent_commits(self) -> None:
         """A pending commit without its outbox entry was never sent (both are written
         together, the entry first removed after the DS's answer): forget it."""
         for group_id in self.group_ids():
-            key = _outbox_key(group_id)
+            key = rec.group_key(rec.OUTBOX, group_id)
             stored = self.group(group_id)
             pending = stored.group.pending_commit_message
             entry = self.store.get(key)
             if pending is not None and (
-                entry is None or _Outgoing.decode(entry.value).commit != pending
+                entry is None or Outgoing.decode(entry.value).commit != pending
             ):
                 stored.clear_pending_commit()
 
@@ -657,16 +792,61 @@ class Client:
         """An empty commit with a fresh path (post-compromise security for us)."""
         await self._commit(group_id, lambda stored: [])
 
+    # --- Leaving ------------------------------------------------------------------------
+
     async def leave(self, group_id: bytes) -> None:
         """Ask to be removed: a Remove proposal for our own leaf, which another member
-        commits (a member cannot commit its own removal, RFC 9420 §12.2)."""
+        commits (a member cannot commit its own removal, RFC 9420 §12.2). The request is
+        kept, and made again in each new epoch, until a commit removes us."""
         async with self._lock:
-            stored = self.group(group_id)
-            own = stored.group.own_leaf_index
-            proposal = stored.propose(lambda g: g.propose_remove(own))
-            await asyncio.to_thread(self.ds.submit, group_id, proposal)
+            self._propose_leave(group_id)
+            await self._send_leave(group_id)
+
+    def _propose_leave(self, group_id: bytes) -> None:
+        """Our Remove proposal, cached in the group and recorded, in one write."""
+        stored = self.group(group_id)
+        own = stored.group.own_leaf_index
+        key = rec.group_key(rec.LEAVING, group_id)
+        stored.propose(
+            lambda g: g.propose_remove(own),
+            lambda proposal: rec.put(
+                self.store, key, Leaving(stored.group.epoch, proposal, False).encode()
+            ),
+        )
+
+    async def _send_leave(self, group_id: bytes) -> None:
+        key = rec.group_key(rec.LEAVING, group_id)
+        entry = self.store.get(key)
+        if entry is None:
+            return
+        leaving = Leaving.decode(entry.value)
+        with contextlib.suppress(DSConflict):  # the epoch moved on: proposed again there
+            await asyncio.to_thread(self.ds.submit, group_id, leaving.proposal)
+            self.store.write({key: (replace(leaving, sent=True).encode(), entry.version)})
+
+    async def _renew_leaves(self) -> None:
+        """Our requests to leave: submitted if a crash kept them from the DS, proposed again
+        in a new epoch, forgotten with the group."""
+        for key in self.store.keys(rec.LEAVING):
+            gid = rec.group_of(key, rec.LEAVING)
+            entry = self.store.get(key)
+            if entry is None:
+                continue
+            if gid not in self.group_ids():
+                self._drop_marks([key])
+                continue
+            leaving = Leaving.decode(entry.value)
+            if leaving.epoch != self.group(gid).group.epoch:
+                self._propose_leave(gid)
+            elif leaving.sent:
+                continue
+            with contextlib.suppress(DSRequestError, httpx.HTTPError):
+                await self._send_leave(gid)
+
+    # --- Sending ------------------------------------------------------------------------
 
     async def send(self, group_id: bytes, text: str) -> None:
+        """Encrypt and submit an application message; once this returns, the DS has it."""
         async with self._lock:
             stored = self.group(group_id)
             if self._admitted(stored.group):
@@ -677,7 +857,16 @@ class Client:
                 await self._commit_locked(group_id, self._pending_only)
                 stored = self.group(group_id)
             data = stored.encrypt_application(text.encode())
-            await asyncio.to_thread(self.ds.submit, group_id, data)
+            for attempt in range(SUBMIT_ATTEMPTS):
+                try:
+                    await asyncio.to_thread(self.ds.submit, group_id, data)
+                    return
+                except httpx.TransportError:
+                    # Sent again with the same bytes: a copy that did arrive twice is
+                    # dropped by every receiver (its key is spent).
+                    if attempt == SUBMIT_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.1 * 2**attempt)
 
     async def _commit_proposals_if_ours(self, group_id: bytes) -> None:
         """Commit pending proposals if we are the member to do it: the lowest leaf that they
@@ -692,12 +881,15 @@ class Client:
         if staying and staying[0] == g.own_leaf_index:
             await self._commit_locked(group_id, self._pending_only)
 
+    # --- Joining by external commit ---------------------------------------------------
+
     async def join_external(self, group_id: bytes, *, resync: bool = False) -> None:
         """Join (or, with ``resync``, rejoin after losing state) by external commit."""
         async with self._lock:
             await self._join_external_locked(group_id, resync=resync)
 
     async def _join_external_locked(self, group_id: bytes, *, resync: bool) -> None:
+        key = rec.group_key(rec.JOINING, group_id)
         for _ in range(COMMIT_RETRIES):
             info = await asyncio.to_thread(self.ds.group_info, group_id)
             prior = None
@@ -708,21 +900,48 @@ class Client:
             group, commit = join_external(
                 info, self.identity, remove_prior=prior, config=self.config
             )
-            try:
-                await asyncio.to_thread(
-                    self.ds.submit, group_id, commit, group_info=group.pending_group_info()
-                )
-            except DSConflict:
-                await asyncio.sleep(0.05)
-                continue
-            group.merge_pending_commit()
-            self._forget(group_id)
-            self._handles[group_id] = self.groups.adopt(group)
-            await self.events.put(
-                Event("joined", group_id, group.epoch, members=member_names(group))
-            )
-            return
+            joining = Joining(group.to_bytes(), Outgoing(commit, None, group.pending_group_info()))
+            # Kept before it is sent: whatever the DS does with it, a restart can settle it.
+            self.store.write(rec.put(self.store, key, joining.encode()))
+            if await self._settle_join(group_id, joining, known_fresh=True, group=group):
+                return
+            await asyncio.sleep(0.05)
         raise UsageError("could not win an external commit")
+
+    async def _settle_join(
+        self,
+        group_id: bytes,
+        joining: Joining,
+        *,
+        known_fresh: bool,
+        group: Group | None = None,
+    ) -> bool:
+        """Submit our external commit (again); accepted: the new group replaces any state
+        of it we had, in the same write as the entry's removal and the "joined" event; lost
+        to another commit: the entry is dropped (False)."""
+        key = rec.group_key(rec.JOINING, group_id)
+        accepted = await self._submit(
+            group_id,
+            joining.outgoing,
+            known_fresh=known_fresh,
+            on_refused=lambda: self._drop_marks([key]),
+        )
+        if not accepted:
+            return False
+        if group is None:
+            group = Group.from_bytes(
+                joining.state, credential_validator=self.config.credential_validator
+            )
+        group.merge_pending_commit()
+        self._handles.pop(group_id, None)
+        staged = Staged(self.inbox)
+        done = rec.put(self.store, key, None) | rec.put(
+            self.store, rec.group_key(rec.UNDONE, group_id), None
+        )
+        joined = Event("joined", group_id, group.epoch, members=member_names(group))
+        self._handles[group_id] = self.groups.put(group, staged.writes([joined], done))
+        staged.done()
+        return True
 
     # --- Receiving --------------------------------------------------------------------
 
@@ -732,30 +951,23 @@ class Client:
 
     # The queue: everything not yet acknowledged is fetched each time (not "after the last
     # seq seen": with several DS connections or nodes, sequence numbers of different groups
-    # can become visible out of order). Messages processed but not yet acknowledged (a crash
-    # in between) are remembered under PROCESSED so they are not processed twice.
+    # can become visible out of order). A message is marked processed in the same write as
+    # its effect, so one processed but not yet acknowledged (a crash in between) is skipped.
 
-    def _processed(self) -> tuple[set[int], int | None]:
-        stored = self.store.get(PROCESSED)
-        if stored is None:
-            return set(), None
-        return {int(x) for x in stored.value.split()}, stored.version
-
-    def _set_processed(self, seqs: set[int], version: int | None) -> int | None:
-        """Store the set; returns its new version (None: the key is gone)."""
-        if not seqs and version is None:
-            return None
-        value = " ".join(str(x) for x in sorted(seqs)).encode() if seqs else None
-        written = self.store.write({PROCESSED: (value, version)})[PROCESSED]
-        return written if seqs else None
+    def _processed(self) -> set[int]:
+        done = {int(k[len(rec.PROCESSED) :]) for k in self.store.keys(rec.PROCESSED)}
+        old = self.store.get(rec.OLD_PROCESSED)  # the set as older mlspy kept it
+        if old is not None:
+            done |= {int(x) for x in old.value.split()}
+        return done
 
     def _purge_retired(self) -> None:
         """Delete replaced last-resort KeyPackages whose grace period is over."""
         now = time.time()
-        for key in self.store.keys(RETIRED):
+        for key in self.store.keys(rec.RETIRED):
             entry = self.store.get(key)
             if entry is not None and float(entry.value) + self.last_resort_grace <= now:
-                self.groups.delete_key_package(bytes.fromhex(key[len(RETIRED) :]))
+                self.groups.delete_key_package(bytes.fromhex(key[len(rec.RETIRED) :]))
                 self.store.write({key: (None, entry.version)})
 
     async def _sync_locked(self) -> None:
@@ -766,70 +978,87 @@ class Client:
             items = await asyncio.to_thread(self.ds.fetch, 0)
             if not items:
                 break
-            done, version = self._processed()
+            done = self._processed()
             for item in items:
                 if item["seq"] in done:
                     continue
                 if await self._handle(item):
                     proposals_for.add(item["group_id"])
-                done.add(item["seq"])
-                version = self._set_processed(done, version)
-            await asyncio.to_thread(self.ds.ack, [i["seq"] for i in items])
-            self._set_processed(done - {i["seq"] for i in items}, version)
+            seqs = [i["seq"] for i in items]
+            await asyncio.to_thread(self.ds.ack, seqs)
+            self._drop_marks([rec.processed_key(s) for s in seqs] + [rec.OLD_PROCESSED])
+        await self._confirm_removals()
         await self._replenish_if_due()
         if not self._committing:
+            await self._renew_leaves()
             await self._recover_undone()
-            approve, self._auto_approve = self._auto_approve, set()
-            for gid, name in sorted(approve):
-                with contextlib.suppress(MLSError, httpx.HTTPError):
-                    await self._approve_locked(gid, name)
+            for key in self.store.keys(rec.REQUEST):
+                entry = self.store.get(key)
+                if entry is not None and Request.decode(entry.value).auto:
+                    with contextlib.suppress(MLSError, httpx.HTTPError):
+                        await self._approve_locked(
+                            rec.group_of(key, rec.REQUEST), rec.request_name(key)
+                        )
             for gid in proposals_for:
                 await self._commit_proposals_if_ours(gid)
 
-    async def _report_if_rejected_commit(self, gid: bytes, group: Group, data: bytes) -> None:
+    async def _report_if_rejected_commit(
+        self, gid: bytes, group: Group, data: bytes
+    ) -> dict[str, Write]:
         """Report a commit for our current epoch that we rejected (RFC 9750 §8: members
-        judge what the DS cannot); the DS undoes it unless members already moved on."""
+        judge what the DS cannot); the DS undoes it unless members already moved on. Returns
+        the write that records the report."""
         try:
             msg = MLSMessage.decode(data)
         except MLSError:
-            return
+            return {}
         pm, priv = msg.public_message, msg.private_message
         if pm is not None:
             is_commit, epoch = pm.content.content_type == ContentType.commit, pm.content.epoch
         elif priv is not None:
             is_commit, epoch = priv.content_type == ContentType.commit, priv.epoch
         else:
-            return
+            return {}
         if not is_commit or epoch != group.epoch:
-            return
+            return {}
         committer = group.sender_of(msg)  # None: an outsider's external commit
         with contextlib.suppress(DSRequestError, httpx.HTTPError):
             await asyncio.to_thread(self.ds.reject_commit, gid, epoch)
-        self._rejected[gid] = (epoch, committer.signature_key if committer is not None else None)
+        rejected = Rejected(epoch, committer.signature_key if committer is not None else None)
+        return rec.put(self.store, rec.group_key(rec.REJECTED, gid), rejected.encode())
 
     async def _recover_undone(self) -> None:
         """After the DS undid a commit: a member that had merged it (its committer, or one
         that accepted it) rejoins at the restored epoch by external commit; one that rejected
         a member's commit removes that member (an insider whose commit the others reject is
         removed: it may be compromised or broken)."""
-        undone, self._undone = self._undone, {}
-        for gid, epoch in undone.items():
+        for key in self.store.keys(rec.UNDONE):
+            gid = rec.group_of(key, rec.UNDONE)
+            entry = self.store.get(key)
+            if entry is None:
+                continue
+            epoch = int(entry.value)
+            rejected_key = rec.group_key(rec.REJECTED, gid)
+            stored_rejected = self.store.get(rejected_key)
+            rejected = Rejected.decode(stored_rejected.value) if stored_rejected else None
             if gid not in self.group_ids():
+                self._drop_marks([key, rejected_key])
                 continue
-            group = self.group(gid).group
-            rejected = self._rejected.pop(gid, None)
-            if group.epoch > epoch:
+            if self.group(gid).group.epoch > epoch:
                 try:
-                    await self._join_external_locked(gid, resync=True)
+                    await self._join_external_locked(gid, resync=True)  # drops the mark
                 except (MLSError, httpx.HTTPError):
-                    self._forget(gid)  # e.g. added by the undone commit: not a member
-                    await self.events.put(Event("removed", gid, epoch))
+                    # E.g. added by the undone commit: not a member.
+                    self._handles.pop(gid, None)
+                    self.groups.delete_group(gid, rec.put(self.store, key, None))
+                    self._publish([Event("removed", gid, epoch)])
                 continue
-            if rejected is None or rejected[0] != epoch or rejected[1] is None:
+            self._drop_marks([key, rejected_key])
+            if rejected is None or rejected.epoch != epoch or rejected.committer is None:
                 continue
-            key = rejected[1]
+            committer = rejected.committer
 
-            def evict(stored: StoredGroup, key: bytes = key) -> list[Proposal] | None:
+            def evict(stored: StoredGroup, key: bytes = committer) -> list[Proposal] | None:
                 for m in stored.group.members():
                     if m.signature_key == key and m.leaf_index != stored.group.own_leaf_index:
                         return [Proposal(Remove(m.leaf_index))]
@@ -840,86 +1069,116 @@ class Client:
 
     async def _replenish_if_due(self) -> None:
         """After a join by Welcome: top up the pool and replace a used last-resort
-        KeyPackage."""
-        if self._replenish_due:
-            await self.replenish(rotate_last_resort=self._rotate_last_resort)
-            self._replenish_due = self._rotate_last_resort = False
+        KeyPackage (``replenish`` sees the rotation flag the join wrote)."""
+        if self._replenish_due or self.store.get(rec.ROTATE) is not None:
+            await self.replenish()
+            self._replenish_due = False
+
+    async def _confirm_removals(self) -> None:
+        """Tell the DS we processed the commit that removed us (an encrypted group's DS
+        cannot verify a removal by itself)."""
+        for key in self.store.keys(rec.CONFIRM):
+            with contextlib.suppress(DSRequestError, httpx.HTTPError):
+                await asyncio.to_thread(self.ds.leave_group, rec.group_of(key, rec.CONFIRM))
+                self._drop_marks([key])
 
     async def _handle(self, item: dict[str, Any]) -> bool:
-        """Process one queued message; True when it was a proposal (to be committed)."""
+        """Process one queued message, marking it processed in the same write as its effect;
+        True when it was a proposal to be committed."""
         gid: bytes = item["group_id"]
+        done: dict[str, Write] = {rec.processed_key(item["seq"]): (b"", None)}
         if item["kind"] == "welcome":
-            try:
-                stored = self.groups.join(item["data"], config=self.config)
-                self._handles[stored.group.group_id] = stored
-            except MLSError:
-                return False  # not for a KeyPackage we still hold
-            g = stored.group
-            self._replenish_due = True
-            self._rotate_last_resort |= self.groups.used_last_resort
-            # Top up first, so the pool is full by the time anyone sees the join; if the DS
-            # cannot take it now, the end of this receive (or the next) tries again.
-            with contextlib.suppress(DSRequestError, httpx.HTTPError):
-                await self._replenish_if_due()
-            await self.events.put(Event("joined", gid, g.epoch, members=member_names(g)))
+            await self._on_welcome(item["data"], done)
             return False
         if gid not in self.group_ids():
+            self.store.write(done)
             return False
         if item["kind"] == "rollback":
-            self._undone[gid] = int(item["epoch"])
+            undone = str(int(item["epoch"])).encode()
+            self.store.write(done | rec.put(self.store, rec.group_key(rec.UNDONE, gid), undone))
             return False
         stored = self.group(gid)
         if _is_join_request(item["data"]):
-            await self._on_join_request(gid, stored, item["data"])
+            writes, events = self._join_request(gid, stored, item["data"])
+            self._publish(events, done | writes)
             return False
+        before = set(member_names(stored.group))
+        staged = Staged(self.inbox)
         try:
-            event = stored.process(item["data"])
-        except MLSError:
-            # A message we cannot use (e.g. from before we joined) — or a commit of our
-            # epoch that we reject: then the DS moved on without us, so we report it.
-            await self._report_if_rejected_commit(gid, stored.group, item["data"])
-            return False
-        if isinstance(event, ProposalReceived):
-            return self._admit(stored.group)(stored.group.pending_proposals[-1])
-        if isinstance(event, ApplicationMessage):
-            name = _name(event.sender.credential)
-            await self.events.put(
-                Event(
-                    "message",
-                    gid,
-                    event.epoch,
-                    sender=name,
-                    text=event.data.decode(errors="replace"),
-                )
+            result = stored.receive(
+                item["data"],
+                lambda r: staged.writes(
+                    _events_of(r, stored.group, before), done | self._removal_writes(gid, r)
+                ),
             )
-        elif isinstance(event, StagedCommit):
-            before = set(member_names(stored.group))
-            stored.merge_staged_commit(event)
-            if event.self_removed:
-                self._forget(gid)
-                # Confirm the removal: an encrypted group's DS cannot verify it by itself.
-                with contextlib.suppress(DSRequestError, httpx.HTTPError):
-                    await asyncio.to_thread(self.ds.leave_group, gid)
-                await self.events.put(Event("removed", gid, stored.group.epoch))
-                return False
-            await self._emit_commit(gid, stored.group, event, "", before)
+        except StorageError:
+            raise  # not the message's fault: it stays unprocessed
+        except SecretTreeError as exc:
+            if exc.rule not in _KEY_GONE:
+                return await self._rejected(gid, stored, item["data"], done)
+            # Its key is spent: we processed this message already (the DS delivered it
+            # twice) or it is older than the keys we keep. Not an attack: nothing to report,
+            # and what it said reached the inbox the first time.
+            log.info("queue item %d: already processed (%s)", item["seq"], exc)
+            self.store.write(done)
+            return False
+        except MLSError:
+            return await self._rejected(gid, stored, item["data"], done)
+        staged.done()
+        if isinstance(result, StagedCommit) and result.self_removed:
+            self._handles.pop(gid, None)
+            await self._confirm_removals()
+        if isinstance(result, ProposalReceived):
+            return self._admit(stored.group)(stored.group.pending_proposals[-1])
         return False
 
-    async def _emit_commit(
-        self,
-        gid: bytes,
-        group: Group,
-        staged: StagedCommit,
-        sender: str,
-        before: set[str] | None = None,
-    ) -> None:
-        after = member_names(group)
-        if before is not None:
-            for name in sorted(set(after) - before):
-                await self.events.put(Event("member_joined", gid, group.epoch, sender=name))
-            for name in sorted(before - set(after)):
-                await self.events.put(Event("member_left", gid, group.epoch, sender=name))
-        await self.events.put(Event("epoch", gid, group.epoch, sender=sender, members=after))
+    async def _rejected(
+        self, gid: bytes, stored: StoredGroup, data: bytes, done: dict[str, Write]
+    ) -> bool:
+        """A message we cannot use (e.g. from before we joined) — or a commit of our epoch
+        that we reject: then the DS moved on without us, so we report it."""
+        report = await self._report_if_rejected_commit(gid, stored.group, data)
+        self.store.write(done | report)
+        return False
+
+    def _removal_writes(self, gid: bytes, result: object) -> dict[str, Write]:
+        """With the commit that removes us: what goes with the group (our request to leave)
+        and the removal to confirm to the DS."""
+        if not isinstance(result, StagedCommit) or not result.self_removed:
+            return {}
+        return rec.put(self.store, rec.group_key(rec.LEAVING, gid), None) | rec.put(
+            self.store, rec.group_key(rec.CONFIRM, gid), b""
+        )
+
+    async def _on_welcome(self, data: bytes, done: dict[str, Write]) -> None:
+        """Join from a Welcome: the group, the KeyPackage's deletion, the "joined" event and
+        the processed mark in one write."""
+        staged = Staged(self.inbox)
+
+        def writes(g: Group) -> dict[str, Write]:
+            more = dict(done)
+            if self.groups.used_last_resort:  # replace it (``replenish``)
+                more |= rec.put(self.store, rec.ROTATE, b"")
+            joined = Event("joined", g.group_id, g.epoch, members=member_names(g))
+            return staged.writes([joined], more)
+
+        try:
+            stored = self.groups.join(data, writes, config=self.config)
+        except StorageError:
+            raise
+        except MLSError:
+            self.store.write(done)  # not for a KeyPackage we still hold
+            return
+        self._handles[stored.group.group_id] = stored
+        self._replenish_due = True
+        # Top up first, so the pool is full by the time the application sees the join (the
+        # event is stored already); if the DS cannot take it now, the end of this receive
+        # (or the next) tries again.
+        try:
+            with contextlib.suppress(DSRequestError, httpx.HTTPError):
+                await self._replenish_if_due()
+        finally:
+            staged.done()
 
     async def _receive_loop(self) -> None:
         base = self.server.replace("http", "ws", 1)
@@ -941,6 +1200,20 @@ class Client:
                     await self.sync()
 
 
+def _events_of(result: object, group: Group, before: set[str]) -> list[Event]:
+    """What a received message tells the application (``group`` after it)."""
+    gid = group.group_id
+    if isinstance(result, ApplicationMessage):
+        text = result.data.decode(errors="replace")
+        sender = _name(result.sender.credential)
+        return [Event("message", gid, result.epoch, sender=sender, text=text)]
+    if isinstance(result, StagedCommit):
+        if result.self_removed:
+            return [Event("removed", gid, group.epoch)]
+        return _commit_events(group, "", before)
+    return []
+
+
 def _is_join_request(data: bytes) -> bool:
     """A PublicMessage proposal from a would-be member (``new_member_proposal``)."""
     try:
@@ -951,8 +1224,6 @@ def _is_join_request(data: bytes) -> bool:
 
 
 def _tree_members(group_info: bytes) -> list[tuple[int, str]]:
-    from mlspy.group.public_group import PublicGroup
-
     public = PublicGroup.from_group_info(group_info)
     return [(int(m.leaf_index), _name(m.credential)) for m in public.members()]
 

@@ -123,6 +123,11 @@ class DeliveryService(AuthenticationService):
             rows.append((key_package_ref(kp), client.id, kp.cipher_suite, data, int(last)))
         with self.db.transaction() as tx:
             for row in rows:
+                # Uploading again what the DS has (a client whose answer was lost, or that
+                # crashed before noting it) changes nothing: a claimed KeyPackage never
+                # becomes claimable again, a retired last-resort one never current again.
+                if tx.execute("SELECT 1 FROM key_packages WHERE ref = ?", (row[0],)):
+                    continue
                 if row[4]:
                     # A new last-resort KeyPackage replaces the previous one, which is retired
                     # (2), not deleted: it may have been claimed already, and its row is how
@@ -132,7 +137,6 @@ class DeliveryService(AuthenticationService):
                         "cipher_suite = ? AND last_resort = 1",
                         (row[1], row[2]),
                     )
-                tx.execute("DELETE FROM key_packages WHERE ref = ?", (row[0],))
                 tx.execute(
                     "INSERT INTO key_packages (ref, owner, cipher_suite, data, last_resort) "
                     "VALUES (?, ?, ?, ?, ?)",

@@ -18,7 +18,7 @@ an older mlspy) still loads and is written in parts from then on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from mlspy.codec import Reader, Writer, decode_all
@@ -44,6 +44,10 @@ from mlspy.messages import MLSMessage, Proposal
 from mlspy.storage.base import CHECK, Store, Versioned, Write, delete
 
 T = TypeVar("T")
+# More writes made in the same batch as a transition, computed from its result (e.g. the
+# application's copy of a received message, an outbox entry): all of them or none are durable.
+AlsoWrite = Callable[[T], Mapping[str, Write]] | None
+Received = ApplicationMessage | ProposalReceived | StagedCommit
 
 
 def _kp_key(ref: bytes) -> str:
@@ -113,7 +117,7 @@ class StoredGroup:
         """Write the current state (every transition already does)."""
         self._save()
 
-    def _save(self, extra: dict[str, Write] | None = None) -> None:
+    def _save(self, extra: Mapping[str, Write] | None = None) -> None:
         epoch_part, ratchet_part = serialize_state_parts(self._group.state)
         batch: dict[str, Write] = {
             self._key: (epoch_part, self._version),
@@ -130,10 +134,10 @@ class StoredGroup:
         self._ratchet_version = versions[self._ratchet_key]
         self._in_parts = True
 
-    def _save_ratchets(self) -> None:
+    def _save_ratchets(self, extra: Mapping[str, Write] | None = None) -> None:
         """Only the secret trees changed (an application message was sent or received)."""
         if not self._in_parts:  # stored whole so far: write the parts first
-            self._save()
+            self._save(extra)
             return
         batch: dict[str, Write] = {
             self._ratchet_key: (serialize_ratchet_part(self._group.state), self._ratchet_version),
@@ -141,6 +145,8 @@ class StoredGroup:
             # and stored again since this handle loaded it).
             self._key: (CHECK, self._version),
         }
+        if extra:
+            batch.update(extra)
         try:
             versions = self._groups.store.write(batch)
         except BaseException:
@@ -159,10 +165,21 @@ class StoredGroup:
         self._ratchet_version = ratchets.version if ratchets is not None else None
         self._in_parts = _in_parts(stored)
 
-    def _transition(self, fn: Callable[[Group], T]) -> T:
+    def _transition(self, fn: Callable[[Group], T], also_write: AlsoWrite[T] = None) -> T:
         result = fn(self._group)
-        self._save()
+        self._save(self._extra(also_write, result))
         return result
+
+    def _extra(self, also_write: AlsoWrite[T], result: T) -> Mapping[str, Write] | None:
+        """``also_write(result)``; if it fails, nothing was stored and the live group goes
+        back to the stored state."""
+        if also_write is None:
+            return None
+        try:
+            return also_write(result)
+        except BaseException:
+            self.reload()
+            raise
 
     # --- Transitions ------------------------------------------------------------------
 
@@ -171,13 +188,54 @@ class StoredGroup:
         self._save_ratchets()
         return result
 
-    def process(self, message: bytes) -> ApplicationMessage | ProposalReceived | StagedCommit:
+    def process(self, message: bytes, also_write: AlsoWrite[Received] = None) -> Received:
+        """Process a message (a commit stays staged: see :meth:`receive`)."""
         result = self._group.process(message)
+        extra = self._extra(also_write, result)
         if isinstance(result, ApplicationMessage):
-            self._save_ratchets()
+            self._save_ratchets(extra)
         else:
-            self._save()
+            self._save(extra)
         return result
+
+    def receive(self, message: bytes, also_write: AlsoWrite[Received] = None) -> Received:
+        """Process a message and, if it is a commit, merge it: one write either way, so a
+        crash leaves the group before the message or after it, never with the message's key
+        spent and its commit unmerged (which would wedge the member in the old epoch). A
+        commit that removes us deletes the group in that write. ``also_write`` sees the result
+        after the merge."""
+        result = self._group.process(message)
+        if not isinstance(result, StagedCommit):
+            extra = self._extra(also_write, result)
+            if isinstance(result, ApplicationMessage):
+                self._save_ratchets(extra)
+            else:
+                self._save(extra)
+            return result
+        try:
+            self._group.merge_staged_commit(result)
+        except BaseException:
+            self.reload()
+            raise
+        extra = self._extra(also_write, result)
+        if result.self_removed:
+            batch = dict(extra or {})
+            batch.update(self._deletes())
+            try:
+                self._groups.store.write(batch)
+            except BaseException:
+                self.reload()
+                raise
+            return result
+        self._save(extra)
+        return result
+
+    def _deletes(self) -> dict[str, Write]:
+        """The writes that delete this group from the store."""
+        batch: dict[str, Write] = {self._key: (None, self._version)}
+        if self._ratchet_version is not None:
+            batch[self._ratchet_key] = (None, self._ratchet_version)
+        return batch
 
     def merge_staged_commit(self, staged: StagedCommit) -> None:
         self._transition(lambda g: g.merge_staged_commit(staged))
@@ -200,15 +258,15 @@ class StoredGroup:
         self._save(extra)
         return out
 
-    def merge_pending_commit(self) -> StagedCommit:
-        return self._transition(lambda g: g.merge_pending_commit())
+    def merge_pending_commit(self, also_write: AlsoWrite[StagedCommit] = None) -> StagedCommit:
+        return self._transition(lambda g: g.merge_pending_commit(), also_write)
 
-    def clear_pending_commit(self) -> None:
-        self._transition(lambda g: g.clear_pending_commit())
+    def clear_pending_commit(self, also_write: Mapping[str, Write] | None = None) -> None:
+        self._transition(lambda g: g.clear_pending_commit(), lambda _: also_write or {})
 
-    def propose(self, make: Callable[[Group], bytes]) -> bytes:
+    def propose(self, make: Callable[[Group], bytes], also_write: AlsoWrite[bytes] = None) -> bytes:
         """Any ``propose_*`` call, e.g. ``stored.propose(lambda g: g.propose_update())``."""
-        return self._transition(make)
+        return self._transition(make, also_write)
 
 
 class GroupStore:
@@ -226,7 +284,20 @@ class GroupStore:
     # --- KeyPackages -------------------------------------------------------------------
 
     def add_key_package(self, bundle: KeyPackageBundle) -> None:
-        self.store.write({_kp_key(bundle.ref()): (encode_bundle(bundle), None)})
+        self.add_key_packages([bundle])
+
+    def add_key_packages(
+        self, bundles: Sequence[KeyPackageBundle], also_write: Mapping[str, Write] | None = None
+    ) -> None:
+        """Store the private keys of new KeyPackages, all in one write (with ``also_write``)."""
+        batch: dict[str, Write] = {_kp_key(b.ref()): (encode_bundle(b), None) for b in bundles}
+        batch.update(also_write or {})
+        if batch:
+            self.store.write(batch)
+
+    def key_package(self, ref: bytes) -> KeyPackageBundle | None:
+        stored = self.store.get(_kp_key(ref))
+        return decode_bundle(stored.value) if stored is not None else None
 
     def delete_key_package(self, ref: bytes) -> None:
         """Forget a KeyPackage's private keys (e.g. a replaced last-resort one)."""
@@ -262,9 +333,27 @@ class GroupStore:
         """Start storing a group created or joined outside this store."""
         return self._new(group)
 
-    def _new(self, group: Group, extra: dict[str, Write] | None = None) -> StoredGroup:
+    def _new(self, group: Group, extra: Mapping[str, Write] | None = None) -> StoredGroup:
         handle = StoredGroup(self, group, None)
         handle._save(extra)
+        return handle
+
+    def put(self, group: Group, also_write: Mapping[str, Write] | None = None) -> StoredGroup:
+        """Store ``group`` in place of whatever state of the same group id is stored (e.g. a
+        group rejoined by external commit replacing the lost state), in one write."""
+        versions = {
+            key: current.version
+            for key in (_group_key(group.group_id), _ratchet_key(group.group_id))
+            if (current := self.store.get(key)) is not None
+        }
+        handle = StoredGroup(
+            self,
+            group,
+            versions.get(_group_key(group.group_id)),
+            versions.get(_ratchet_key(group.group_id)),
+            in_parts=True,
+        )
+        handle._save(also_write)
         return handle
 
     def create_group(
@@ -272,8 +361,14 @@ class GroupStore:
     ) -> StoredGroup:
         return self._new(Group.create(identity, group_id=group_id, **options))  # type: ignore[arg-type]
 
-    def join(self, welcome: bytes, **options: object) -> StoredGroup:
-        """Join with one of our stored KeyPackages; it is deleted in the same write."""
+    def join(
+        self,
+        welcome: bytes,
+        also_write: AlsoWrite[Group] = None,
+        **options: object,
+    ) -> StoredGroup:
+        """Join with one of our stored KeyPackages; it is deleted in the same write (with
+        ``also_write(group)``)."""
         bundles = self.key_packages()
         group = Group.join(welcome, bundles, **options)  # type: ignore[arg-type]
         own = group.tree.leaf(group.own_leaf_index)
@@ -284,6 +379,8 @@ class GroupStore:
             key = _kp_key(used.ref())
             current = self.store.get(key)
             extra[key] = (None, current.version if current else None)
+        if also_write is not None:
+            extra.update(also_write(group))
         return self._new(group, extra)
 
     def join_external(
@@ -292,8 +389,8 @@ class GroupStore:
         group, commit = join_external(group_info, identity, **options)  # type: ignore[arg-type]
         return self._new(group), commit
 
-    def delete_group(self, group_id: bytes) -> None:
-        batch: dict[str, Write] = {}
+    def delete_group(self, group_id: bytes, also_write: Mapping[str, Write] | None = None) -> None:
+        batch: dict[str, Write] = dict(also_write or {})
         for key in (_group_key(group_id), _ratchet_key(group_id)):
             current = self.store.get(key)
             if current is not None:

@@ -100,7 +100,7 @@ class ChatApp(App[None]):
         await self.client.stop()
 
     async def pump_events(self) -> None:
-        async for event in self.client.iter_events():
+        async for event in self.client.events():
             self.show(event)
 
     def show(self, event: Event) -> None:
