@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -573,5 +574,32 @@ def test_replaced_last_resort_key_package_is_deleted_after_its_grace(
             left = [b.ref() for b in bob.groups.key_packages() if b.is_last_resort]
             assert len(left) == 1 and left != used
             assert bob.store.keys("retired/") == []
+
+    asyncio.run(scenario())
+
+
+def test_a_message_delivered_twice_is_recognized_as_processed(
+    server: InProcessServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: a message whose key we already spent is one we processed, not an attack:
+    it is logged as such, not reported, and the application sees the message once."""
+
+    async def scenario() -> None:
+        async with (
+            Client(server.url, "alice", poll_interval=0.2) as alice,
+            Client(server.url, "bob", poll_interval=0.2) as bob,
+        ):
+            gid = await alice.create_group()
+            await _invite(alice, gid, bob)
+            data = alice.group(gid).encrypt_application(b"twice")
+            alice.ds.submit(gid, data)
+            alice.ds.submit(gid, data)  # e.g. a retry whose first answer was lost
+            with caplog.at_level(logging.INFO, logger="mlspy.client"):
+                assert (await _until(bob, "message")).text == "twice"
+                await bob.sync()
+            assert [e for e in bob.inbox.unacknowledged() if e.kind == "message"] == []
+            assert any("already processed" in r.getMessage() for r in caplog.records)
+            assert bob.store.keys("rejected/") == []
+            assert bob.ds.fetch(0) == []
 
     asyncio.run(scenario())

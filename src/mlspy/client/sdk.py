@@ -292,11 +292,12 @@ class Client:
         stored = self.store.get(rec.RECOVERY)
         return stored.value.decode() if stored is not None else None
 
-    async def start(self) -> None:
+    async def start(self, *, receive: bool = True) -> None:
         """Register (first time: with ``invite_code`` where the server needs one, and the
         hash of a new recovery secret, then in ``new_recovery_secret`` for the application to
         show its user once) and log in, settle what a crash left undone, top up KeyPackages,
-        start receiving."""
+        start receiving (``receive=False``: not now, nor in the background; the application
+        calls :meth:`sync`)."""
         secret = self.recovery_secret
         if secret is None:
             secret = new_recovery_secret()
@@ -315,8 +316,9 @@ class Client:
         await self._register_created()
         await self._upload_unsent()
         await self.replenish()
-        await self.sync()
-        self._task = asyncio.create_task(self._receive_loop())
+        if receive:
+            await self.sync()
+            self._task = asyncio.create_task(self._receive_loop())
 
     async def recover(self, secret: str) -> list[bytes]:
         """On a new device (a fresh store), instead of ``start``: take our name over with its
@@ -935,8 +937,10 @@ class Client:
         group.merge_pending_commit()
         self._handles.pop(group_id, None)
         staged = Staged(self.inbox)
-        done = rec.put(self.store, key, None) | rec.put(
-            self.store, rec.group_key(rec.UNDONE, group_id), None
+        done = (
+            rec.put(self.store, key, None)
+            | rec.put(self.store, rec.group_key(rec.UNDONE, group_id), None)
+            | rec.put(self.store, rec.group_key(rec.CONFIRM, group_id), None)
         )
         joined = Event("joined", group_id, group.epoch, members=member_names(group))
         self._handles[group_id] = self.groups.put(group, staged.writes([joined], done))
@@ -1078,9 +1082,15 @@ class Client:
         """Tell the DS we processed the commit that removed us (an encrypted group's DS
         cannot verify a removal by itself)."""
         for key in self.store.keys(rec.CONFIRM):
-            with contextlib.suppress(DSRequestError, httpx.HTTPError):
+            try:
                 await asyncio.to_thread(self.ds.leave_group, rec.group_of(key, rec.CONFIRM))
-                self._drop_marks([key])
+            except DSRequestError as exc:
+                if exc.status >= 500 or exc.status in _NOT_JUDGED:
+                    continue  # try again at the next receive
+                # 404: not on the delivery list (a public group's DS saw the removal).
+            except httpx.HTTPError:
+                continue
+            self._drop_marks([key])
 
     async def _handle(self, item: dict[str, Any]) -> bool:
         """Process one queued message, marking it processed in the same write as its effect;
@@ -1088,6 +1098,14 @@ class Client:
         gid: bytes = item["group_id"]
         done: dict[str, Write] = {rec.processed_key(item["seq"]): (b"", None)}
         if item["kind"] == "welcome":
+            if gid in self.group_ids():
+                # A member already: the DS is replaying an old Welcome; a group is joined
+                # once (after a removal the group is gone, and a new Welcome is welcome).
+                log.info(
+                    "%s: queue item %d: a Welcome to a group we are in", self.name, item["seq"]
+                )
+                self.store.write(done)
+                return False
             await self._on_welcome(item["data"], done)
             return False
         if gid not in self.group_ids():
@@ -1115,15 +1133,15 @@ class Client:
             raise  # not the message's fault: it stays unprocessed
         except SecretTreeError as exc:
             if exc.rule not in _KEY_GONE:
-                return await self._rejected(gid, stored, item["data"], done)
+                return await self._rejected(gid, stored, item, done, exc)
             # Its key is spent: we processed this message already (the DS delivered it
             # twice) or it is older than the keys we keep. Not an attack: nothing to report,
             # and what it said reached the inbox the first time.
             log.info("queue item %d: already processed (%s)", item["seq"], exc)
             self.store.write(done)
             return False
-        except MLSError:
-            return await self._rejected(gid, stored, item["data"], done)
+        except MLSError as exc:
+            return await self._rejected(gid, stored, item, done, exc)
         staged.done()
         if isinstance(result, StagedCommit) and result.self_removed:
             self._handles.pop(gid, None)
@@ -1133,11 +1151,17 @@ class Client:
         return False
 
     async def _rejected(
-        self, gid: bytes, stored: StoredGroup, data: bytes, done: dict[str, Write]
+        self,
+        gid: bytes,
+        stored: StoredGroup,
+        item: dict[str, Any],
+        done: dict[str, Write],
+        exc: MLSError,
     ) -> bool:
         """A message we cannot use (e.g. from before we joined) — or a commit of our epoch
         that we reject: then the DS moved on without us, so we report it."""
-        report = await self._report_if_rejected_commit(gid, stored.group, data)
+        log.info("%s: queue item %d unusable: %s", self.name, item["seq"], exc)
+        report = await self._report_if_rejected_commit(gid, stored.group, item["data"])
         self.store.write(done | report)
         return False
 
@@ -1156,7 +1180,9 @@ class Client:
         staged = Staged(self.inbox)
 
         def writes(g: Group) -> dict[str, Write]:
-            more = dict(done)
+            # A removal from this group not yet confirmed is past: confirming it now would
+            # take us off the delivery list we are back on.
+            more = done | rec.put(self.store, rec.group_key(rec.CONFIRM, g.group_id), None)
             if self.groups.used_last_resort:  # replace it (``replenish``)
                 more |= rec.put(self.store, rec.ROTATE, b"")
             joined = Event("joined", g.group_id, g.epoch, members=member_names(g))
