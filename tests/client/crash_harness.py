@@ -64,8 +64,10 @@ class Observed(Client):
             pm = MLSMessage.decode(item["data"]).private_message
             if pm is not None and pm.content_type == ContentType.application:
                 group = self.group(gid).group
-                epoch = group.state.epoch
-                if pm.epoch == epoch.epoch:
+                state = group.state
+                epoch = state.epoch if pm.epoch == state.epoch.epoch else None
+                epoch = epoch or state.past.epochs.get(pm.epoch)  # a late message
+                if epoch is not None:
                     sd = decrypt_sender_data(
                         group.cipher_suite, pm, epoch.secrets.sender_data_secret
                     )
@@ -113,6 +115,13 @@ def _child(cmd: dict[str, Any]) -> None:  # pragma: no cover - runs in a forked 
 
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(consume(), cmd.get("drain", 0.05))
+
+    if cmd.get("forgetful"):
+        # The checks' own check: a sender whose advanced ratchet never reaches its store
+        # sends the next message with a key and nonce it used already.
+        from mlspy.storage import StoredGroup
+
+        StoredGroup._save_ratchets = lambda self, extra=None: None  # type: ignore[method-assign]
 
     async def run() -> dict[str, Any]:
         nonlocal armed
@@ -241,7 +250,7 @@ class Actor:
         return self.workdir / f"{self.name}.log"
 
     def run(
-        self, op: str, *args: Any, kill: dict[str, Any] | None = None
+        self, op: str, *args: Any, kill: dict[str, Any] | None = None, forgetful: bool = False
     ) -> tuple[str, dict[str, Any]]:
         """Run one command: ("ok" | "killed" | "error", the child's result)."""
         result = self.workdir / "result.json"
@@ -255,6 +264,7 @@ class Actor:
             "op": op,
             "args": list(args),
             "kill": kill,
+            "forgetful": forgetful,
         }
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write(json.dumps(cmd) + "\n")
@@ -287,6 +297,7 @@ class Findings:
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     reused: list[tuple[str, int, int, int]] = field(default_factory=list)
+    observed: int = 0  # key positions (epoch, leaf, generation) seen by the receivers
 
 
 def findings(
@@ -302,6 +313,7 @@ def findings(
             if r["t"] == "key":
                 keys.setdefault((r["gid"], r["epoch"], r["leaf"], r["gen"]), set()).add(r["sha"])
     out.reused = sorted(k for k, shas in keys.items() if len(shas) > 1)
+    out.observed = len(keys)
     for receiver, records in receivers.items():
         ids_by_text: dict[str, set[int]] = {}
         for r in records:

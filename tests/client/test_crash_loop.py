@@ -177,6 +177,7 @@ async def _scenario(url: str, tmp: Path) -> None:
     assert found.lost == [], found.lost
     assert found.duplicated == [], found.duplicated
     assert found.reused == [], found.reused
+    assert found.observed >= found.sent  # every message's key position was looked at
     assert found.delivered == found.sent > 0
     # The same epoch, the same authenticator, in every group both are in.
     shared = set(final["groups"]) & {gid.hex() for gid in w.alice.group_ids()}
@@ -200,9 +201,8 @@ def test_every_write_point_of_every_sdk_operation(tmp_path: Path) -> None:
     service = DeliveryService(
         SQLiteDatabase(tmp_path / "ds.db"), claims_per_target=100_000, claims_per_owner=100_000
     )
-    with InProcessServer(create_app(service)) as server:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_scenario(server.url, tmp_path))
+    with InProcessServer(create_app(service)) as server, contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_scenario(server.url, tmp_path))
 
 
 def _world_test(tmp_path: Path, body: Callable[[World], Awaitable[None]]) -> None:
@@ -266,5 +266,24 @@ def test_an_event_the_application_did_not_acknowledge_comes_again_with_its_id(
         assert again == first * 2  # the same event, the same id
         assert (await w.run_bob("sync"))[0] == "ok"
         assert _texts(w.bob.records()) == again  # acknowledged: never again
+
+    _world_test(tmp_path, body)
+
+
+def test_the_checks_catch_a_sender_that_reuses_a_key(tmp_path: Path) -> None:
+    """The loop's checks can fail: a sender whose ratchet never reaches its store (so each
+    restart sends with generation 0 again) is caught reusing a key, and its second message is
+    lost (every receiver has spent that key)."""
+
+    async def body(w: World) -> None:
+        g1 = w.g1.hex()
+        for text in ("one", "two"):
+            fate, out = await asyncio.to_thread(w.bob.run, "send", g1, text, forgetful=True)
+            assert fate == "ok", out
+        await w.alice.sync()
+        await asyncio.sleep(0.3)
+        found = findings({"bob": w.bob.records()}, {"alice": w.records}, g1)
+        assert len(found.reused) == 1
+        assert found.lost == ["bob->alice: two"]
 
     _world_test(tmp_path, body)

@@ -197,3 +197,45 @@ def test_unacknowledged(tmp_path: Path, open_store: Opener) -> None:
     inbox.ack(1)
     inbox.ack(3)
     assert inbox.unacknowledged() == []
+
+
+def test_an_event_put_back_then_acknowledged_is_not_handed_out_again() -> None:
+    store = MemoryStore()
+    inbox = Inbox(store)
+    _publish(inbox, store, "once")
+    event = inbox.get_nowait()
+    assert event is not None
+    inbox.put_back(event)  # e.g. the application left ``Client.events()`` without acking
+    inbox.ack(event)  # ... and acknowledged the event afterwards
+    assert inbox.unacknowledged() == []
+    assert inbox.get_nowait() is None
+
+
+def test_an_event_put_back_twice_is_handed_out_once() -> None:
+    store = MemoryStore()
+    inbox = Inbox(store)
+    _publish(inbox, store, "once")
+    event = inbox.get_nowait()
+    assert event is not None
+    inbox.put_back(event)
+    inbox.put_back(event)
+    assert inbox.get_nowait() == event
+    assert inbox.get_nowait() is None
+
+
+def test_an_inbox_serves_one_event_loop_then_another() -> None:
+    store = MemoryStore()
+    inbox = Inbox(store)
+
+    async def wait_for_one(text: str) -> str:
+        async def later() -> None:
+            await asyncio.sleep(0.01)
+            _publish(inbox, store, text)
+
+        task = asyncio.create_task(later())
+        event = await asyncio.wait_for(inbox.get(), 5)
+        await task
+        return event.text
+
+    assert asyncio.run(wait_for_one("first")) == "first"
+    assert asyncio.run(wait_for_one("second")) == "second"

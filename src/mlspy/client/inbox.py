@@ -91,7 +91,7 @@ class Inbox:
             entry = store.get(key)
             if entry is not None:
                 self._ready.append(Event.decode(entry.value))
-        self._wake = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []  # get() calls waiting for an event
 
     def stage(self, events: Sequence[Event]) -> tuple[dict[str, Write], list[Event]]:
         """The writes that store ``events`` (to add to the batch of the change that made
@@ -110,19 +110,34 @@ class Inbox:
         stored = self._store.get(NEXT)
         self._next_version = stored.version if stored is not None else None
         self._ready.extend(numbered)
-        self._wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def put_back(self, event: Event) -> None:
         """An event handed out but not acknowledged: the next one handed out again."""
-        if self._store.get(_key(event.id)) is not None:
+        if self._store.get(_key(event.id)) is not None and all(
+            e.id != event.id for e in self._ready
+        ):
             self._ready.appendleft(event)
-            self._wake.set()
+            self._wake()
 
     async def get(self) -> Event:
         """The oldest event not yet handed out in this process (waits for one)."""
         while not self._ready:
-            self._wake.clear()
-            await self._wake.wait()
+            # A future of the running loop, not one Event for the inbox's life: a client
+            # may be used from one event loop, then another.
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
         return self._ready.popleft()
 
     def get_nowait(self) -> Event | None:
@@ -130,7 +145,10 @@ class Inbox:
 
     def ack(self, event: Event | int) -> None:
         """The application is done with ``event``: it is never delivered again."""
-        delete(self._store, _key(event if isinstance(event, int) else event.id))
+        event_id = event if isinstance(event, int) else event.id
+        delete(self._store, _key(event_id))
+        if any(e.id == event_id for e in self._ready):  # put back, then acknowledged
+            self._ready = deque(e for e in self._ready if e.id != event_id)
 
     def unacknowledged(self) -> list[Event]:
         """Every event in the inbox (handed out or not), oldest first."""

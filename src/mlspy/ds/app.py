@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -99,11 +99,16 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
             raise TooLarge(f"request body exceeds {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"request body exceeds {limit} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"request body exceeds {limit} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            # The client went away mid-body (e.g. killed): nothing was done, nobody reads
+            # the answer; not a server error.
+            raise BadRequest("the client disconnected before sending the whole body") from None
         raw = b"".join(chunks)
         try:
             data = json.loads(raw or b"{}")
