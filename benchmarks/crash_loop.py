@@ -44,6 +44,9 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=300, help="stop after this many kills")
     parser.add_argument("--seed", type=int, default=1, help="random seed (kill times)")
     parser.add_argument("--max-delay", type=float, default=1.5, help="longest life, seconds")
+    parser.add_argument(
+        "--mode", choices=["public", "private"], default="public", help="handshake wire format"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -52,8 +55,8 @@ def main() -> int:
         tmp = Path(tmp_name)
         service = DeliveryService(SQLiteDatabase(tmp / "ds.db"))
         with InProcessServer(create_app(service)) as server:
-            alice = Actor("alice", server.url, tmp / "alice")
-            bob = Actor("bob", server.url, tmp / "bob")
+            alice = Actor("alice", server.url, tmp / "alice", mode=args.mode)
+            bob = Actor("bob", server.url, tmp / "bob", mode=args.mode)
             actors = [alice, bob]
             try:
                 assert bob.run("sync")[0] == "ok"
@@ -96,6 +99,7 @@ def main() -> int:
             logs = {a.name: a.records() for a in actors}
     found = findings(logs, logs, gid)
     result = {
+        "mode": args.mode,
         "kills": alice.kills + bob.kills,
         "runs": alice.runs + bob.runs,
         "sent": found.sent,
@@ -113,12 +117,12 @@ def main() -> int:
         print(json.dumps(result))
     else:
         print(
-            "| kills | runs | sent | delivered | lost | duplicated | redelivered "
+            "| handshakes | kills | runs | sent | delivered | lost | duplicated | redelivered "
             "| keys observed | reused keys | epoch | epochs agree | seconds |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         print(
-            f"| {result['kills']} | {result['runs']} | {result['sent']} | {result['delivered']} "
+            f"| {result['mode']} | {result['kills']} | {result['runs']} | {result['sent']} | {result['delivered']} "
             f"| {result['lost']} | {result['duplicated']} | {result['redelivered']} "
             f"| {result['observed']} | {result['reused']} | {result['commits']} "
             f"| {result['epochs_agree']} "

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from mlspy.client import Client, Event
-from mlspy.messages import ContentType, MLSMessage
+from mlspy.group import GroupConfig
+from mlspy.messages import ContentType, MLSMessage, WireFormat
 from mlspy.protection import decrypt_sender_data
 from mlspy.storage import SQLiteStore
 
@@ -50,6 +51,12 @@ def event_record(event: Event) -> dict[str, Any]:
         "sender": event.sender,
         "epoch": event.epoch,
     }
+
+
+def config(mode: str) -> GroupConfig:
+    """The clients' group configuration for a handshake mode ("public" or "private")."""
+    wire = WireFormat.mls_private_message if mode == "private" else WireFormat.mls_public_message
+    return GroupConfig(handshake_wire_format=wire)
 
 
 class Observed(Client):
@@ -126,7 +133,9 @@ def _child(cmd: dict[str, Any]) -> None:  # pragma: no cover - runs in a forked 
     async def run() -> dict[str, Any]:
         nonlocal armed
         store = SQLiteStore(cmd["db"], on_write=hook)
-        client = Observed(cmd["server"], cmd["name"], store=store, key_packages=2)
+        client = Observed(
+            cmd["server"], cmd["name"], store=store, key_packages=2, config=config(cmd["mode"])
+        )
         client.note = note
         if "after" in kill:
             armed = True
@@ -226,6 +235,7 @@ class Actor:
     name: str
     server: str
     workdir: Path
+    mode: str = "public"  # the handshake wire format: "public" or "private"
     runs: int = 0
     kills: int = 0
     _proc: Any = None
@@ -265,6 +275,7 @@ class Actor:
             "args": list(args),
             "kill": kill,
             "forgetful": forgetful,
+            "mode": self.mode,
         }
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write(json.dumps(cmd) + "\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crash_harness import Actor, Observed, event_record, findings
+from crash_harness import Actor, Observed, config, event_record, findings
 
 from mlspy.client import Client
 from mlspy.ds.app import create_app
@@ -35,13 +35,14 @@ pytestmark = pytest.mark.slow
 class World:
     """alice and carol in this process, bob in a subprocess, one group (g1) they chat in."""
 
-    def __init__(self, url: str, tmp: Path) -> None:
+    def __init__(self, url: str, tmp: Path, mode: str = "public") -> None:
         self.url, self.tmp = url, tmp
         self.records: list[dict[str, Any]] = []  # alice's application log
-        self.alice = Observed(url, "alice", store=SQLiteStore(tmp / "alice.db"), poll_interval=0.1)
+        options: dict[str, Any] = {"poll_interval": 0.1, "config": config(mode)}
+        self.alice = Observed(url, "alice", store=SQLiteStore(tmp / "alice.db"), **options)
         self.alice.note = self.records.append
-        self.carol = Client(url, "carol", store=SQLiteStore(tmp / "carol.db"), poll_interval=0.1)
-        self.bob = Actor("bob", url, tmp / "bob")
+        self.carol = Client(url, "carol", store=SQLiteStore(tmp / "carol.db"), **options)
+        self.bob = Actor("bob", url, tmp / "bob", mode=mode)
         self.g1 = b""
         self.counter = itertools.count()
         self.operations: dict[str, int] = {}
@@ -102,8 +103,8 @@ class World:
             assert k < 30, f"{name}: more than 30 writes?"
 
 
-async def _scenario(url: str, tmp: Path) -> None:
-    w = World(url, tmp)
+async def _scenario(url: str, tmp: Path, mode: str) -> None:
+    w = World(url, tmp, mode)
     await w.start()
     g1 = w.g1.hex()
 
@@ -168,6 +169,9 @@ async def _scenario(url: str, tmp: Path) -> None:
     await w.alice.sync()
     await asyncio.sleep(0.3)  # alice's consumer takes what the last sync stored
 
+    with SQLiteDatabase(tmp / "ds.db").transaction() as tx:  # the mode the DS runs the group in
+        rows = tx.execute("SELECT mode FROM groups WHERE group_id = ?", (w.g1,))
+    assert str(rows[0][0]).startswith(mode)
     # Every write point of every operation was hit (each op writes at least once).
     assert all(n >= 1 for n in w.operations.values()), w.operations
     bob_records = w.bob.records()
@@ -194,15 +198,20 @@ async def _scenario(url: str, tmp: Path) -> None:
     await w.alice.stop()
     await w.carol.stop()
     w.bob.close()
-    print(f"operations (writes each): {w.operations}; bob runs {w.bob.runs}, kills {w.bob.kills}")
+    print(
+        f"{mode}: writes per operation {w.operations}; bob runs {w.bob.runs}, kills {w.bob.kills}"
+    )
 
 
-def test_every_write_point_of_every_sdk_operation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["public", "private"])
+def test_every_write_point_of_every_sdk_operation(tmp_path: Path, mode: str) -> None:
+    """Both handshake modes: PublicMessage commits, and PrivateMessage ones (where a commit's
+    key is spent by processing it, so processing and merging must be one write)."""
     service = DeliveryService(
         SQLiteDatabase(tmp_path / "ds.db"), claims_per_target=100_000, claims_per_owner=100_000
     )
     with InProcessServer(create_app(service)) as server, contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_scenario(server.url, tmp_path))
+        asyncio.run(_scenario(server.url, tmp_path, mode))
 
 
 def _world_test(tmp_path: Path, body: Callable[[World], Awaitable[None]]) -> None:

@@ -603,3 +603,43 @@ def test_a_message_delivered_twice_is_recognized_as_processed(
             assert bob.ds.fetch(0) == []
 
     asyncio.run(scenario())
+
+
+def test_encrypted_handshakes_end_to_end(server: InProcessServer, tmp_path: Path) -> None:
+    """Groups whose proposals and commits are PrivateMessages: the SDK names the members it
+    adds (the DS cannot read the commit) and confirms its own removal."""
+    from mlspy.group import GroupConfig
+    from mlspy.messages import WireFormat
+
+    config = GroupConfig(handshake_wire_format=WireFormat.mls_private_message)
+
+    async def scenario() -> None:
+        async with (
+            Client(server.url, "alice", poll_interval=0.2, config=config) as alice,
+            Client(server.url, "bob", poll_interval=0.2, config=config) as bob,
+            Client(server.url, "carol", poll_interval=0.2, config=config) as carol,
+        ):
+            gid = await alice.create_group()
+            await _invite(alice, gid, bob, carol)
+            await bob.update(gid)
+            await _until(carol, "epoch")
+            await carol.send(gid, "all private")
+            assert (await _until(alice, "message")).text == "all private"
+            await carol.leave(gid)  # a PrivateMessage proposal; alice commits it
+            await _until(carol, "removed")
+            assert carol.group_ids() == []
+            await bob.send(gid, "carol is gone")
+            assert (await _until(alice, "message")).text == "carol is gone"
+            # She confirmed her removal: the DS took her off the delivery list.
+            assert await asyncio.to_thread(carol.ds.fetch, 0) == []
+            assert carol.store.keys("confirm-removal/") == []
+            await alice.sync()
+            a, b = alice.group(gid).group, bob.group(gid).group
+            assert a.epoch_authenticator == b.epoch_authenticator
+            assert set(alice.members(gid)) == {"alice", "bob"}
+        db = SQLiteDatabase(tmp_path / "ds.db")
+        with db.transaction() as tx:
+            rows = tx.execute("SELECT mode, public_state FROM groups WHERE group_id = ?", (gid,))
+        assert str(rows[0][0]).startswith("private") and rows[0][1] is None
+
+    asyncio.run(scenario())

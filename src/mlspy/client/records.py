@@ -53,21 +53,27 @@ class Outgoing:
     commit: bytes
     welcome: bytes | None
     group_info: bytes | None
+    # The identities the commit adds: an encrypted group's DS cannot read them from the
+    # commit, and delivers the Welcome's owners only when the committer names them.
+    adds: tuple[bytes, ...] = ()
 
     def encode(self) -> bytes:
         w = Writer()
         w.opaque(self.commit)
         w.optional(self.welcome, Writer.opaque)
         w.optional(self.group_info, Writer.opaque)
+        w.vector(self.adds, Writer.opaque)
         return w.getvalue()
 
     @staticmethod
     def decode(data: bytes) -> Outgoing:
-        return decode_all(
-            data,
-            lambda r: Outgoing(r.opaque(), r.optional(Reader.opaque), r.optional(Reader.opaque)),
-            "outbox entry",
-        )
+        def read(r: Reader) -> Outgoing:
+            commit, welcome, info = r.opaque(), r.optional(Reader.opaque), r.optional(Reader.opaque)
+            # Entries written by older mlspy end here.
+            adds = tuple(r.vector(Reader.opaque)) if r.remaining else ()
+            return Outgoing(commit, welcome, info, adds)
+
+        return decode_all(data, read, "outbox entry")
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,7 @@ from mlspy.messages import (
     Remove,
     Sender,
     SenderType,
+    WireFormat,
 )
 from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup, Write
 
@@ -220,6 +221,14 @@ class _OwnOldLeaf:
         except CredentialError:
             if credential != self.credential:
                 raise
+
+
+def _outgoing(out: CommitOutput, group: Group) -> Outgoing:
+    """Our commit (pending in ``group``) as it goes to the DS."""
+    staged = group.pending_commit
+    added = staged.added if staged is not None else ()
+    adds = tuple(m.identity for m in added if m.identity is not None)
+    return Outgoing(out.commit, out.welcome, out.group_info, adds)
 
 
 def _open(group: Group) -> bool:
@@ -503,9 +512,14 @@ class Client:
         group = self.group(group_id).group
         with contextlib.suppress(DSConflict):  # already there: an earlier attempt got through
             await asyncio.to_thread(
-                self.ds.create_group,
-                group.group_info(),
-                external_joins=_open(group),
+                functools.partial(
+                    self.ds.create_group,
+                    group.group_info(),
+                    external_joins=_open(group),
+                    encrypted_handshakes=(
+                        self.config.handshake_wire_format == WireFormat.mls_private_message
+                    ),
+                )
             )
         self._drop_marks([rec.group_key(rec.CREATING, group_id)])
 
@@ -627,10 +641,9 @@ class Client:
                 out = stored.commit(
                     proposals,
                     admit=self._admit(stored.group),
-                    also_write=self._outbox_entry(group_id),
+                    also_write=self._outbox_entry(stored),
                 )
-                outgoing = Outgoing(out.commit, out.welcome, out.group_info)
-                if await self._deliver(group_id, outgoing, known_fresh=True):
+                if await self._deliver(group_id, _outgoing(out, stored.group), known_fresh=True):
                     return out
                 await self._sync_locked()
         finally:
@@ -639,15 +652,10 @@ class Client:
 
     # --- The outbox of our commits ----------------------------------------------------
 
-    def _outbox_entry(self, group_id: bytes) -> Callable[[CommitOutput], dict[str, Write]]:
+    def _outbox_entry(self, stored: StoredGroup) -> Callable[[CommitOutput], dict[str, Write]]:
         """The outbox write for a commit, made in the same batch as its pending state."""
-        key = rec.group_key(rec.OUTBOX, group_id)
-
-        def write(out: CommitOutput) -> dict[str, Write]:
-            entry = Outgoing(out.commit, out.welcome, out.group_info).encode()
-            return rec.put(self.store, key, entry)
-
-        return write
+        key = rec.group_key(rec.OUTBOX, stored.group.group_id)
+        return lambda out: rec.put(self.store, key, _outgoing(out, stored.group).encode())
 
     def _abandon(self, group_id: bytes) -> None:
         """Our commit never took effect: forget it, pending state and outbox entry, in one
@@ -677,6 +685,7 @@ class Client:
                     outgoing.commit,
                     welcome=outgoing.welcome,
                     group_info=outgoing.group_info,
+                    adds=outgoing.adds,
                 )
                 return True
             except DSConflict:
