@@ -122,7 +122,8 @@ def main() -> int:
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         print(
-            f"| {result['mode']} | {result['kills']} | {result['runs']} | {result['sent']} | {result['delivered']} "
+            f"| {result['mode']} | {result['kills']} | {result['runs']} | {result['sent']} "
+            f"| {result['delivered']} "
             f"| {result['lost']} | {result['duplicated']} | {result['redelivered']} "
             f"| {result['observed']} | {result['reused']} | {result['commits']} "
             f"| {result['epochs_agree']} "
