@@ -74,6 +74,11 @@ Every step that writes and talks, in order (W: one atomic store write; DS: a cal
   copy's key is already spent at every receiver, who drops it as a duplicate.
 - report a rejected commit: DS report → W(rejected + processed mark); rolled back by the DS:
   W(undone + processed mark), acted on after the receive, then dropped.
+- ask to join (``request_join``): W(the KeyPackage's private keys) → DS submit. Killed
+  between, the request never left and nobody holds the KeyPackage's public part, so its keys
+  serve nobody; they stay in the store (not cleaned up).
+- an outsider's request to join: W(request + event + processed mark); approval commits as
+  above, then W(drop the request).
 """
 
 from __future__ import annotations

@@ -191,12 +191,16 @@ class StoredGroup:
     def process(self, message: bytes, also_write: AlsoWrite[Received] = None) -> Received:
         """Process a message (a commit stays staged: see :meth:`receive`)."""
         result = self._group.process(message)
-        extra = self._extra(also_write, result)
+        self._save_processed(result, self._extra(also_write, result))
+        return result
+
+    def _save_processed(self, result: Received, extra: Mapping[str, Write] | None) -> None:
+        """An application message changed only the secret trees; anything else may have
+        changed the epoch part too (a cached proposal, a spent handshake key)."""
         if isinstance(result, ApplicationMessage):
             self._save_ratchets(extra)
         else:
             self._save(extra)
-        return result
 
     def receive(self, message: bytes, also_write: AlsoWrite[Received] = None) -> Received:
         """Process a message and, if it is a commit, merge it: one write either way, so a
@@ -206,11 +210,7 @@ class StoredGroup:
         after the merge."""
         result = self._group.process(message)
         if not isinstance(result, StagedCommit):
-            extra = self._extra(also_write, result)
-            if isinstance(result, ApplicationMessage):
-                self._save_ratchets(extra)
-            else:
-                self._save(extra)
+            self._save_processed(result, self._extra(also_write, result))
             return result
         try:
             self._group.merge_staged_commit(result)
