@@ -1151,7 +1151,12 @@ class Client:
             # Its key is spent: we processed this message already (the DS delivered it
             # twice) or it is older than the keys we keep. Not an attack: nothing to report,
             # and what it said reached the inbox the first time.
-            log.info("queue item %d: already processed (%s)", item["seq"], exc)
+            log.info(
+                "%s: queue item %d: already processed, or too old to decrypt (%s)",
+                self.name,
+                item["seq"],
+                exc,
+            )
             self.store.write(done)
             return False
         except MLSError as exc:
