@@ -58,6 +58,7 @@ def test_event_round_trip() -> None:
         text="grüße, 世界 — ✓\n",
         members=("alice", "Bjørn", "", "卡罗尔"),
         id=12345678901,
+        device="laptop",
     )
     data = event.encode()
     assert Event.decode(data) == event

@@ -398,7 +398,7 @@ def test_nobody_else_recovers_a_name(ds: Cluster, ds_options: dict[str, str]) ->
     wrong = recover(recover_body(ds.url, eve_new, b"alice", new_recovery_secret()))
     assert wrong.status_code == 403 and "wrong recovery secret" in error_of(wrong)
     as_eve = recover(recover_body(ds.url, SigningIdentity.generate(b"eve2"), b"alice", secret))
-    assert as_eve.status_code == 400 and "must name the identity" in error_of(as_eve)
+    assert as_eve.status_code == 400 and "must name a device of the user" in error_of(as_eve)
     unheld = recover(recover_body(ds.url, eve_new, b"alice", secret, signer=eve))
     assert unheld.status_code == 401 and "does not verify" in error_of(unheld)
     own_key = recover(recover_body(ds.url, eve, b"alice", secret))

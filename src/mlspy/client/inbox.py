@@ -30,9 +30,10 @@ NEXT = "inbox-next"
 class Event:
     """Something that happened in a group: ``kind`` is one of "message", "joined",
     "member_joined", "member_left", "epoch", "removed", and "join_request" (an outsider,
-    ``sender``, asks to join: ``Client.approve`` lets them in). ``id`` numbers the events of
-    one client in the order they happened; an event delivered again after a crash has the
-    same ``id``."""
+    ``sender``, asks to join: ``Client.approve`` lets them in). ``sender`` is a user;
+    ``device`` which of its devices (for a message: the one that sent it, perhaps another
+    device of our own user). ``id`` numbers the events of one client in the order they
+    happened; an event delivered again after a crash has the same ``id``."""
 
     kind: str
     group_id: bytes
@@ -41,6 +42,7 @@ class Event:
     text: str = ""
     members: tuple[str, ...] = ()
     id: int = 0
+    device: str = ""
 
     def encode(self) -> bytes:
         w = Writer()
@@ -51,6 +53,7 @@ class Event:
         w.opaque(self.sender.encode())
         w.opaque(self.text.encode())
         w.vector(self.members, lambda ww, m: ww.opaque(m.encode()))
+        w.opaque(self.device.encode())
         return w.getvalue()
 
     @staticmethod
@@ -65,6 +68,7 @@ class Event:
                 text=r.opaque().decode(),
                 members=tuple(m.decode() for m in r.vector(Reader.opaque)),
                 id=event_id,
+                device=r.opaque().decode(),
             )
 
         return decode_all(data, read, "stored event")

@@ -20,6 +20,8 @@ OLD_PROCESSED = "processed"  # the same, as one set (older mlspy)
 UNDONE = "undone/"  # + group: the DS rolled the group back to this epoch
 REJECTED = "rejected/"  # + group: a commit we rejected and reported
 REQUEST = "request/"  # + group/name: an outsider's request to join
+ENROLLED = "device-added/"  # + identity: a new device of our user, to add to our groups
+REVOKED = "device-revoked/"  # + identity: a revoked device of our user, to remove
 UNSENT = "kp-unsent/"  # + ref: a KeyPackage stored but perhaps not uploaded yet
 ROTATE = "rotate-last-resort"  # our last-resort KeyPackage was used: replace it
 RECOVERY = "recovery"  # the recovery secret of our name (show it to the user)
@@ -100,24 +102,27 @@ class Joining:
 
 @dataclass(frozen=True)
 class Leaving:
-    """Our request to be removed: the Remove proposal made in ``epoch``, and whether the DS
-    took it. It is made again in each new epoch until a commit removes us."""
+    """Our request to be removed: the Remove proposals (of every device of our user) made in
+    ``epoch``, and whether the DS took them. They are made again in each new epoch until a
+    commit removes us."""
 
     epoch: int
-    proposal: bytes
+    proposals: tuple[bytes, ...]
     sent: bool
 
     def encode(self) -> bytes:
         w = Writer()
         w.uint64(self.epoch)
-        w.opaque(self.proposal)
+        w.vector(self.proposals, Writer.opaque)
         w.uint8(int(self.sent))
         return w.getvalue()
 
     @staticmethod
     def decode(data: bytes) -> Leaving:
         return decode_all(
-            data, lambda r: Leaving(r.uint64(), r.opaque(), bool(r.uint8())), "leave request"
+            data,
+            lambda r: Leaving(r.uint64(), tuple(r.vector(Reader.opaque)), bool(r.uint8())),
+            "leave request",
         )
 
 

@@ -132,6 +132,7 @@ from mlspy.messages import (
     Capabilities,
     ContentType,
     Credential,
+    KeyPackage,
     MLSMessage,
     Proposal,
     Remove,
@@ -140,6 +141,7 @@ from mlspy.messages import (
     WireFormat,
 )
 from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup, Write
+from mlspy.users import device_identity, split_identity, user_of
 
 log = logging.getLogger("mlspy.client")
 
@@ -156,11 +158,37 @@ LAST_RESORT_GRACE = 3600.0
 
 
 def _name(credential: Credential) -> str:
+    """The user a credential names (``mlspy.users``: one of the user's devices)."""
+    return user_of(credential.identity)
+
+
+def _device_name(credential: Credential) -> str:
     return (credential.identity or b"?").decode(errors="replace")
 
 
 def member_names(group: Group) -> tuple[str, ...]:
-    return tuple(_name(m.credential) for m in group.members())
+    """The group's users, each once, in the order of their first leaf."""
+    return tuple(dict.fromkeys(_name(m.credential) for m in group.members()))
+
+
+def member_devices(group: Group) -> dict[str, tuple[str, ...]]:
+    """Each user of the group and the names of its devices in it (``""``: the bare name)."""
+    out: dict[str, list[str]] = {}
+    for m in group.members():
+        user, device = split_identity(m.credential.identity)
+        out.setdefault(user, []).append(device)
+    return {user: tuple(devices) for user, devices in out.items()}
+
+
+def _leaves_of(group: Group, user: str) -> list[int]:
+    """The leaves of ``user``'s devices."""
+    return [int(m.leaf_index) for m in group.members() if _name(m.credential) == user]
+
+
+def _leaf_of(group: Group, identity: bytes) -> int | None:
+    return next(
+        (int(m.leaf_index) for m in group.members() if m.credential.identity == identity), None
+    )
 
 
 def _pending_removals(group: Group) -> set[int]:
@@ -259,9 +287,16 @@ class Client:
         last_resort_grace: float = LAST_RESORT_GRACE,
         rules: Rules | None = None,
         invite_code: str | None = None,
+        device: str = "",
+        pairing_code: str | None = None,
     ) -> None:
+        """A device of user ``name``: ``device`` names it among the user's devices (``""``:
+        the user's one device, named by the bare user name). A further device of an existing
+        user registers with a ``pairing_code`` from one of the others (``pairing_code()``)."""
         self.server = server.rstrip("/")
-        self.name = name
+        self.name = name  # the user
+        self.device = device
+        self.pairing_code_for_start = pairing_code
         self.store = store or MemoryStore()
         self.groups = GroupStore(self.store)
         self.config = config or GroupConfig()
@@ -272,7 +307,7 @@ class Client:
         self.identity = (
             _decode_identity(stored.value)
             if stored is not None
-            else SigningIdentity.generate(name.encode(), cipher_suite)
+            else SigningIdentity.generate(device_identity(name, device), cipher_suite)
         )
         if stored is None:
             self.store.write({"identity": (_encode_identity(self.identity), None)})
@@ -321,6 +356,7 @@ class Client:
                 self.ds.register,
                 invite_code=self.invite_code,
                 recovery_hash=recovery_hash(self.name.encode(), secret),
+                pairing_code=self.pairing_code_for_start,
             )
         )
         if self.ds.recovery_set:
@@ -366,6 +402,8 @@ class Client:
                 with contextlib.suppress(MLSError, httpx.HTTPError):
                     await self.join_external(gid, resync=True)
                     rejoined.append(gid)
+                    # Our user's other lost devices, revoked by the recovery, go too.
+                    await self._commit(gid, _remover(lambda g: _leaves_of(g, self.name)))
         finally:
             self.config = usual
             self._handles.clear()  # reloaded from the store, with the usual validator
@@ -436,6 +474,24 @@ class Client:
         staged = Staged(self.inbox)
         self.store.write(staged.writes(events, more))
         staged.done()
+
+    # --- Devices of our user ----------------------------------------------------------
+
+    async def pairing_code(self) -> str:
+        """A single-use code (ten minutes) that enrols a new device of our user:
+        ``Client(server, user, device=..., pairing_code=code)``. Once it registers, our
+        devices add it to every group of ours."""
+        return await asyncio.to_thread(self.ds.pairing_code)
+
+    async def devices(self) -> list[str]:
+        """The names of our user's devices (``""``: the one named by the bare user name)."""
+        return [str(d["device"]) for d in await asyncio.to_thread(self.ds.devices)]
+
+    async def revoke(self, device: str) -> None:
+        """Revoke a device of our user (a lost phone): the AS no longer binds it, and our
+        devices remove it from every group (this one too, at its next receive)."""
+        await asyncio.to_thread(self.ds.revoke_device, device)
+        await self.sync()
 
     # --- KeyPackages ----------------------------------------------------------------
 
@@ -779,30 +835,40 @@ class Client:
                 stored.clear_pending_commit()
 
     async def invite(self, group_id: bytes, user: str) -> None:
-        kp_bytes = await asyncio.to_thread(
-            self.ds.claim_key_package, user.encode(), self.identity.cipher_suite
+        """Add every current device of ``user`` (one KeyPackage of each, claimed at the DS)."""
+        claimed = await asyncio.to_thread(
+            self.ds.claim_user_key_packages, user.encode(), self.identity.cipher_suite
         )
-        kp = MLSMessage.decode(kp_bytes).key_package
-        if kp is None:
-            raise UsageError("the DS returned something that is not a KeyPackage")
+        await self._commit(group_id, self._adder(claimed))
+
+    async def _add_device(self, group_id: bytes, identity: bytes) -> None:
+        """Add one device (a new device of our user) to a group."""
+        kp = await asyncio.to_thread(
+            self.ds.claim_key_package, identity, self.identity.cipher_suite
+        )
+        await self._commit_locked(group_id, self._adder([kp]))
+
+    @staticmethod
+    def _adder(claimed: list[bytes]) -> Callable[[StoredGroup], list[Proposal] | None]:
+        kps: list[KeyPackage] = []
+        for data in claimed:
+            kp = MLSMessage.decode(data).key_package
+            if kp is None:
+                raise UsageError("the DS returned something that is not a KeyPackage")
+            kps.append(kp)
 
         def add(stored: StoredGroup) -> list[Proposal] | None:
-            if user in member_names(stored.group):
-                return None
-            return [Proposal(Add(kp))]
+            there = {m.credential.identity for m in stored.group.members()}
+            new = [Proposal(Add(kp)) for kp in kps if kp.leaf_node.credential.identity not in there]
+            return new or None
 
-        await self._commit(group_id, add)
+        return add
 
     async def remove(self, group_id: bytes, user: str) -> None:
-        def remove(stored: StoredGroup) -> list[Proposal] | None:
-            for m in stored.group.members():
-                if _name(m.credential) == user and m.leaf_index != stored.group.own_leaf_index:
-                    if m.leaf_index in _pending_removals(stored.group):
-                        return []  # already proposed (e.g. they asked to leave): commit it
-                    return [Proposal(Remove(m.leaf_index))]
-            return None
-
-        await self._commit(group_id, remove)
+        """Remove every device of ``user`` (not ours: ``leave`` for that)."""
+        if user == self.name:
+            raise UsageError("to remove our own user from a group, leave it")
+        await self._commit(group_id, _remover(lambda g: _leaves_of(g, user)))
 
     async def update(self, group_id: bytes) -> None:
         """An empty commit with a fresh path (post-compromise security for us)."""
@@ -819,14 +885,15 @@ class Client:
             await self._send_leave(group_id)
 
     def _propose_leave(self, group_id: bytes) -> None:
-        """Our Remove proposal, cached in the group and recorded, in one write."""
+        """Remove proposals for every device of our user (we leave as a user), cached in the
+        group and recorded, in one write."""
         stored = self.group(group_id)
-        own = stored.group.own_leaf_index
+        leaves = _leaves_of(stored.group, self.name)
         key = rec.group_key(rec.LEAVING, group_id)
         stored.propose(
-            lambda g: g.propose_remove(own),
-            lambda proposal: rec.put(
-                self.store, key, Leaving(stored.group.epoch, proposal, False).encode()
+            lambda g: tuple(g.propose_remove(leaf) for leaf in leaves),
+            lambda proposals: rec.put(
+                self.store, key, Leaving(stored.group.epoch, proposals, False).encode()
             ),
         )
 
@@ -837,7 +904,8 @@ class Client:
             return
         leaving = Leaving.decode(entry.value)
         with contextlib.suppress(DSConflict):  # the epoch moved on: proposed again there
-            await asyncio.to_thread(self.ds.submit, group_id, leaving.proposal)
+            for proposal in leaving.proposals:
+                await asyncio.to_thread(self.ds.submit, group_id, proposal)
             self.store.write({key: (replace(leaving, sent=True).encode(), entry.version)})
 
     async def _renew_leaves(self) -> None:
@@ -909,10 +977,14 @@ class Client:
         for _ in range(COMMIT_RETRIES):
             info = await asyncio.to_thread(self.ds.group_info, group_id)
             prior = None
-            if resync:
-                prior = next(
-                    (leaf for leaf, name in _tree_members(info) if name == self.name), None
-                )
+            if resync:  # our old leaf: this device's, else one of our user's lost devices
+                mine = {
+                    ident: leaf
+                    for leaf, ident in _tree_members(info)
+                    if user_of(ident) == self.name
+                }
+                own = device_identity(self.name, self.device)
+                prior = mine.get(own, min(mine.values(), default=None))
             group, commit = join_external(
                 info, self.identity, remove_prior=prior, config=self.config
             )
@@ -1008,6 +1080,7 @@ class Client:
         await self._confirm_removals()
         await self._replenish_if_due()
         if not self._committing:
+            await self._follow_devices()
             await self._renew_leaves()
             await self._recover_undone()
             for key in self.store.keys(rec.REQUEST):
@@ -1122,6 +1195,9 @@ class Client:
                 return False
             await self._on_welcome(item["data"], done)
             return False
+        if item["kind"] in ("device_added", "device_revoked"):
+            self.store.write(done | self._device_notice(item["kind"], item["data"]))
+            return False
         if gid not in self.group_ids():
             self.store.write(done)
             return False
@@ -1168,6 +1244,46 @@ class Client:
         if isinstance(result, ProposalReceived):
             return self._admit(stored.group)(stored.group.pending_proposals[-1])
         return False
+
+    def _device_notice(self, kind: str, identity: bytes) -> dict[str, Write]:
+        """Our user enrolled or revoked a device: recorded (with the processed mark) and
+        carried out in our groups after the receive (``_follow_devices``)."""
+        if user_of(identity) != self.name or identity == self.identity.credential.identity:
+            return {}
+        prefix = rec.ENROLLED if kind == "device_added" else rec.REVOKED
+        return rec.put(self.store, prefix + identity.hex(), b"")
+
+    async def _follow_devices(self) -> None:
+        """A new device of our user joins every group of ours; a revoked one leaves them. In
+        each group the lowest of our user's devices does it (every device of ours computes
+        the same choice). What fails (a new device with no KeyPackage uploaded yet) is tried
+        again at the next receive."""
+        for prefix in (rec.ENROLLED, rec.REVOKED):
+            for key in self.store.keys(prefix):
+                identity = bytes.fromhex(key[len(prefix) :])
+                done = True
+                for gid in self.group_ids():
+                    g = self.group(gid).group
+                    ours = _leaves_of(g, self.name)
+                    if not ours or ours[0] != g.own_leaf_index:
+                        continue
+                    present = _leaf_of(g, identity) is not None
+                    try:
+                        if prefix == rec.ENROLLED and not present:
+                            await self._add_device(gid, identity)
+                        elif prefix == rec.REVOKED and present:
+                            await self._commit_locked(gid, _remover(_device_leaf(identity)))
+                    except (MLSError, DSRequestError, httpx.HTTPError) as exc:
+                        log.info(
+                            "%s: device %r in group %s: %s",
+                            self.name,
+                            identity,
+                            gid.hex()[:16],
+                            exc,
+                        )
+                        done = False
+                if done:
+                    self._drop_marks([key])
 
     async def _rejected(
         self,
@@ -1250,8 +1366,8 @@ def _events_of(result: object, group: Group, before: set[str]) -> list[Event]:
     gid = group.group_id
     if isinstance(result, ApplicationMessage):
         text = result.data.decode(errors="replace")
-        sender = _name(result.sender.credential)
-        return [Event("message", gid, result.epoch, sender=sender, text=text)]
+        sender, device = split_identity(result.sender.credential.identity)
+        return [Event("message", gid, result.epoch, sender=sender, text=text, device=device)]
     if isinstance(result, StagedCommit):
         if result.self_removed:
             return [Event("removed", gid, group.epoch)]
@@ -1268,9 +1384,35 @@ def _is_join_request(data: bytes) -> bool:
     return pm is not None and pm.content.sender.sender_type == SenderType.new_member_proposal
 
 
-def _tree_members(group_info: bytes) -> list[tuple[int, str]]:
+def _tree_members(group_info: bytes) -> list[tuple[int, bytes]]:
+    """(leaf, identity) of every member of a GroupInfo's tree."""
     public = PublicGroup.from_group_info(group_info)
-    return [(int(m.leaf_index), _name(m.credential)) for m in public.members()]
+    return [(int(m.leaf_index), m.credential.identity or b"") for m in public.members()]
+
+
+def _device_leaf(identity: bytes) -> Callable[[Group], list[int]]:
+    def leaves(group: Group) -> list[int]:
+        leaf = _leaf_of(group, identity)
+        return [] if leaf is None else [leaf]
+
+    return leaves
+
+
+def _remover(
+    leaves_of: Callable[[Group], list[int]],
+) -> Callable[[StoredGroup], list[Proposal] | None]:
+    """A commit intent removing ``leaves_of(group)`` (not our own leaf): Removes for those not
+    already proposed, an empty list to commit the pending ones, None when none is left."""
+
+    def remove(stored: StoredGroup) -> list[Proposal] | None:
+        g = stored.group
+        leaves = [leaf for leaf in leaves_of(g) if leaf != g.own_leaf_index]
+        if not leaves:
+            return None
+        pending = _pending_removals(g)
+        return [Proposal(Remove(leaf)) for leaf in leaves if leaf not in pending]
+
+    return remove
 
 
 __all__ = ["Client", "Event", "member_names"]

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from mlspy.credentials import CredentialError, X509Validator
 from mlspy.crypto import suite
 from mlspy.ds.db import Database, Tx
+from mlspy.ds.devices import Devices, account_of
 from mlspy.ds.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 from mlspy.errors import DecodeError, MLSError
 from mlspy.messages import Credential, CredentialType
@@ -138,9 +139,10 @@ class RegistryValidator:
 
 
 @dataclass
-class AuthenticationService:
+class AuthenticationService(Devices):
     """The AS (RFC 9750 §4): binds names to signature keys, issues bearer tokens, and limits
-    the rate of requests. The Delivery Service extends it and shares its database."""
+    the rate of requests. A name is a user's device (``mlspy.users``); users have many
+    (``devices.py``). The Delivery Service extends it and shares its database."""
 
     db: Database
     clock: Callable[[], float] = time.time
@@ -207,16 +209,20 @@ class AuthenticationService:
         *,
         invite_code: str | None = None,
         recovery: bytes | None = None,
+        pairing_code: str | None = None,
     ) -> Registration:
-        """Bind an identity to a signature key, as the registration policy allows. Registering
-        again with the bound key changes nothing (but sets a recovery secret if the name has
-        none yet: the signed challenge proves possession of the bound key)."""
+        """Bind an identity (a device of a user) to a signature key: the first device of a
+        new user as the registration policy allows, a further device with a pairing code of
+        its user's. Registering again with the bound key changes nothing (but sets a recovery
+        secret if the user has none yet: the signed challenge proves possession of the bound
+        key)."""
         cred = _decode_credential(credential)
         self._check_kind(cred)
         identity = self._identity_of(cred, signature_key)
         self._check_possession(cipher_suite, signature_key, challenge, signature)
         _check_recovery_hash(recovery)
         info = ClientInfo(client_id_of(signature_key), identity, signature_key, cipher_suite)
+        account = account_of(identity)
         with self.db.transaction() as tx:
             self._consume_challenge(tx, challenge)
             taken = tx.execute(
@@ -224,7 +230,7 @@ class AuthenticationService:
             )
             if taken:
                 if bytes(taken[0][1]) == signature_key:
-                    return Registration(info, False, self._set_recovery(tx, identity, recovery))
+                    return Registration(info, False, self._set_recovery(tx, account, recovery))
                 raise Conflict(
                     f"the name {identity!r} is already bound to another signature key: if it "
                     "is yours and you lost that key, recover it with its recovery secret; "
@@ -232,18 +238,26 @@ class AuthenticationService:
                 )
             if tx.execute("SELECT 1 FROM clients WHERE signature_key = ?", (signature_key,)):
                 raise Conflict("this signature key is already registered")
-            self._admit(tx, identity, invite_code)
+            enrolled = self._account_exists(tx, account)
+            if enrolled:  # a further device of a user: its account (and secret) stay
+                self._enrol(tx, identity, pairing_code)
+            else:
+                self._admit(tx, identity, invite_code)
+                tx.execute("DELETE FROM accounts WHERE identity = ?", (account,))
+                tx.execute(
+                    "INSERT INTO accounts (identity, recovery_hash, created) VALUES (?, ?, ?)",
+                    (account, recovery, self.clock()),
+                )
             tx.execute(
                 "INSERT INTO clients (id, identity, signature_key, credential, cipher_suite, "
                 "created) VALUES (?, ?, ?, ?, ?, ?)",
                 (info.id, identity, signature_key, credential, cipher_suite, self.clock()),
             )
-            tx.execute("DELETE FROM accounts WHERE identity = ?", (identity,))
-            tx.execute(
-                "INSERT INTO accounts (identity, recovery_hash, created) VALUES (?, ?, ?)",
-                (identity, recovery, self.clock()),
-            )
-        return Registration(info, True, recovery is not None)
+            others = {cid for cid, _ in self._device_ids(tx, account)}
+            self._add_device(tx, info.id, identity)
+            woken = self._announce(tx, "device_added", identity, others) if enrolled else set()
+        self._wake(woken)
+        return Registration(info, True, recovery is not None and not enrolled)
 
     def _check_kind(self, cred: Credential) -> None:
         """Registration "x509": a name comes from a certificate of the configured CA only."""
@@ -269,7 +283,8 @@ class AuthenticationService:
             raise Forbidden("this invite code is unknown, used or expired: ask for a new one")
 
     def _set_recovery(self, tx: Tx, identity: bytes, recovery: bytes | None) -> bool:
-        """Give a name that has no recovery secret (registered before they existed) one."""
+        """Give a user (``identity``: the account) that has no recovery secret (registered
+        before they existed) one."""
         if recovery is None:
             return False
         rows = tx.execute("SELECT recovery_hash FROM accounts WHERE identity = ?", (identity,))
@@ -334,13 +349,17 @@ class AuthenticationService:
         signature: bytes,
         recovery: bytes,
     ) -> Recovery:
-        """Rebind ``identity`` to a new signature key, given the name's recovery secret and
-        proof of possession of the new key; ``recovery`` (the new secret's hash) replaces
-        the old one. Wrong secrets are counted per name (then 429)."""
+        """Every device lost: bind the user ``identity`` (an account) to a new device (the
+        credential names a device of that user; its signature key is new), given the user's
+        recovery secret and proof of possession of the new key. Every old device is revoked;
+        the new one takes their places on delivery lists (to rejoin by external commit);
+        ``recovery`` (the new secret's hash) replaces the old one. Wrong secrets are counted
+        per user (then 429)."""
         cred = _decode_credential(credential)
         self._check_kind(cred)
-        if self._identity_of(cred, signature_key) != identity:
-            raise BadRequest("the new credential must name the identity being recovered")
+        named = self._identity_of(cred, signature_key)
+        if account_of(named) != identity:
+            raise BadRequest("the new credential must name a device of the user being recovered")
         self._check_possession(cipher_suite, signature_key, challenge, signature)
         _check_recovery_hash(recovery)
         with self.db.transaction() as tx:
@@ -349,12 +368,9 @@ class AuthenticationService:
                 raise Conflict("this signature key is already registered: recover onto a new key")
             done: Recovery | None = None
             if self._check_recovery_secret(tx, identity, secret):
-                new = ClientInfo(client_id_of(signature_key), identity, signature_key, cipher_suite)
-                old_id = self._rebind(tx, new, credential, recovery)
-                rows = tx.execute(
-                    "SELECT group_id FROM group_members WHERE client_id = ?", (new.id,)
-                )
-                done = Recovery(new, old_id, sorted(bytes(r[0]) for r in rows))
+                new = ClientInfo(client_id_of(signature_key), named, signature_key, cipher_suite)
+                old_id, groups = self._rebind(tx, new, credential, recovery)
+                done = Recovery(new, old_id, groups)
         # A wrong secret is refused after the transaction, which keeps its count.
         if done is None:
             raise Forbidden("wrong recovery secret for this name (or the name has none)")
@@ -385,28 +401,36 @@ class AuthenticationService:
         )
         return False
 
-    def _rebind(self, tx: Tx, new: ClientInfo, credential: bytes, recovery: bytes) -> str:
-        """Move the name to the new key: the old key's tokens and KeyPackages go, its place
-        on delivery lists and its queue move to the new client id. Returns the old id."""
-        old = tx.execute("SELECT id FROM clients WHERE identity = ?", (new.identity,))
+    def _rebind(
+        self, tx: Tx, new: ClientInfo, credential: bytes, recovery: bytes
+    ) -> tuple[str, list[bytes]]:
+        """Move the user to the new device: every old device is revoked (binding, tokens,
+        KeyPackages, queue), the new one stands on their delivery lists. Returns an old
+        client id (the one with the new device's name, if any) and the groups."""
+        account = account_of(new.identity)
+        old = self._device_ids(tx, account)
         if not old:
             raise NotFound("no client with this identity")
-        old_id = str(old[0][0])
+        old_id = next((cid for cid, ident in old if ident == new.identity), old[0][0])
+        groups: set[bytes] = set()
+        for cid, _ in old:
+            groups |= set(self._drop_client(tx, cid))
+            tx.execute("UPDATE group_undo SET roster = REPLACE(roster, ?, ?)", (cid, new.id))
         tx.execute(
-            "UPDATE clients SET id = ?, signature_key = ?, credential = ?, cipher_suite = ?, "
-            "created = ? WHERE identity = ?",
-            (new.id, new.signature_key, credential, new.cipher_suite, self.clock(), new.identity),
+            "INSERT INTO clients (id, identity, signature_key, credential, cipher_suite, "
+            "created) VALUES (?, ?, ?, ?, ?, ?)",
+            (new.id, new.identity, new.signature_key, credential, new.cipher_suite, self.clock()),
         )
-        tx.execute("DELETE FROM tokens WHERE client_id = ?", (old_id,))
-        tx.execute("DELETE FROM key_packages WHERE owner = ?", (old_id,))
-        tx.execute("UPDATE group_members SET client_id = ? WHERE client_id = ?", (new.id, old_id))
-        tx.execute("UPDATE queue SET client_id = ? WHERE client_id = ?", (new.id, old_id))
-        tx.execute("UPDATE group_undo SET roster = REPLACE(roster, ?, ?)", (old_id, new.id))
+        self._add_device(tx, new.id, new.identity)
+        for gid in sorted(groups):
+            tx.execute(
+                "INSERT INTO group_members (group_id, client_id) VALUES (?, ?)", (gid, new.id)
+            )
         tx.execute(
             "UPDATE accounts SET recovery_hash = ?, failures = 0 WHERE identity = ?",
-            (recovery, new.identity),
+            (recovery, account),
         )
-        return old_id
+        return old_id, sorted(groups)
 
     def rate_limit_recovery(self, peer: str) -> None:
         """Recovery requests are limited per address too (``recovery_per_address``)."""

@@ -164,6 +164,7 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
                 unb64(d.get("signature"), "signature"),
                 invite_code=_text(d.get("invite_code"), "invite_code"),
                 recovery=None if recovery is None else unb64(recovery, "recovery_hash"),
+                pairing_code=_text(d.get("pairing_code"), "pairing_code"),
             )
         )
         return {
@@ -189,6 +190,27 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
             unb64(d.get("recovery_hash"), "recovery_hash"),
         )
         return {"client_id": done.client.id, "groups": [g.hex() for g in done.groups]}
+
+    async def pairing(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        code, expires = await run_in_threadpool(service.create_pairing, client.identity)
+        return {"code": code, "expires": expires}
+
+    async def devices(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        rows = await run_in_threadpool(service.list_devices, client.identity)
+        return {
+            "devices": [
+                {"device": r["device"], "identity": b64(r["identity"]), "created": r["created"]}  # type: ignore[arg-type]
+                for r in rows
+            ]
+        }
+
+    async def revoke(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        device = request.path_params["device"]
+        identity = await run_in_threadpool(service.revoke_device, client.identity, device)
+        return {"identity": b64(identity)}
 
     async def create_invite(request: Request) -> dict[str, Any]:
         client = await client_of(request)
@@ -230,6 +252,14 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
     async def claim(request: Request) -> dict[str, Any]:
         client = await client_of(request)
         d = await body(request)
+        if d.get("user") is not None:  # every device of a user
+            kps = await run_in_threadpool(
+                service.claim_user_key_packages,
+                client,
+                unb64(d.get("user"), "user"),
+                int(d.get("cipher_suite", 1)),
+            )
+            return {"key_packages": [b64(kp) for kp in kps]}
         kp = await run_in_threadpool(
             service.claim_key_package,
             client,
@@ -396,6 +426,9 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         Route("/v1/auth/token", route(token), methods=["POST"]),
         Route("/v1/auth/recover", route(recover), methods=["POST"]),
         Route("/v1/invites", route(create_invite), methods=["POST"]),
+        Route("/v1/devices", route(devices)),
+        Route("/v1/devices/pairing", route(pairing), methods=["POST"]),
+        Route("/v1/devices/{device}/revoke", route(revoke), methods=["POST"]),
         Route("/v1/identities/{identity}", route(identity)),
         Route("/v1/key_packages", route(upload), methods=["POST"]),
         Route("/v1/key_packages/claim", route(claim), methods=["POST"]),

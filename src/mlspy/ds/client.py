@@ -103,7 +103,11 @@ class DSClient:
         }
 
     def register(
-        self, *, invite_code: str | None = None, recovery_hash: bytes | None = None
+        self,
+        *,
+        invite_code: str | None = None,
+        recovery_hash: bytes | None = None,
+        pairing_code: str | None = None,
     ) -> str:
         """Bind our name to our key at the AS; ``invite_code`` where the server's
         registration policy needs one, ``recovery_hash`` (``mlspy.ds.accounts.recovery_hash``
@@ -114,6 +118,8 @@ class DSClient:
             body["invite_code"] = invite_code
         if recovery_hash is not None:
             body["recovery_hash"] = _b64(recovery_hash)
+        if pairing_code is not None:
+            body["pairing_code"] = pairing_code
         out = self._call("POST", "/v1/auth/register", json=body)
         self.recovery_set = bool(out.get("recovery_set"))
         return str(out["client_id"])
@@ -128,6 +134,36 @@ class DSClient:
         )
         out = self._call("POST", "/v1/auth/recover", json=body)
         return [bytes.fromhex(g) for g in out["groups"]]
+
+    def pairing_code(self) -> str:
+        """A single-use code (ten minutes) that enrols a new device of our user."""
+        return str(self._call("POST", "/v1/devices/pairing")["code"])
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Our user's devices: name, identity, when enrolled."""
+        out = self._call("GET", "/v1/devices")["devices"]
+        return [
+            {
+                "device": d["device"],
+                "identity": base64.b64decode(d["identity"]),
+                "created": d["created"],
+            }
+            for d in out
+        ]
+
+    def revoke_device(self, device: str) -> bytes:
+        """Revoke one of our user's devices; returns its identity."""
+        out = self._call("POST", f"/v1/devices/{device}/revoke")
+        return base64.b64decode(out["identity"])
+
+    def claim_user_key_packages(self, user: bytes, cipher_suite: int = 1) -> list[bytes]:
+        """One KeyPackage of every device of ``user``."""
+        out = self._call(
+            "POST",
+            "/v1/key_packages/claim",
+            json={"user": _b64(user), "cipher_suite": cipher_suite},
+        )
+        return [base64.b64decode(k) for k in out["key_packages"]]
 
     def create_invite(self) -> str:
         """A single-use invite code for someone new (a few a day)."""

@@ -114,6 +114,25 @@ _TABLES = [
         expires DOUBLE PRECISION NOT NULL,
         used_by {blob})""",
     """CREATE INDEX IF NOT EXISTS invites_by_issuer ON invites (issuer, created)""",
+    # Users and their devices (``devices.py``): each client is a device of one account (the
+    # user name); pairing codes (hashed, single use) enrol a new device of an account.
+    """CREATE TABLE IF NOT EXISTS devices (
+        client_id TEXT PRIMARY KEY,
+        account {blob} NOT NULL,
+        device TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS devices_by_account ON devices (account)""",
+    """CREATE TABLE IF NOT EXISTS pairings (
+        code_hash {blob} PRIMARY KEY,
+        account {blob} NOT NULL,
+        created DOUBLE PRECISION NOT NULL,
+        expires DOUBLE PRECISION NOT NULL,
+        used_by {blob})""",
+    """CREATE INDEX IF NOT EXISTS pairings_by_account ON pairings (account, created)""",
+    # Clients registered before devices existed: each the one device ("") of its name.
+    """INSERT INTO devices (client_id, account, device, created)
+        SELECT id, identity, '', created FROM clients
+        WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.client_id = clients.id)""",
 ]
 
 

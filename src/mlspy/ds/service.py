@@ -60,6 +60,11 @@ from mlspy.messages import Add, ContentType, Extension, LastResort, MLSMessage
 MAX_MESSAGE = 1 << 20
 
 
+# Queue items that are not group messages: Welcomes, roll-back notices (a commit undone), and
+# notices of a user's devices (``devices.py``: enrolled or revoked; the device's identity).
+_NOTICES = ("welcome", "rollback", "device_added", "device_revoked")
+
+
 @dataclass(frozen=True)
 class QueuedMessage:
     seq: int
@@ -91,6 +96,28 @@ class DeliveryService(AuthenticationService):
     on_queued: Callable[[set[str]], None] = lambda _: None
 
     # --- KeyPackage directory (RFC 9750 §5.1) --------------------------------------
+
+    def _wake(self, client_ids: set[str]) -> None:
+        self.on_queued(client_ids)
+
+    def claim_user_key_packages(
+        self, claimer: ClientInfo, user: bytes, cipher_suite: int
+    ) -> list[bytes]:
+        """One KeyPackage of every device of ``user`` (each claim as ``claim_key_package``);
+        devices with none left are skipped. 404 when the user has no device."""
+        with self.db.transaction() as tx:
+            devices = self._device_ids(tx, user)
+        if not devices:
+            raise NotFound("no user with this name")
+        out = []
+        for _, identity in devices:
+            try:
+                out.append(self.claim_key_package(claimer, identity, cipher_suite))
+            except NotFound:
+                continue
+        if not out:
+            raise NotFound("no KeyPackage left for this user's devices and cipher suite")
+        return out
 
     def upload_key_packages(self, client: ClientInfo, messages: Sequence[bytes]) -> int:
         rows = []
@@ -697,7 +724,7 @@ class DeliveryService(AuthenticationService):
         return [
             QueuedMessage(
                 int(r[0]),
-                str(r[1]) if r[1] in ("welcome", "rollback") else "message",
+                str(r[1]) if r[1] in _NOTICES else "message",
                 bytes(r[2]),
                 int(r[3]),
                 bytes(r[4]),

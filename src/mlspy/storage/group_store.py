@@ -264,8 +264,9 @@ class StoredGroup:
     def clear_pending_commit(self, also_write: Mapping[str, Write] | None = None) -> None:
         self._transition(lambda g: g.clear_pending_commit(), lambda _: also_write or {})
 
-    def propose(self, make: Callable[[Group], bytes], also_write: AlsoWrite[bytes] = None) -> bytes:
-        """Any ``propose_*`` call, e.g. ``stored.propose(lambda g: g.propose_update())``."""
+    def propose(self, make: Callable[[Group], T], also_write: AlsoWrite[T] = None) -> T:
+        """Any ``propose_*`` calls, e.g. ``stored.propose(lambda g: g.propose_update())``,
+        stored in one write (``make`` may return several proposals)."""
         return self._transition(make, also_write)
 
 

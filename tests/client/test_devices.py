@@ -1,0 +1,152 @@
+"""Users with many devices, over a real DS on loopback (issue 17): enrolment with a pairing
+code, groups of users, every device seeing the conversation, revocation, removal of a user."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from mlspy.client import Client, Event
+from mlspy.ds.client import DSRequestError
+from mlspy.ds.db import SQLiteDatabase
+from mlspy.ds.server import InProcessServer
+from mlspy.errors import MLSError
+from mlspy.messages import MLSMessage
+
+FAST = {"poll_interval": 0.1}
+
+
+async def _until(client: Client, kind: str, group_id: bytes | None = None) -> Event:
+    return await client.wait_for(kind, group_id, timeout=20)
+
+
+async def _message(client: Client, text: str) -> Event:
+    async def find() -> Event:
+        while True:
+            event = await client.next_event(None)
+            if event.kind == "message" and event.text == text:
+                return event
+
+    return await asyncio.wait_for(find(), 20)
+
+
+async def _joined_all(client: Client, groups: list[bytes]) -> None:
+    seen: set[bytes] = set()
+    while seen != set(groups):
+        seen.add((await _until(client, "joined")).group_id)
+
+
+async def _enrol(server: str, existing: Client, device: str) -> Client:
+    code = await existing.pairing_code()
+    new = Client(server, existing.name, device=device, pairing_code=code, **FAST)
+    await new.start()
+    return new
+
+
+def _last_application_message(tmp_path: Path, gid: bytes) -> bytes:
+    with SQLiteDatabase(tmp_path / "ds.db").transaction() as tx:
+        rows = tx.execute(
+            "SELECT data FROM messages WHERE group_id = ? AND kind = 'application' "
+            "ORDER BY seq DESC LIMIT 1",
+            (gid,),
+        )
+    return bytes(rows[0][0])
+
+
+def test_a_user_with_many_devices(server: InProcessServer, tmp_path: Path) -> None:
+    """alice has three devices in five of bob's groups; a fourth is enrolled and ends up in
+    all five, reading new messages; alice's messages from one device appear on the others;
+    one device is revoked, removed from all five, and decrypts nothing sent afterwards; bob
+    removes alice from a group and every device of hers is gone from it."""
+
+    async def scenario() -> None:
+        phone = Client(server.url, "alice", device="phone", **FAST)
+        bob = Client(server.url, "bob", **FAST)
+        await phone.start()
+        await bob.start()
+        laptop = await _enrol(server.url, phone, "laptop")
+        tablet = await _enrol(server.url, laptop, "tablet")
+        alice = [phone, laptop, tablet]
+        assert sorted(await tablet.devices()) == ["laptop", "phone", "tablet"]
+
+        groups = [await bob.create_group() for _ in range(5)]
+        for gid in groups:
+            await bob.invite(gid, "alice")  # every device of alice's
+        for device in alice:
+            await _joined_all(device, groups)
+        assert bob.members(groups[0]) == ("bob", "alice")
+
+        desk = await _enrol(server.url, laptop, "desk")
+        await _joined_all(desk, groups)  # added by alice's lowest device in each group
+        alice.append(desk)
+        for gid in groups:
+            await bob.send(gid, f"hello {gid.hex()[:4]}")
+            assert (await _message(desk, f"hello {gid.hex()[:4]}")).group_id == gid
+
+        await laptop.send(groups[0], "from my laptop")
+        for device in (phone, tablet, desk):
+            event = await _message(device, "from my laptop")
+            assert (event.sender, event.device, event.group_id) == ("alice", "laptop", groups[0])
+        assert (await _message(bob, "from my laptop")).sender == "alice"
+
+        await phone.revoke("tablet")
+        for gid in groups:  # phone (alice's lowest leaf) removes the tablet everywhere
+            while True:
+                await bob.sync()
+                if "tablet" not in _devices_of(bob, gid, "alice"):
+                    break
+                await asyncio.sleep(0.1)
+        assert sorted(await phone.devices()) == ["desk", "laptop", "phone"]
+        with pytest.raises(DSRequestError) as info:
+            await asyncio.to_thread(tablet.ds.login)
+        assert info.value.status == 401
+        await bob.send(groups[1], "not for the tablet")
+        assert (await _message(desk, "not for the tablet")).group_id == groups[1]
+        secret = _last_application_message(tmp_path, groups[1])
+        with pytest.raises(MLSError):
+            tablet.group(groups[1]).group.process(MLSMessage.decode(secret))
+
+        await bob.remove(groups[2], "alice")
+        for device in (phone, laptop, desk):
+            await _until(device, "removed", groups[2])
+            assert groups[2] not in device.group_ids()
+        assert bob.members(groups[2]) == ("bob",)
+        for client in [*alice, bob]:
+            await client.stop()
+
+    asyncio.run(scenario())
+
+
+def _devices_of(client: Client, gid: bytes, user: str) -> tuple[str, ...]:
+    from mlspy.client.sdk import member_devices
+
+    return member_devices(client.group(gid).group).get(user, ())
+
+
+def test_a_second_device_needs_a_pairing_code(server: InProcessServer) -> None:
+    """A name's further device is refused without a pairing code of that user, or with a
+    wrong, used or someone else's one."""
+
+    async def scenario() -> None:
+        phone = Client(server.url, "alice", device="phone", **FAST)
+        eve = Client(server.url, "eve", **FAST)
+        await phone.start()
+        await eve.start()
+        for code in (None, "AAAA-BBBB-CC", await eve.pairing_code()):
+            thief = Client(server.url, "alice", device="evil", pairing_code=code, **FAST)
+            with pytest.raises(DSRequestError) as info:
+                await thief.start()
+            assert info.value.status == 403
+        code = await phone.pairing_code()
+        laptop = Client(server.url, "alice", device="laptop", pairing_code=code, **FAST)
+        await laptop.start()
+        again = Client(server.url, "alice", device="other", pairing_code=code, **FAST)
+        with pytest.raises(DSRequestError) as info:
+            await again.start()
+        assert info.value.status == 403  # single use
+        for client in (phone, eve, laptop):
+            await client.stop()
+
+    asyncio.run(scenario())
