@@ -35,6 +35,17 @@ class CredentialValidator(Protocol):
         ...
 
 
+def same_member(validator: CredentialValidator | None, old: Credential, new: Credential) -> bool:
+    """Whether ``new`` presents identifiers acceptable for the participant ``old`` named
+    (§12.1.2, §12.4.3.2: "acceptable to the application"): equal credentials always; others
+    when the application's validator has a ``same_member(old, new)`` method saying so (e.g.
+    two devices of one user, ``mlspy.users``)."""
+    if old == new:
+        return True
+    check = getattr(validator, "same_member", None)
+    return check is not None and bool(check(old, new))
+
+
 # The catalogue rule (docs/validation.md) of X.509 credential validation.
 X509_RULE = "LN-32"
 

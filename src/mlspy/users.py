@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from mlspy.errors import UsageError
+from mlspy.messages import Credential
 
 SEPARATOR = "/"
 _DEVICE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
@@ -38,6 +39,16 @@ def user_of(identity: bytes | None) -> str:
     return split_identity(identity)[0]
 
 
+def same_user(old: Credential, new: Credential) -> bool:
+    """Two credentials of one user's devices: the same participant for the application
+    (a new device may take a lost one's place, RFC 9420 §12.4.3.2)."""
+    return (
+        old.credential_type == new.credential_type
+        and old.identity is not None
+        and user_of(old.identity) == user_of(new.identity)
+    )
+
+
 def check_user(user: str) -> None:
     if not user or SEPARATOR in user or len(user.encode()) > 255:
         raise UsageError(f"a user name is 1 to 255 bytes without {SEPARATOR!r}: {user!r}")
@@ -53,6 +64,7 @@ __all__ = [
     "check_device",
     "check_user",
     "device_identity",
+    "same_user",
     "split_identity",
     "user_of",
 ]

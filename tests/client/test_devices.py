@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlspy.client import Client, Event
-from mlspy.ds.client import DSRequestError
+from mlspy.ds.client import DSClient, DSRequestError
 from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.server import InProcessServer
 from mlspy.errors import MLSError
@@ -147,6 +147,57 @@ def test_a_second_device_needs_a_pairing_code(server: InProcessServer) -> None:
             await again.start()
         assert info.value.status == 403  # single use
         for client in (phone, eve, laptop):
+            await client.stop()
+
+    asyncio.run(scenario())
+
+
+def test_every_device_lost_the_user_recovers(server: InProcessServer) -> None:
+    """alice loses her phone and her laptop. On a new device her recovery secret brings her
+    user back: both old devices are revoked (they cannot log in) and removed from her groups,
+    the new device rejoins them and talks with bob. Nobody else could have done it: the
+    secret rotated, and a wrong one is refused."""
+    from mlspy.storage import MemoryStore
+
+    async def scenario() -> None:
+        phone = Client(server.url, "alice", device="phone", **FAST)
+        bob = Client(server.url, "bob", **FAST)
+        await phone.start()
+        await bob.start()
+        secret = phone.new_recovery_secret
+        assert secret is not None
+        laptop = await _enrol(server.url, phone, "laptop")
+        assert laptop.new_recovery_secret is None  # the user's secret is the phone's
+        groups = [await bob.create_group() for _ in range(2)]
+        for gid in groups:
+            await bob.invite(gid, "alice")
+        for device in (phone, laptop):
+            await _joined_all(device, groups)
+        lost = [phone, laptop]
+        for device in lost:
+            await device.stop()
+
+        eve = Client(server.url, "alice", device="eve", store=MemoryStore(), **FAST)
+        with pytest.raises(DSRequestError):
+            await eve.recover("WRONG-SECRET")
+        new = Client(server.url, "alice", device="new", store=MemoryStore(), **FAST)
+        assert sorted(await new.recover(secret)) == sorted(groups)
+        for device in lost:  # revoked: their keys no longer log in
+            with pytest.raises(DSRequestError) as info:
+                await asyncio.to_thread(DSClient(server.url, device.identity).login)
+            assert info.value.status == 401
+        for gid in groups:
+            while True:
+                await bob.sync()
+                if _devices_of(bob, gid, "alice") == ("new",):
+                    break
+                await asyncio.sleep(0.1)
+            await bob.send(gid, "welcome back")
+            assert (await _message(new, "welcome back")).group_id == gid
+        await new.send(groups[0], "thanks")
+        assert (await _message(bob, "thanks")).device == "new"
+        assert await new.devices() == ["new"]
+        for client in (new, bob):
             await client.stop()
 
     asyncio.run(scenario())

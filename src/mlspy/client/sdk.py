@@ -141,7 +141,7 @@ from mlspy.messages import (
     WireFormat,
 )
 from mlspy.storage import GroupStore, MemoryStore, Store, StoredGroup, Write
-from mlspy.users import device_identity, split_identity, user_of
+from mlspy.users import device_identity, same_user, split_identity, user_of
 
 log = logging.getLogger("mlspy.client")
 
@@ -239,21 +239,24 @@ def _decode_identity(data: bytes) -> SigningIdentity:
 
 
 class _OwnOldLeaf:
-    """While a recovered name rejoins: our own credential is accepted with the lost key
-    too (its leaf is the one the external commit removes); everything else is validated
-    as usual."""
+    """While a recovered user rejoins: the leaves of our user's lost devices are accepted
+    though the AS no longer binds them (the external commit removes one, the commit after it
+    the others); everything else is validated as usual."""
 
     def __init__(self, config: GroupConfig, identity: SigningIdentity) -> None:
         assert config.credential_validator is not None
         self.usual: CredentialValidator = config.credential_validator
-        self.credential = identity.credential
+        self.user = user_of(identity.credential.identity)
 
     def validate(self, credential: Credential, signature_key: bytes) -> None:
         try:
             self.usual.validate(credential, signature_key)
         except CredentialError:
-            if credential != self.credential:
+            if user_of(credential.identity) != self.user:
                 raise
+
+    def same_member(self, old: Credential, new: Credential) -> bool:
+        return same_user(old, new)
 
 
 def _outgoing(out: CommitOutput, group: Group) -> Outgoing:
@@ -399,11 +402,13 @@ class Client:
         rejoined = []
         try:
             for gid in groups:
-                with contextlib.suppress(MLSError, httpx.HTTPError):
+                try:
                     await self.join_external(gid, resync=True)
                     rejoined.append(gid)
                     # Our user's other lost devices, revoked by the recovery, go too.
                     await self._commit(gid, _remover(lambda g: _leaves_of(g, self.name)))
+                except (MLSError, DSRequestError, httpx.HTTPError) as exc:
+                    log.warning("%s: could not rejoin group %s: %s", self.name, gid.hex(), exc)
         finally:
             self.config = usual
             self._handles.clear()  # reloaded from the store, with the usual validator
@@ -977,13 +982,9 @@ class Client:
         for _ in range(COMMIT_RETRIES):
             info = await asyncio.to_thread(self.ds.group_info, group_id)
             prior = None
-            if resync:  # our old leaf: this device's, else one of our user's lost devices
-                mine = {
-                    ident: leaf
-                    for leaf, ident in _tree_members(info)
-                    if user_of(ident) == self.name
-                }
+            if resync:  # our old leaf: this device's, else a lost device's of our user
                 own = device_identity(self.name, self.device)
+                mine = {i: leaf for leaf, i in _tree_members(info) if user_of(i) == self.name}
                 prior = mine.get(own, min(mine.values(), default=None))
             group, commit = join_external(
                 info, self.identity, remove_prior=prior, config=self.config

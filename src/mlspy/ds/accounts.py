@@ -19,7 +19,6 @@ name in the database (so every DS node shares the count) and per address.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
@@ -30,11 +29,14 @@ from dataclasses import dataclass, field
 
 from mlspy.credentials import CredentialError, X509Validator
 from mlspy.crypto import suite
+from mlspy.ds.codes import new_code
+from mlspy.ds.codes import normalized as _normalized
 from mlspy.ds.db import Database, Tx
 from mlspy.ds.devices import Devices, account_of
 from mlspy.ds.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 from mlspy.errors import DecodeError, MLSError
 from mlspy.messages import Credential, CredentialType
+from mlspy.users import same_user
 
 CHALLENGE_LABEL = "DS Challenge"
 CHALLENGE_TTL = 300.0
@@ -55,20 +57,9 @@ NO_BINDING = (
 )
 
 
-def new_code(nbytes: int = 10) -> str:
-    """A random code for people to copy: base32 in groups of four (80 bits by default)."""
-    raw = base64.b32encode(os.urandom(nbytes)).decode().rstrip("=")
-    return "-".join(raw[i : i + 4] for i in range(0, len(raw), 4))
-
-
 def new_recovery_secret() -> str:
     """A recovery secret (160 bits): made by the client, shown to its user once."""
     return new_code(20)
-
-
-def _normalized(code: str) -> bytes:
-    """Codes are compared without case, spaces or dashes (people retype them)."""
-    return "".join(code.split()).replace("-", "").upper().encode()
 
 
 def invite_hash(code: str) -> bytes:
@@ -125,6 +116,12 @@ class RegistryValidator:
     def __init__(self, service: AuthenticationService, tx: Tx) -> None:
         self.service = service
         self.tx = tx
+
+    @staticmethod
+    def same_member(old: Credential, new: Credential) -> bool:
+        """Devices of one user are one participant (``mlspy.users``): a new device of the
+        user may replace a lost one's leaf by external commit (§12.4.3.2)."""
+        return same_user(old, new)
 
     def validate(self, credential: Credential, signature_key: bytes) -> None:
         try:

@@ -17,6 +17,7 @@ from mlspy.ds.service import CHALLENGE_LABEL
 from mlspy.errors import MLSError
 from mlspy.group import KeyPackageBundle, SigningIdentity
 from mlspy.messages import Credential, CredentialType, MLSMessage
+from mlspy.users import same_user
 
 __all__ = [
     "ASCredentialValidator",
@@ -285,6 +286,12 @@ class ASCredentialValidator:
     def __init__(self, client: DSClient) -> None:
         self.client = client
         self._seen: dict[bytes, bytes] = {}
+
+    @staticmethod
+    def same_member(old: Credential, new: Credential) -> bool:
+        """Devices of one user are one participant (``mlspy.users``): a new device of the
+        user may replace a lost one's leaf (§12.4.3.2)."""
+        return same_user(old, new)
 
     def validate(self, credential: Credential, signature_key: bytes) -> None:
         identity = credential.identity

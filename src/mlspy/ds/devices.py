@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+from mlspy.ds.codes import new_code, normalized
 from mlspy.ds.db import Database, Tx
 from mlspy.ds.errors import Forbidden, NotFound, RateLimited
 from mlspy.users import split_identity
@@ -32,9 +33,8 @@ NEEDS_PAIRING = (
 
 
 def pairing_hash(account: bytes, code: str) -> bytes:
-    normalized = "".join(code.split()).replace("-", "").upper().encode()
     return hashlib.sha256(
-        _PAIRING_LABEL + len(account).to_bytes(4, "big") + account + normalized
+        _PAIRING_LABEL + len(account).to_bytes(4, "big") + account + normalized(code)
     ).digest()
 
 
@@ -104,8 +104,6 @@ class Devices:
 
     def create_pairing(self, client_identity: bytes) -> tuple[str, float]:
         """A pairing code for a new device of the caller's user (single use, ten minutes)."""
-        from mlspy.ds.accounts import new_code
-
         account = account_of(client_identity)
         now = self.clock()
         code = new_code(6)

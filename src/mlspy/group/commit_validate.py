@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from mlspy.credentials import validate_credential
+from mlspy.credentials import CredentialValidator, same_member, validate_credential
 from mlspy.crypto import CipherSuiteProvider
 from mlspy.errors import (
     CommitError,
@@ -165,7 +165,9 @@ def validate_path_leaf(
         raise CommitError(f"invalid committer leaf: {exc}", rule=rule) from exc
     check_leaf_supports_group(leaf, applied.extensions, rule="LN-08")
     if joiner:
-        check_external_join(applied.extensions, old_tree, applied.removed, leaf)
+        check_external_join(
+            applied.extensions, old_tree, applied.removed, leaf, checks.credential_validator
+        )
     if checks.credential_validator is not None:
         validate_credential(
             checks.credential_validator,
@@ -189,13 +191,19 @@ def validate_path_leaf(
         check_credential_support(new_tree, rule="LN-12", with_leaf=(committer, leaf))
 
 
-def check_resync(old_tree: RatchetTree, applied: AppliedProposals, path: UpdatePath) -> None:
+def check_resync(
+    old_tree: RatchetTree,
+    applied: AppliedProposals,
+    path: UpdatePath,
+    validator: CredentialValidator | None = None,
+) -> None:
     """An external commit may only remove the joiner's own earlier appearance: the new leaf
-    must present the removed leaf's identity, as an Update of that leaf would (§12.4.3.2)."""
+    must present the removed leaf's identity, as an Update of that leaf would (§12.4.3.2), or
+    one the application accepts for it (``credentials.same_member``)."""
     if not applied.removed:
         return
     old = old_tree.leaf(applied.removed[0])
-    if old is not None and path.leaf_node.credential != old.credential:
+    if old is not None and not same_member(validator, old.credential, path.leaf_node.credential):
         raise ExternalCommitError(
             "an external commit may only remove the joiner's own earlier leaf", rule="PL-20"
         )
@@ -259,7 +267,7 @@ def validate_commit(
     fdp: list[NodeIndex] = []
     if commit.path is not None:
         if external:
-            check_resync(tree, applied, commit.path)
+            check_resync(tree, applied, commit.path, checks.credential_validator)
         committer, fdp = _merge_path(
             cs, context.group_id, tree, new_tree, sender, commit.path, applied, checks
         )

@@ -106,7 +106,7 @@ def join_external(
     applied = apply_proposals(cs, ctx, tree, queued, me, checks=checks, psk_available=available)
     own_leaf, created = _occupy_and_refresh(cs, tree, identity, ctx, applied, provider)
     commit = Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), created.update_path)
-    check_resync(old_tree, applied, created.update_path)
+    check_resync(old_tree, applied, created.update_path, checks.credential_validator)
     leaf = created.update_path.leaf_node
     validate_path_leaf(
         cs, ctx.group_id, old_tree, tree, leaf, own_leaf, applied, checks, joiner=True

@@ -33,6 +33,7 @@ from enum import IntEnum
 from typing import ClassVar, Protocol
 
 from mlspy.codec import Reader, Writer
+from mlspy.credentials import CredentialValidator, same_member
 from mlspy.errors import DecodeError, PolicyError
 from mlspy.messages import (
     Add,
@@ -139,16 +140,18 @@ def check_external_join(
     old_tree: RatchetTree,
     removed: Sequence[LeafIndex],
     joiner: LeafNode,
+    validator: CredentialValidator | None = None,
 ) -> None:
     """An external commit: allowed in an open group, and in any group to a client that
-    replaces its own earlier leaf (resync after losing its state, RFC 9750 §6.6) — so a
+    replaces its own earlier leaf (resync after losing its state, RFC 9750 §6.6; or a leaf
+    the application accepts as the same participant's, ``credentials.same_member``) — so a
     removed member comes back only if a member adds it again."""
     policy = policy_in(extensions)
     if policy is None or policy.joins == Joins.open:
         return
     for leaf_index in removed:
         old = old_tree.leaf(leaf_index)
-        if old is not None and old.credential == joiner.credential:
+        if old is not None and same_member(validator, old.credential, joiner.credential):
             return
     raise PolicyError(
         "this group does not take external joins from outsiders (only members resync)",
