@@ -47,8 +47,8 @@ def event_record(event: Event) -> dict[str, Any]:
         "id": event.id,
         "kind": event.kind,
         "gid": event.group_id.hex(),
-        "text": event.text,
-        "sender": event.sender,
+        "text": getattr(event, "text", ""),
+        "sender": getattr(event, "sender", ""),
         "epoch": event.epoch,
     }
 

@@ -93,11 +93,7 @@ def test_a_user_with_many_devices(server: InProcessServer, tmp_path: Path) -> No
 
         await phone.revoke("tablet")
         for gid in groups:  # phone (alice's lowest leaf) removes the tablet everywhere
-            while True:
-                await bob.sync()
-                if "tablet" not in _devices_of(bob, gid, "alice"):
-                    break
-                await asyncio.sleep(0.1)
+            await _until_devices(bob, gid, "alice", ("phone", "laptop", "desk"))
         assert sorted(await phone.devices()) == ["desk", "laptop", "phone"]
         with pytest.raises(DSRequestError) as info:
             await asyncio.to_thread(tablet.ds.login)
@@ -117,6 +113,17 @@ def test_a_user_with_many_devices(server: InProcessServer, tmp_path: Path) -> No
             await client.stop()
 
     asyncio.run(scenario())
+
+
+async def _until_devices(
+    client: Client, gid: bytes, user: str, devices: tuple[str, ...], timeout: float = 20
+) -> None:
+    """Wait until ``client`` sees exactly ``devices`` of ``user`` in the group."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while sorted(_devices_of(client, gid, user)) != sorted(devices):
+        assert asyncio.get_running_loop().time() < deadline, _devices_of(client, gid, user)
+        await client.sync()
+        await asyncio.sleep(0.1)
 
 
 def _devices_of(client: Client, gid: bytes, user: str) -> tuple[str, ...]:
@@ -187,11 +194,7 @@ def test_every_device_lost_the_user_recovers(server: InProcessServer) -> None:
                 await asyncio.to_thread(DSClient(server.url, device.identity).login)
             assert info.value.status == 401
         for gid in groups:
-            while True:
-                await bob.sync()
-                if _devices_of(bob, gid, "alice") == ("new",):
-                    break
-                await asyncio.sleep(0.1)
+            await _until_devices(bob, gid, "alice", ("new",))
             await bob.send(gid, "welcome back")
             assert (await _message(new, "welcome back")).group_id == gid
         await new.send(groups[0], "thanks")

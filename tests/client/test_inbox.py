@@ -9,7 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from mlspy.client.inbox import Event, Inbox, Staged
+from mlspy.client.events import (
+    KINDS,
+    DeviceAdded,
+    DeviceRemoved,
+    EpochChanged,
+    Event,
+    Joined,
+    JoinRequest,
+    KeysUpdated,
+    MemberAdded,
+    MemberLeft,
+    MemberRemoved,
+    Message,
+    Removed,
+    decode,
+    encode,
+)
+from mlspy.client.inbox import Inbox, Staged
 from mlspy.errors import DecodeError, StorageError
 from mlspy.storage import MemoryStore, SQLiteStore, Store
 
@@ -30,8 +47,13 @@ STORES: list[Opener] = [_memory, _sqlite]
 IDS = ["memory", "sqlite"]
 
 
-def _event(text: str) -> Event:
-    return Event("message", b"group", 3, sender="alice", text=text)
+def _event(text: str) -> Message:
+    return Message(b"group", 3, sender="alice", device="", data=text.encode())
+
+
+def _t(event: Event) -> str:
+    assert isinstance(event, Message)
+    return event.text
 
 
 def _publish(inbox: Inbox, store: Store, *texts: str) -> list[Event]:
@@ -45,29 +67,42 @@ def _publish(inbox: Inbox, store: Store, *texts: str) -> list[Event]:
 def _drain(inbox: Inbox) -> list[tuple[int, str]]:
     out = []
     while (event := inbox.get_nowait()) is not None:
-        out.append((event.id, event.text))
+        out.append((event.id, _t(event)))
     return out
 
 
 def test_event_round_trip() -> None:
-    event = Event(
-        "member_joined",
-        b"\x00group\xff",
-        2**40 + 1,
-        sender="Zoë 🦊",
-        text="grüße, 世界 — ✓\n",
-        members=("alice", "Bjørn", "", "卡罗尔"),
-        id=12345678901,
-        device="laptop",
-    )
-    data = event.encode()
-    assert Event.decode(data) == event
-    assert "grüße, 世界 — ✓\n".encode() in data
-    assert Event.decode(Event("joined", b"g", 0).encode()) == Event("joined", b"g", 0, id=0)
+    events: list[Event] = [
+        Message(
+            b"\x00group\xff",
+            2**40 + 1,
+            sender="Zoë 🦊",
+            device="laptop",
+            data="grüße, 世界 — ✓\n".encode(),
+            id=12345678901,
+        ),
+        Joined(b"g", 0, members=("alice", "Bjørn", "", "卡罗尔"), by="bob"),
+        MemberAdded(b"g", 1, user="carol", devices=("", "phone"), by="alice"),
+        MemberRemoved(b"g", 2, user="carol", by="alice"),
+        MemberLeft(b"g", 2, user="carol", by="bob"),
+        DeviceAdded(b"g", 3, user="alice", device="desk", by="alice"),
+        DeviceRemoved(b"g", 3, user="alice", device="tablet", by="alice"),
+        KeysUpdated(b"g", 4, user="bob", device=""),
+        EpochChanged(b"g", 5, members=("alice",), by="alice", device="phone"),
+        Removed(b"g", 6, by="alice"),
+        JoinRequest(b"g", 6, user="dave"),
+    ]
+    assert {e.kind for e in events} == set(KINDS)  # every kind, once
+    for event in events:
+        data = encode(event)
+        assert decode(data) == event and type(decode(data)) is type(event)
+    assert "grüße, 世界 — ✓\n".encode().hex().encode() in encode(events[0])
     with pytest.raises(DecodeError):
-        Event.decode(data + b"\x00")
+        decode(encode(events[0]) + b"x")
     with pytest.raises(DecodeError):
-        Event.decode(data[:-1])
+        decode(b'{"kind": "message", "group_id": "00", "epoch": 1}')  # fields missing
+    with pytest.raises(DecodeError):
+        decode(b'{"kind": "nonsense", "group_id": "00", "epoch": 1}')
 
 
 @pytest.mark.parametrize("open_store", STORES, ids=IDS)
@@ -76,10 +111,10 @@ def test_ids_increase_and_are_never_reused(tmp_path: Path, open_store: Opener) -
     inbox = Inbox(store)
     writes, numbered = inbox.stage([_event("a"), _event("b")])
     assert [e.id for e in numbered] == [1, 2]
-    assert [e.text for e in numbered] == ["a", "b"]
+    assert [_t(e) for e in numbered] == ["a", "b"]
     store.write(writes)
     inbox.published(numbered)
-    assert [(e.id, e.text) for e in _publish(inbox, store, "c")] == [(3, "c")]
+    assert [(e.id, _t(e)) for e in _publish(inbox, store, "c")] == [(3, "c")]
     assert _drain(inbox) == [(1, "a"), (2, "b"), (3, "c")]
     for event_id in (1, 2, 3):
         inbox.ack(event_id)
@@ -105,13 +140,13 @@ def test_failed_batch_publishes_nothing_and_its_ids_are_used_again(
     assert len([k for k in writes if k.startswith("inbox/")]) == 2 and "group/x" in writes
     with pytest.raises(StorageError):
         store.write(writes)
-    assert [e.text for e in inbox.unacknowledged()] == ["first"]
+    assert [_t(e) for e in inbox.unacknowledged()] == ["first"]
     assert store.get("group/x") is None
     assert _drain(inbox) == [(1, "first")]
     # The next batch gets the ids the failed one did not use.
-    assert [(e.id, e.text) for e in _publish(inbox, store, "kept")] == [(2, "kept")]
+    assert [(e.id, _t(e)) for e in _publish(inbox, store, "kept")] == [(2, "kept")]
     assert _drain(inbox) == [(2, "kept")]
-    assert [(e.id, e.text) for e in Inbox(reopen()).unacknowledged()] == [(1, "first"), (2, "kept")]
+    assert [(e.id, _t(e)) for e in Inbox(reopen()).unacknowledged()] == [(1, "first"), (2, "kept")]
 
 
 @pytest.mark.parametrize("open_store", STORES, ids=IDS)
@@ -122,14 +157,14 @@ def test_put_back_hands_out_an_unacknowledged_event_first(
     inbox = Inbox(store)
     _publish(inbox, store, "one", "two")
     first = inbox.get_nowait()
-    assert first is not None and (first.id, first.text) == (1, "one")
+    assert first is not None and (first.id, _t(first)) == (1, "one")
     inbox.put_back(first)
     again = inbox.get_nowait()
     assert again == first
     inbox.ack(again)
     inbox.put_back(again)  # acknowledged: never handed out again
     assert _drain(inbox) == [(2, "two")]
-    assert [e.text for e in inbox.unacknowledged()] == ["two"]
+    assert [_t(e) for e in inbox.unacknowledged()] == ["two"]
 
 
 @pytest.mark.parametrize("open_store", STORES, ids=IDS)
@@ -145,19 +180,19 @@ def test_restart_hands_out_exactly_the_unacknowledged_events(
         return [await asyncio.wait_for(inbox.get(), 5) for _ in range(n)]
 
     handed = asyncio.run(take(3))
-    assert [(e.id, e.text) for e in handed] == [(1, "m1"), (2, "m2"), (3, "m3")]
+    assert [(e.id, _t(e)) for e in handed] == [(1, "m1"), (2, "m2"), (3, "m3")]
     inbox.ack(handed[0])
     inbox.ack(handed[2].id)
     # m2 was handed out but not acknowledged; m4 to m12 were never handed out.
     expected = [(2, "m2")] + [(i, f"m{i}") for i in range(4, 13)]
-    assert [(e.id, e.text) for e in inbox.unacknowledged()] == expected
+    assert [(e.id, _t(e)) for e in inbox.unacknowledged()] == expected
     restarted = Inbox(reopen())
-    assert [(e.id, e.text) for e in restarted.unacknowledged()] == expected
+    assert [(e.id, _t(e)) for e in restarted.unacknowledged()] == expected
 
     async def take_all() -> list[Event]:
         return [await asyncio.wait_for(restarted.get(), 5) for _ in expected]
 
-    assert [(e.id, e.text) for e in asyncio.run(take_all())] == expected
+    assert [(e.id, _t(e)) for e in asyncio.run(take_all())] == expected
     assert restarted.get_nowait() is None
     # The restarted inbox numbers new events after the last one ever stored.
     _, numbered = restarted.stage([_event("new")])
@@ -180,7 +215,7 @@ def test_get_waits_for_a_published_event(tmp_path: Path, open_store: Opener) -> 
         return await asyncio.wait_for(waiting, 5)
 
     event = asyncio.run(scenario())
-    assert (event.id, event.text, event.kind, event.group_id) == (1, "late", "message", b"group")
+    assert (event.id, _t(event), event.kind, event.group_id) == (1, "late", "message", b"group")
 
 
 @pytest.mark.parametrize("open_store", STORES, ids=IDS)
@@ -191,9 +226,9 @@ def test_unacknowledged(tmp_path: Path, open_store: Opener) -> None:
     _publish(inbox, store, "a")
     _publish(inbox, store, "b", "c")
     assert inbox.get_nowait() is not None  # handed out: still unacknowledged
-    assert [(e.id, e.text) for e in inbox.unacknowledged()] == [(1, "a"), (2, "b"), (3, "c")]
+    assert [(e.id, _t(e)) for e in inbox.unacknowledged()] == [(1, "a"), (2, "b"), (3, "c")]
     inbox.ack(2)
-    assert [(e.id, e.text) for e in inbox.unacknowledged()] == [(1, "a"), (3, "c")]
+    assert [(e.id, _t(e)) for e in inbox.unacknowledged()] == [(1, "a"), (3, "c")]
     inbox.ack(2)  # acknowledging twice is harmless
     inbox.ack(1)
     inbox.ack(3)
@@ -236,7 +271,7 @@ def test_an_inbox_serves_one_event_loop_then_another() -> None:
         task = asyncio.create_task(later())
         event = await asyncio.wait_for(inbox.get(), 5)
         await task
-        return event.text
+        return _t(event)
 
     assert asyncio.run(wait_for_one("first")) == "first"
     assert asyncio.run(wait_for_one("second")) == "second"

@@ -51,7 +51,8 @@ def test_chat_invite_remove(server: InProcessServer) -> None:
             await alice.remove(gid, "carol")
             await _until(carol, "removed")
             assert carol.group_ids() == []
-            await _until(bob, "member_left")
+            removed = await _until(bob, "member_removed")
+            assert (removed.user, removed.by) == ("carol", "alice")  # type: ignore[attr-defined]
             assert set(bob.members(gid)) == {"alice", "bob"}
 
     asyncio.run(scenario())

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import matplotlib.image
 from click.testing import CliRunner
+from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 from mlspy.cli import main
 from mlspy.group import Group, SigningIdentity, create_key_package
 from mlspy.messages import Add, Proposal, Remove
 from mlspy.storage import GroupStore, SQLiteStore
+from mlspy.tools.tree_picture import commit_path, draw_figure
+from mlspy.tree.ratchet_tree import RatchetTree
 
 
 def test_demo_transcript() -> None:
@@ -58,12 +64,58 @@ def test_tree_text_png_svg(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "m0" in result.output and "late0" in result.output and "_" in result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    pixels = matplotlib.image.imread(png)  # decodes: a real image, not only a header
+    assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 1000
     assert b"<svg" in svg.read_bytes()[:500]
     result = CliRunner().invoke(main, ["tree", "--store", str(store), "--json"])
     assert result.exit_code == 0, result.output
     nodes = json.loads(result.output)["nodes"]
     assert any(n["held"] for n in nodes) and any(n["blank"] for n in nodes)
     assert creator.tree.n_leaves == 16
+
+
+def _one_leaf() -> RatchetTree:
+    return Group.create(SigningIdentity.generate(b"alone")).tree
+
+
+def _inside(box: Bbox, fig: Figure) -> bool:
+    return bool(box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1)
+
+
+def test_tree_picture_legend_and_leaf_indices_are_inside_the_figure(tmp_path: Path) -> None:
+    _, _, creator = _sixteen(tmp_path)
+    held, path = creator.held_node_indices(), commit_path(creator.tree, 0)
+    # The widest tree here and the narrowest (a one-leaf tree: the legend must wrap to fit).
+    for tree, marks in ((creator.tree, (held, path)), (_one_leaf(), ((), {0}))):
+        fig = draw_figure(tree, held=marks[0], path=marks[1])
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        (legend,) = fig.legends
+        assert _inside(legend.get_window_extent(renderer), fig), "the legend is clipped"
+        labels = {t.get_text() for t in legend.get_texts()}
+        assert {"blank node", "private key held here", "last commit path"} <= labels
+        (ax,) = fig.axes
+        texts = {t.get_text(): t for t in ax.texts}
+        for i in range(tree.n_leaves):
+            assert f"leaf {i}" in texts, f"leaf {i} has no index"
+        for text in [*ax.texts, ax.title]:
+            box = text.get_window_extent(renderer)
+            assert _inside(box, fig), f"{text.get_text()!r} is clipped"
+        assert texts["leaf 0"].get_window_extent(renderer).y0 > legend.get_window_extent().y1
+
+
+def test_tree_picture_without_matplotlib_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    tree_file, _, _ = _sixteen(tmp_path)
+    for name in ("matplotlib.backends.backend_agg", "matplotlib.figure", "matplotlib.lines"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
+    result = CliRunner().invoke(main, ["tree", str(tree_file), "--png", str(tmp_path / "t.png")])
+    assert result.exit_code == 1
+    assert (
+        f"needs matplotlib, which this Python lacks: {sys.executable} -m pip install matplotlib"
+        in result.output
+    )
+    assert not (tmp_path / "t.png").exists()
 
 
 def test_tree_errors_are_one_line() -> None:

@@ -16,62 +16,14 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from mlspy.codec import Reader, Writer, decode_all
+from mlspy.client.events import Event, decode, encode
 from mlspy.storage import Store, Write
 from mlspy.storage.base import delete
 
 INBOX = "inbox/"
 NEXT = "inbox-next"
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something that happened in a group: ``kind`` is one of "message", "joined",
-    "member_joined", "member_left", "epoch", "removed", and "join_request" (an outsider,
-    ``sender``, asks to join: ``Client.approve`` lets them in). ``sender`` is a user;
-    ``device`` which of its devices (for a message: the one that sent it, perhaps another
-    device of our own user). ``id`` numbers the events of one client in the order they
-    happened; an event delivered again after a crash has the same ``id``."""
-
-    kind: str
-    group_id: bytes
-    epoch: int
-    sender: str = ""
-    text: str = ""
-    members: tuple[str, ...] = ()
-    id: int = 0
-    device: str = ""
-
-    def encode(self) -> bytes:
-        w = Writer()
-        w.uint64(self.id)
-        w.opaque(self.kind.encode())
-        w.opaque(self.group_id)
-        w.uint64(self.epoch)
-        w.opaque(self.sender.encode())
-        w.opaque(self.text.encode())
-        w.vector(self.members, lambda ww, m: ww.opaque(m.encode()))
-        w.opaque(self.device.encode())
-        return w.getvalue()
-
-    @staticmethod
-    def decode(data: bytes) -> Event:
-        def read(r: Reader) -> Event:
-            event_id = r.uint64()
-            return Event(
-                kind=r.opaque().decode(),
-                group_id=r.opaque(),
-                epoch=r.uint64(),
-                sender=r.opaque().decode(),
-                text=r.opaque().decode(),
-                members=tuple(m.decode() for m in r.vector(Reader.opaque)),
-                id=event_id,
-                device=r.opaque().decode(),
-            )
-
-        return decode_all(data, read, "stored event")
 
 
 def _key(event_id: int) -> str:
@@ -94,14 +46,14 @@ class Inbox:
         for key in store.keys(INBOX):
             entry = store.get(key)
             if entry is not None:
-                self._ready.append(Event.decode(entry.value))
+                self._ready.append(decode(entry.value))
         self._waiters: list[asyncio.Future[None]] = []  # get() calls waiting for an event
 
     def stage(self, events: Sequence[Event]) -> tuple[dict[str, Write], list[Event]]:
         """The writes that store ``events`` (to add to the batch of the change that made
         them), and the events with their ids."""
         numbered = [replace(e, id=self._next + i) for i, e in enumerate(events)]
-        writes: dict[str, Write] = {_key(e.id): (e.encode(), None) for e in numbered}
+        writes: dict[str, Write] = {_key(e.id): (encode(e), None) for e in numbered}
         if numbered:
             writes[NEXT] = (str(self._next + len(numbered)).encode(), self._next_version)
         return writes, numbered
@@ -160,7 +112,7 @@ class Inbox:
         for key in self._store.keys(INBOX):
             entry = self._store.get(key)
             if entry is not None:
-                out.append(Event.decode(entry.value))
+                out.append(decode(entry.value))
         return out
 
 

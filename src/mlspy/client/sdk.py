@@ -96,9 +96,17 @@ from typing import Any
 import httpx
 
 from mlspy.client import records as rec
-from mlspy.client.inbox import Event, Inbox, Staged
+from mlspy.client.events import (
+    Event,
+    Joined,
+    JoinRequest,
+    Message,
+    Removed,
+)
+from mlspy.client.inbox import Inbox, Staged
 from mlspy.client.records import Joining, Leaving, Outgoing, Rejected, Request
 from mlspy.client.rules import DefaultRules, Rules
+from mlspy.client.who import commit_events, leave_requests, member_devices
 from mlspy.codec import Reader, Writer, decode_all
 from mlspy.credentials import CredentialError, CredentialValidator
 from mlspy.ds.client import (
@@ -171,15 +179,6 @@ def member_names(group: Group) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_name(m.credential) for m in group.members()))
 
 
-def member_devices(group: Group) -> dict[str, tuple[str, ...]]:
-    """Each user of the group and the names of its devices in it (``""``: the bare name)."""
-    out: dict[str, list[str]] = {}
-    for m in group.members():
-        user, device = split_identity(m.credential.identity)
-        out.setdefault(user, []).append(device)
-    return {user: tuple(devices) for user, devices in out.items()}
-
-
 def _leaves_of(group: Group, user: str) -> list[int]:
     """The leaves of ``user``'s devices."""
     return [int(m.leaf_index) for m in group.members() if _name(m.credential) == user]
@@ -198,21 +197,6 @@ def _pending_removals(group: Group) -> set[int]:
         for q in group.pending_proposals
         if isinstance(q.proposal.body, Remove)
     }
-
-
-def _commit_events(group: Group, sender: str, before: set[str] | None = None) -> list[Event]:
-    """What a merged commit tells the application: who joined and left (when the roster
-    before is known), and the new epoch."""
-    gid, after = group.group_id, member_names(group)
-    events = []
-    if before is not None:
-        events += [
-            Event("member_joined", gid, group.epoch, sender=n) for n in sorted(set(after) - before)
-        ]
-        events += [
-            Event("member_left", gid, group.epoch, sender=n) for n in sorted(before - set(after))
-        ]
-    return [*events, Event("epoch", gid, group.epoch, sender=sender, members=after)]
 
 
 def _encode_identity(identity: SigningIdentity) -> bytes:
@@ -663,7 +647,7 @@ class Client:
         queued = QueuedProposal(event.proposal, Sender.new_member_proposal(), None)
         auto = self.rules.admit(stored.group, queued)
         request = Request(MLSMessage.wrap(kp).encode(), auto)
-        event_out = Event("join_request", gid, stored.group.epoch, sender=name)
+        event_out = JoinRequest(gid, stored.group.epoch, user=name)
         return rec.put(self.store, rec.request_key(gid, name), request.encode()), [event_out]
 
     async def request_join(self, group_id: bytes) -> None:
@@ -792,8 +776,9 @@ class Client:
         stored = self.group(group_id)
         staged = Staged(self.inbox)
         outbox = rec.put(self.store, rec.group_key(rec.OUTBOX, group_id), None)
+        before = member_devices(stored.group)
         stored.merge_pending_commit(
-            lambda _: staged.writes(_commit_events(stored.group, self.name), outbox)
+            lambda done: staged.writes(commit_events(stored.group, done, before, set()), outbox)
         )
         staged.done()
         return True
@@ -1029,7 +1014,7 @@ class Client:
             | rec.put(self.store, rec.group_key(rec.UNDONE, group_id), None)
             | rec.put(self.store, rec.group_key(rec.CONFIRM, group_id), None)
         )
-        joined = Event("joined", group_id, group.epoch, members=member_names(group))
+        joined = Joined(group_id, group.epoch, members=member_names(group))
         self._handles[group_id] = self.groups.put(group, staged.writes([joined], done))
         staged.done()
         return True
@@ -1143,7 +1128,7 @@ class Client:
                     # E.g. added by the undone commit: not a member.
                     self._handles.pop(gid, None)
                     self.groups.delete_group(gid, rec.put(self.store, key, None))
-                    self._publish([Event("removed", gid, epoch)])
+                    self._publish([Removed(gid, epoch)])
                 continue
             self._drop_marks([key, rejected_key])
             if rejected is None or rejected.epoch != epoch or rejected.committer is None:
@@ -1211,13 +1196,15 @@ class Client:
             writes, events = self._join_request(gid, stored, item["data"])
             self._publish(events, done | writes)
             return False
-        before = set(member_names(stored.group))
+        before = member_devices(stored.group)
+        leaving = leave_requests(stored.group)
         staged = Staged(self.inbox)
         try:
             result = stored.receive(
                 item["data"],
                 lambda r: staged.writes(
-                    _events_of(r, stored.group, before), done | self._removal_writes(gid, r)
+                    _events_of(r, stored.group, before, leaving),
+                    done | self._removal_writes(gid, r),
                 ),
             )
         except StorageError:
@@ -1321,7 +1308,7 @@ class Client:
             more = done | rec.put(self.store, rec.group_key(rec.CONFIRM, g.group_id), None)
             if self.groups.used_last_resort:  # replace it (``replenish``)
                 more |= rec.put(self.store, rec.ROTATE, b"")
-            joined = Event("joined", g.group_id, g.epoch, members=member_names(g))
+            joined = Joined(g.group_id, g.epoch, members=member_names(g))
             return staged.writes([joined], more)
 
         try:
@@ -1362,17 +1349,19 @@ class Client:
                     await self.sync()
 
 
-def _events_of(result: object, group: Group, before: set[str]) -> list[Event]:
+def _events_of(
+    result: object, group: Group, before: dict[str, tuple[str, ...]], leaving: set[str]
+) -> list[Event]:
     """What a received message tells the application (``group`` after it)."""
     gid = group.group_id
     if isinstance(result, ApplicationMessage):
-        text = result.data.decode(errors="replace")
         sender, device = split_identity(result.sender.credential.identity)
-        return [Event("message", gid, result.epoch, sender=sender, text=text, device=device)]
+        return [Message(gid, result.epoch, sender=sender, device=device, data=result.data)]
     if isinstance(result, StagedCommit):
         if result.self_removed:
-            return [Event("removed", gid, group.epoch)]
-        return _commit_events(group, "", before)
+            by = user_of(result.committer.identity) if result.committer is not None else ""
+            return [Removed(gid, group.epoch, by=by)]
+        return commit_events(group, result, before, leaving)
     return []
 
 
@@ -1416,4 +1405,4 @@ def _remover(
     return remove
 
 
-__all__ = ["Client", "Event", "member_names"]
+__all__ = ["Client", "member_names"]

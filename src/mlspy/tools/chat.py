@@ -20,7 +20,8 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Input, RichLog, Static
 
-from mlspy.client import Client, Event
+from mlspy.client import Client, Event, Joined, JoinRequest, Message, Removed
+from mlspy.client.events import describe
 from mlspy.errors import MLSError
 from mlspy.group import Joins, MembershipPolicy
 from mlspy.storage import Store
@@ -104,22 +105,15 @@ class ChatApp(App[None]):
             self.show(event)
 
     def show(self, event: Event) -> None:
-        if event.kind == "message":
-            self.say(f"{event.sender}: {event.text}")
-        elif event.kind == "joined":
+        if isinstance(event, Joined):
             self.group_id = event.group_id
-            self.say(f"* joined group {event.group_id.hex()[:16]} (epoch {event.epoch})")
-        elif event.kind == "member_joined":
-            self.say(f"* {event.sender} joined")
-        elif event.kind == "member_left":
-            self.say(f"* {event.sender} left")
-        elif event.kind == "removed":
-            self.say("* you were removed from the group")
+        elif isinstance(event, Removed) and event.group_id == self.group_id:
             self.group_id = None
-        elif event.kind == "join_request":
-            self.say(f"* {event.sender} asks to join: /approve {event.sender} to let them in")
-        elif event.kind == "epoch":
-            self.say(f"* epoch {event.epoch}")
+        line = describe(event, me=self.client.name)
+        if isinstance(event, JoinRequest):
+            line += f": /approve {event.user} to let them in"
+        if line:
+            self.say(line if isinstance(event, Message) else f"* {line}")
         self.refresh_members()
 
     def refresh_members(self) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlspy.client import Client, Event
+from mlspy.client import Client, Event, JoinRequest, Message
 from mlspy.ds.app import create_app
 from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.server import InProcessServer
@@ -30,6 +30,12 @@ async def _until(client: Client, kind: str) -> Event:
         event = await client.next_event(timeout=15)
         if event.kind == kind:
             return event
+
+
+async def _message(client: Client) -> Message:
+    event = await _until(client, "message")
+    assert isinstance(event, Message)
+    return event
 
 
 async def _scenario(
@@ -68,10 +74,10 @@ async def _scenario(
         await _until(carol, "joined")
         state("alice invited bob and carol (KeyPackages claimed from the DS, Welcomes delivered)")
         await bob.send(gid, "hi everyone, bob here")
-        m = await _until(carol, "message")
+        m = await _message(carol)
         say("bob -> group (encrypted)", {"carol decrypted": f"{m.sender}: {m.text}"})
         await carol.send(gid, "hello bob!")
-        m = await _until(alice, "message")
+        m = await _message(alice)
         say("carol -> group", {"alice decrypted": f"{m.sender}: {m.text}"})
         await bob.update(gid)
         await alice.sync()
@@ -81,7 +87,8 @@ async def _scenario(
         state("alice removes carol (carol sees the removal)")
         await dave.request_join(gid)
         request = await _until(alice, "join_request")
-        await alice.approve(gid, request.sender)
+        assert isinstance(request, JoinRequest)
+        await alice.approve(gid, request.user)
         await _until(dave, "joined")
         await bob.sync()
         state("dave asks to join; alice approves (nothing from outsiders is committed unasked)")
@@ -94,7 +101,7 @@ async def _scenario(
         state("bob (re-invites carol) and dave (update) raced for one epoch; both landed in turn")
         await dave.send(gid, "great to be here")
         for c in (alice, bob, carol):
-            m = await _until(c, "message")
+            m = await _message(c)
         auths = {
             n: clients[n].group(gid).group.epoch_authenticator.hex()[:16]
             for n in names

@@ -1,17 +1,23 @@
 """Pictures of a ratchet tree: text for the terminal, PNG or SVG (matplotlib) for documents.
 
 Shown: leaves with their members' identities, blank nodes, parent nodes with their unmerged
-leaves, the nodes a member holds private keys for (``*``), and the path of the last commit
-(``!``: the committer's leaf and its direct path).
+leaves, the nodes a member holds private keys for (``*``), the path of the last commit
+(``!``: the committer's leaf and its direct path) and the leaf indices. The image has a legend
+below the tree; matplotlib is a dependency of mlspy, so ``pip install -e .`` can draw.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlspy.tree.math import LeafIndex, NodeIndex, level, node_width, root
 from mlspy.tree.ratchet_tree import RatchetTree
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _label(tree: RatchetTree, x: int) -> str:
@@ -51,25 +57,40 @@ def render_text(
     return "\n".join(lines)
 
 
-def render_image(
+# The legend, one entry per mark: (kind, colour, label); drawn below the tree.
+_LEGEND = (
+    ("node", "tab:blue", "leaf (member), index below"),
+    ("node", "tab:green", "parent node"),
+    ("node", "0.85", "blank node"),
+    ("ring", "black", "private key held here"),
+    ("line", "tab:red", "last commit path"),
+    ("text", "", "[i,j]: unmerged leaves"),
+)
+
+
+def draw_figure(
     tree: RatchetTree,
-    out: Path,
     *,
     held: Collection[int] = (),
     path: Collection[int] = (),
     title: str = "",
-) -> None:
-    """Draw the tree to ``out`` (PNG or SVG by its suffix); needs matplotlib."""
+) -> Figure:
+    """The picture as a matplotlib figure, laid out so everything on it is inside it."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
     except ImportError:
-        raise RuntimeError("drawing needs matplotlib: pip install matplotlib") from None
+        raise RuntimeError(
+            "drawing PNG/SVG needs matplotlib, which this Python lacks: "
+            f"{sys.executable} -m pip install matplotlib"
+        ) from None
     n = tree.n_leaves
     width = node_width(n)
-    fig, ax = plt.subplots(figsize=(max(6.0, width * 0.55), 1.4 + 0.9 * level(root(n))))
+    depth = level(root(n))
+    fig = Figure(figsize=(max(6.0, width * 0.55), 2.2 + 0.9 * depth), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for x in range(width):
         lvl = level(NodeIndex(x))
         if lvl > 0:
@@ -104,18 +125,61 @@ def render_image(
             ha="center",
             fontsize=8,
         )
+        if x & 1 == 0:
+            ax.annotate(
+                f"leaf {x >> 1}",
+                (x, lvl),
+                textcoords="offset points",
+                xytext=(0, -31),
+                ha="center",
+                fontsize=7,
+                color="0.35",
+            )
     ax.set_xlim(-1, width)
-    ax.set_ylim(-0.8, level(root(n)) + 0.7)
+    ax.set_ylim(-0.9, depth + 0.7)
     ax.axis("off")
-    ax.set_title(
-        title
-        or "ratchet tree: blue leaves, green parents, grey blank; "
-        "[..] unmerged leaves; black ring: held key; red: last commit path",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    ax.set_title(title or f"ratchet tree, {n} leaf" + ("s" if n != 1 else ""), fontsize=9)
+    handles = []
+    for kind, color, label in _LEGEND:
+        if kind == "line":
+            handle = Line2D([], [], color=color, linewidth=2.2, label=label)
+        else:
+            handle = Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o" if kind != "text" else "",
+                markersize=10,
+                markerfacecolor="white" if kind == "ring" else color,
+                markeredgecolor=color,
+                markeredgewidth=2.5 if kind == "ring" else 1,
+                label=label,
+            )
+        handles.append(handle)
+    # As many columns as fit the figure's width: a legend wider than the figure is clipped.
+    for ncol in (len(handles), 3, 2, 1):
+        legend = fig.legend(
+            handles=handles, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False
+        )
+        fig.canvas.draw()
+        if legend.get_window_extent().width <= fig.bbox.width * 0.98 or ncol == 1:
+            break
+        legend.remove()
+    return fig
+
+
+def render_image(
+    tree: RatchetTree,
+    out: Path,
+    *,
+    held: Collection[int] = (),
+    path: Collection[int] = (),
+    title: str = "",
+) -> None:
+    """Draw the tree to ``out`` (PNG or SVG by its suffix); needs matplotlib."""
+    fig = draw_figure(tree, held=held, path=path, title=title)
+    # "tight" keeps whatever the layout could not fit (a very long identity) in the file.
+    fig.savefig(out, dpi=110, bbox_inches="tight", pad_inches=0.15)
 
 
 def commit_path(tree: RatchetTree, committer: int) -> set[int]:
