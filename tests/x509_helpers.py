@@ -45,7 +45,11 @@ def make_leaf(
     *,
     days: int = 10,
     signing: bool = True,
+    device: str | None = None,
 ) -> x509.Certificate:
+    names: list[x509.GeneralName] = [x509.RFC822Name(email)]
+    if device is not None:  # one device of the user (mlspy.users)
+        names.append(x509.UniformResourceIdentifier(f"mlspy-device:{email}/{device}"))
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, email)]))
@@ -54,7 +58,7 @@ def make_leaf(
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - datetime.timedelta(days=2))
         .not_valid_after(NOW + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(
             x509.KeyUsage(signing, False, not signing, False, False, False, False, False, False),
             critical=True,

@@ -73,10 +73,19 @@ def _raw_public_key(cert: x509.Certificate) -> bytes:
     raise CredentialError("the certificate's key type cannot sign MLS messages", rule=X509_RULE)
 
 
+# A certificate for one device of a user carries a URI SAN "mlspy-device:<user>/<device>"
+# (mlspy.users): its identity is then "<user>/<device>".
+DEVICE_URI_SCHEME = "mlspy-device:"
+
+
 def x509_identity(cert: x509.Certificate) -> bytes:
-    """The identity a certificate presents: its first SAN (email, URI, DNS), else its CN."""
+    """The identity a certificate presents: a device URI SAN (``DEVICE_URI_SCHEME``), else
+    its first SAN (email, URI, DNS), else its CN."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+            if uri.startswith(DEVICE_URI_SCHEME):
+                return uri[len(DEVICE_URI_SCHEME) :].encode()
         for kind in (x509.RFC822Name, x509.UniformResourceIdentifier, x509.DNSName):
             values = san.get_values_for_type(kind)
             if values:

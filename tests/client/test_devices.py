@@ -204,3 +204,31 @@ def test_every_device_lost_the_user_recovers(server: InProcessServer) -> None:
             await client.stop()
 
     asyncio.run(scenario())
+
+
+def test_x509_devices_of_one_user(tmp_path: Path) -> None:
+    """X.509: a device's certificate names it with a URI SAN ``mlspy-device:<user>/<device>``;
+    a second device of the user needs a pairing code like a Basic one."""
+    from mlspy.credentials import X509Validator
+    from mlspy.ds.app import create_app
+    from mlspy.ds.service import DeliveryService
+    from x509_helpers import make_ca, x509_identity
+
+    ca_key, ca = make_ca()
+    service = DeliveryService(
+        SQLiteDatabase(tmp_path / "x.db"), x509=X509Validator([ca]), registration="x509"
+    )
+    with InProcessServer(create_app(service)) as ds:
+        phone = DSClient(ds.url, x509_identity(ca_key, ca, "alice@example.org", device="phone"))
+        phone.register()
+        phone.login()
+        laptop_id = x509_identity(ca_key, ca, "alice@example.org", device="laptop")
+        with pytest.raises(DSRequestError) as info:
+            DSClient(ds.url, laptop_id).register()
+        assert info.value.status == 403 and "pairing code" in str(info.value)
+        DSClient(ds.url, laptop_id).register(pairing_code=phone.pairing_code())
+        devices = {d["device"]: d["identity"] for d in phone.devices()}
+        assert devices == {
+            "phone": b"alice@example.org/phone",
+            "laptop": b"alice@example.org/laptop",
+        }
