@@ -40,5 +40,6 @@ def test_sdk_example(tmp_path: Path) -> None:
     app = create_app(DeliveryService(SQLiteDatabase(tmp_path / "ds.db")))
     with InProcessServer(app) as server:
         out = _run(code.replace("http://127.0.0.1:8080", server.url), tmp_path)
-    assert out == "bob: hi alice\n"
-    assert (tmp_path / "alice.db").exists() and (tmp_path / "bob.db").exists()
+    assert out == "alice (laptop): hi bob\n"
+    for db in ("alice-phone.db", "alice-laptop.db", "bob.db"):
+        assert (tmp_path / db).exists()
