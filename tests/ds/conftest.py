@@ -45,6 +45,8 @@ def _reset_postgres(url: str) -> None:
             "clients",
             "accounts",
             "invites",
+            "devices",
+            "pairings",
         ):
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
 

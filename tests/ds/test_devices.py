@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from ds_helpers import Cluster
 
 from mlspy.client import Client, Event
 from mlspy.ds.client import DSClient, DSRequestError
@@ -45,8 +46,8 @@ async def _enrol(server: str, existing: Client, device: str) -> Client:
     return new
 
 
-def _last_application_message(tmp_path: Path, gid: bytes) -> bytes:
-    with SQLiteDatabase(tmp_path / "ds.db").transaction() as tx:
+def _last_application_message(ds: Cluster, gid: bytes) -> bytes:
+    with ds.services[0].db.transaction() as tx:
         rows = tx.execute(
             "SELECT data FROM messages WHERE group_id = ? AND kind = 'application' "
             "ORDER BY seq DESC LIMIT 1",
@@ -55,19 +56,19 @@ def _last_application_message(tmp_path: Path, gid: bytes) -> bytes:
     return bytes(rows[0][0])
 
 
-def test_a_user_with_many_devices(server: InProcessServer, tmp_path: Path) -> None:
+def test_a_user_with_many_devices(ds: Cluster) -> None:
     """alice has three devices in five of bob's groups; a fourth is enrolled and ends up in
     all five, reading new messages; alice's messages from one device appear on the others;
     one device is revoked, removed from all five, and decrypts nothing sent afterwards; bob
     removes alice from a group and every device of hers is gone from it."""
 
     async def scenario() -> None:
-        phone = Client(server.url, "alice", device="phone", **FAST)
-        bob = Client(server.url, "bob", **FAST)
+        phone = Client(ds.url, "alice", device="phone", **FAST)
+        bob = Client(ds.url, "bob", **FAST)
         await phone.start()
         await bob.start()
-        laptop = await _enrol(server.url, phone, "laptop")
-        tablet = await _enrol(server.url, laptop, "tablet")
+        laptop = await _enrol(ds.url, phone, "laptop")
+        tablet = await _enrol(ds.url, laptop, "tablet")
         alice = [phone, laptop, tablet]
         assert sorted(await tablet.devices()) == ["laptop", "phone", "tablet"]
 
@@ -78,7 +79,7 @@ def test_a_user_with_many_devices(server: InProcessServer, tmp_path: Path) -> No
             await _joined_all(device, groups)
         assert bob.members(groups[0]) == ("bob", "alice")
 
-        desk = await _enrol(server.url, laptop, "desk")
+        desk = await _enrol(ds.url, laptop, "desk")
         await _joined_all(desk, groups)  # added by alice's lowest device in each group
         alice.append(desk)
         for gid in groups:
@@ -100,7 +101,7 @@ def test_a_user_with_many_devices(server: InProcessServer, tmp_path: Path) -> No
         assert info.value.status == 401
         await bob.send(groups[1], "not for the tablet")
         assert (await _message(desk, "not for the tablet")).group_id == groups[1]
-        secret = _last_application_message(tmp_path, groups[1])
+        secret = _last_application_message(ds, groups[1])
         with pytest.raises(MLSError):
             tablet.group(groups[1]).group.process(MLSMessage.decode(secret))
 
@@ -132,24 +133,24 @@ def _devices_of(client: Client, gid: bytes, user: str) -> tuple[str, ...]:
     return member_devices(client.group(gid).group).get(user, ())
 
 
-def test_a_second_device_needs_a_pairing_code(server: InProcessServer) -> None:
+def test_a_second_device_needs_a_pairing_code(ds: Cluster) -> None:
     """A name's further device is refused without a pairing code of that user, or with a
     wrong, used or someone else's one."""
 
     async def scenario() -> None:
-        phone = Client(server.url, "alice", device="phone", **FAST)
-        eve = Client(server.url, "eve", **FAST)
+        phone = Client(ds.url, "alice", device="phone", **FAST)
+        eve = Client(ds.url, "eve", **FAST)
         await phone.start()
         await eve.start()
         for code in (None, "AAAA-BBBB-CC", await eve.pairing_code()):
-            thief = Client(server.url, "alice", device="evil", pairing_code=code, **FAST)
+            thief = Client(ds.url, "alice", device="evil", pairing_code=code, **FAST)
             with pytest.raises(DSRequestError) as info:
                 await thief.start()
             assert info.value.status == 403
         code = await phone.pairing_code()
-        laptop = Client(server.url, "alice", device="laptop", pairing_code=code, **FAST)
+        laptop = Client(ds.url, "alice", device="laptop", pairing_code=code, **FAST)
         await laptop.start()
-        again = Client(server.url, "alice", device="other", pairing_code=code, **FAST)
+        again = Client(ds.url, "alice", device="other", pairing_code=code, **FAST)
         with pytest.raises(DSRequestError) as info:
             await again.start()
         assert info.value.status == 403  # single use
@@ -159,7 +160,7 @@ def test_a_second_device_needs_a_pairing_code(server: InProcessServer) -> None:
     asyncio.run(scenario())
 
 
-def test_every_device_lost_the_user_recovers(server: InProcessServer) -> None:
+def test_every_device_lost_the_user_recovers(ds: Cluster) -> None:
     """alice loses her phone and her laptop. On a new device her recovery secret brings her
     user back: both old devices are revoked (they cannot log in) and removed from her groups,
     the new device rejoins them and talks with bob. Nobody else could have done it: the
@@ -167,13 +168,13 @@ def test_every_device_lost_the_user_recovers(server: InProcessServer) -> None:
     from mlspy.storage import MemoryStore
 
     async def scenario() -> None:
-        phone = Client(server.url, "alice", device="phone", **FAST)
-        bob = Client(server.url, "bob", **FAST)
+        phone = Client(ds.url, "alice", device="phone", **FAST)
+        bob = Client(ds.url, "bob", **FAST)
         await phone.start()
         await bob.start()
         secret = phone.new_recovery_secret
         assert secret is not None
-        laptop = await _enrol(server.url, phone, "laptop")
+        laptop = await _enrol(ds.url, phone, "laptop")
         assert laptop.new_recovery_secret is None  # the user's secret is the phone's
         groups = [await bob.create_group() for _ in range(2)]
         for gid in groups:
@@ -184,14 +185,14 @@ def test_every_device_lost_the_user_recovers(server: InProcessServer) -> None:
         for device in lost:
             await device.stop()
 
-        eve = Client(server.url, "alice", device="eve", store=MemoryStore(), **FAST)
+        eve = Client(ds.url, "alice", device="eve", store=MemoryStore(), **FAST)
         with pytest.raises(DSRequestError):
             await eve.recover("WRONG-SECRET")
-        new = Client(server.url, "alice", device="new", store=MemoryStore(), **FAST)
+        new = Client(ds.url, "alice", device="new", store=MemoryStore(), **FAST)
         assert sorted(await new.recover(secret)) == sorted(groups)
         for device in lost:  # revoked: their keys no longer log in
             with pytest.raises(DSRequestError) as info:
-                await asyncio.to_thread(DSClient(server.url, device.identity).login)
+                await asyncio.to_thread(DSClient(ds.url, device.identity).login)
             assert info.value.status == 401
         for gid in groups:
             await _until_devices(bob, gid, "alice", ("new",))
@@ -218,15 +219,17 @@ def test_x509_devices_of_one_user(tmp_path: Path) -> None:
     service = DeliveryService(
         SQLiteDatabase(tmp_path / "x.db"), x509=X509Validator([ca]), registration="x509"
     )
-    with InProcessServer(create_app(service)) as ds:
-        phone = DSClient(ds.url, x509_identity(ca_key, ca, "alice@example.org", device="phone"))
+    with InProcessServer(create_app(service)) as x509_ds:
+        phone = DSClient(
+            x509_ds.url, x509_identity(ca_key, ca, "alice@example.org", device="phone")
+        )
         phone.register()
         phone.login()
         laptop_id = x509_identity(ca_key, ca, "alice@example.org", device="laptop")
         with pytest.raises(DSRequestError) as info:
-            DSClient(ds.url, laptop_id).register()
+            DSClient(x509_ds.url, laptop_id).register()
         assert info.value.status == 403 and "pairing code" in str(info.value)
-        DSClient(ds.url, laptop_id).register(pairing_code=phone.pairing_code())
+        DSClient(x509_ds.url, laptop_id).register(pairing_code=phone.pairing_code())
         devices = {d["device"]: d["identity"] for d in phone.devices()}
         assert devices == {
             "phone": b"alice@example.org/phone",
