@@ -235,3 +235,56 @@ def test_x509_devices_of_one_user(tmp_path: Path) -> None:
             "phone": b"alice@example.org/phone",
             "laptop": b"alice@example.org/laptop",
         }
+
+
+def test_hard_cases_for_a_user_with_two_devices(ds: Cluster) -> None:
+    """The SDK's hard cases with a two-device user: both devices commit for the same epoch
+    (one loses, processes the winner, retries); a device offline while the others talk and
+    commit catches up in order; a device that lost a group's state rejoins by resync and
+    replaces its own leaf. Everyone ends in the same epoch with the same authenticator."""
+
+    async def scenario() -> None:
+        phone = Client(ds.url, "alice", device="phone", **FAST)
+        bob = Client(ds.url, "bob", **FAST)
+        carol = Client(ds.url, "carol", **FAST)
+        dave = Client(ds.url, "dave", **FAST)
+        for client in (phone, bob, carol, dave):
+            await client.start()
+        laptop = await _enrol(ds.url, phone, "laptop")
+        gid = await bob.create_group()
+        await bob.invite(gid, "alice")
+        for device in (phone, laptop):
+            await _joined_all(device, [gid])
+
+        # A race between alice's own devices.
+        await asyncio.gather(phone.invite(gid, "carol"), laptop.invite(gid, "dave"))
+        await _joined_all(carol, [gid])
+        await _joined_all(dave, [gid])
+
+        # The laptop goes offline; the others talk and commit.
+        await laptop.stop()
+        await bob.send(gid, "while you were away")
+        await phone.update(gid)
+        await carol.send(gid, "and then this")
+        back = Client(ds.url, "alice", device="laptop", store=laptop.store, **FAST)
+        await back.start()
+        assert (await _message(back, "while you were away")).sender == "bob"
+        assert (await _message(back, "and then this")).sender == "carol"
+
+        # The phone loses the group's state (not its identity) and rejoins by resync.
+        phone.groups.delete_group(gid)
+        phone._handles.clear()
+        await phone.join_external(gid, resync=True)
+        await bob.sync()  # bob speaks in the epoch of the resync (the rejoined phone has no other)
+        await bob.send(gid, "all here?")
+        for client in (phone, back, carol, dave):
+            assert (await _message(client, "all here?")).sender == "bob"
+        everyone = (phone, back, bob, carol, dave)
+        for client in everyone:
+            await client.sync()
+        assert len({c.group(gid).group.epoch_authenticator for c in everyone}) == 1
+        assert sorted(_devices_of(bob, gid, "alice")) == ["laptop", "phone"]
+        for client in everyone:
+            await client.stop()
+
+    asyncio.run(scenario())
