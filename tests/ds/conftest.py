@@ -47,6 +47,7 @@ def _reset_postgres(url: str) -> None:
             "invites",
             "devices",
             "pairings",
+            "client_aliases",
         ):
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
 

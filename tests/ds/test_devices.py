@@ -288,3 +288,78 @@ def test_hard_cases_for_a_user_with_two_devices(ds: Cluster) -> None:
             await client.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_device_rotates_its_signature_key(ds: Cluster) -> None:
+    """alice's phone rotates its key: the AS binds the device to the new key, a commit in each
+    group carries it (members validate it against the AS), the old key no longer logs in, the
+    phone keeps talking in every group and new invitations use its new KeyPackages. A second
+    rotation interrupted after the new key was stored is finished at the next start."""
+    from mlspy.client import records as rec
+    from mlspy.client.sdk import _encode_identity
+    from mlspy.group import SigningIdentity
+
+    async def scenario() -> None:
+        phone = Client(ds.url, "alice", device="phone", **FAST)
+        bob = Client(ds.url, "bob", **FAST)
+        await phone.start()
+        await bob.start()
+        laptop = await _enrol(ds.url, phone, "laptop")
+        groups = [await bob.create_group() for _ in range(2)]
+        for gid in groups:
+            await bob.invite(gid, "alice")
+        for device in (phone, laptop):
+            await _joined_all(device, groups)
+        old = phone.identity
+
+        await phone.rotate_key()
+        assert phone.identity.signature_key != old.signature_key
+        assert phone.identity.credential == old.credential
+        for gid in groups:
+            await _until_key(bob, gid, phone.identity.signature_key)
+            await phone.send(gid, f"new key in {gid.hex()[:4]}")
+            message = await _message(bob, f"new key in {gid.hex()[:4]}")
+            assert (message.sender, message.device) == ("alice", "phone")
+            assert (await _message(laptop, f"new key in {gid.hex()[:4]}")).device == "phone"
+        with pytest.raises(DSRequestError) as info:
+            await asyncio.to_thread(DSClient(ds.url, old).login)
+        assert info.value.status == 401
+        third = await bob.create_group()
+        await bob.invite(third, "alice")
+        await _joined_all(phone, [third])
+        assert _key_of(bob, third, b"alice/phone") == phone.identity.signature_key
+
+        # Interrupted: the next key is stored, the AS never asked. A restart finishes it.
+        await phone.stop()
+        pending = SigningIdentity.generate(b"alice/phone")
+        phone.store.write({rec.NEXT_IDENTITY: (_encode_identity(pending), None)})
+        again = Client(ds.url, "alice", device="phone", store=phone.store, **FAST)
+        await again.start()
+        assert again.identity.signature_key == pending.signature_key
+        for gid in groups:
+            await _until_key(bob, gid, pending.signature_key)
+        await again.send(groups[0], "still me")
+        assert (await _message(bob, "still me")).sender == "alice"
+        for client in (again, laptop, bob):
+            await client.stop()
+
+    asyncio.run(scenario())
+
+
+def _key_of(client: Client, gid: bytes, identity: bytes) -> bytes | None:
+    return next(
+        (
+            m.signature_key
+            for m in client.group(gid).group.members()
+            if m.credential.identity == identity
+        ),
+        None,
+    )
+
+
+async def _until_key(client: Client, gid: bytes, key: bytes, timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while _key_of(client, gid, b"alice/phone") != key:
+        assert asyncio.get_running_loop().time() < deadline, "the new key never arrived"
+        await client.sync()
+        await asyncio.sleep(0.1)

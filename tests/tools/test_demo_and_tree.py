@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,120 @@ from mlspy.tree.ratchet_tree import RatchetTree
 def test_demo_transcript() -> None:
     result = CliRunner().invoke(main, ["demo"])
     assert result.exit_code == 0, result.output
-    assert "all members agree" in result.output
-    assert "dave asks to join; alice approves" in result.output
+    out = result.output
+    assert "all members agree" in out
+    # Every message is shown at every recipient, as from its sender (and device): carol's
+    # too, which the demo once replaced by the oldest queued message (bob's).
+    assert re.search(r"alice \(phone\): +decrypted  carol: hello bob!", out)
+    assert re.search(r"alice \(phone\): +decrypted  alice \(laptop\): hi both", out)
+    assert re.search(r"carol: +decrypted  dave: great to be here", out)
+    assert re.search(r"bob: +alice added alice's device 'tablet'", out)
+    assert re.search(r"carol: +alice removed alice's device 'tablet'", out)
+    assert re.search(r"carol: +alice removed you from the group", out)
+    assert "dave asks to join; alice approves" in out
 
 
-def test_demo_json() -> None:
+# Every message the demo sends: its sender, the sender's device, and the devices that must
+# decrypt it (every other device in the group at the time).
+_EXPECTED = {
+    "hi everyone, bob here": ("bob", "", {"alice (phone)", "alice (laptop)", "carol"}),
+    "hello bob!": ("carol", "", {"bob", "alice (phone)", "alice (laptop)"}),
+    "hi both, I'm on my laptop": ("alice", "laptop", {"bob", "alice (phone)", "carol"}),
+    "and now from my tablet": (
+        "alice",
+        "tablet",
+        {"bob", "alice (phone)", "alice (laptop)", "carol"},
+    ),
+    "my tablet is gone, I'm on my phone": ("alice", "phone", {"bob", "alice (laptop)", "carol"}),
+    "great to be here": ("dave", "", {"bob", "alice (phone)", "alice (laptop)", "carol"}),
+}
+
+
+def _step(transcript: list[dict[str, Any]], words: str) -> dict[str, Any]:
+    (step,) = [s for s in transcript if words in s["step"]]
+    return step
+
+
+def test_demo_json_every_message_decrypted_by_every_recipient() -> None:
     result = CliRunner().invoke(main, ["demo", "--json"])
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output)
-    summary = doc["transcript"][-1]
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True and "error" not in doc
+    assert doc["seconds"] < 30
+    transcript = doc["transcript"]
+
+    messages = {m["text"]: m for m in doc["messages"]}
+    assert len(messages) == len(doc["messages"]) == len(_EXPECTED)
+    for text, (sender, device, recipients) in _EXPECTED.items():
+        m = messages[text]
+        assert (m["sender"], m["device"]) == (sender, device)
+        assert set(m["recipients"]) == recipients
+        assert set(m["decrypted"]) == recipients, text
+        for seen in m["decrypted"].values():
+            assert seen == {"sender": sender, "device": device, "text": text}
+    # The narration shows the same.
+    step = _step(transcript, '-> group: "hi both, I\'m on my laptop"')
+    assert step["decrypted"]["alice (phone)"]["device"] == "laptop"
+
+    # alice has two devices, both in the group.
+    assert transcript[0]["alice's devices"] == ["phone", "laptop"]
+    invited = _step(transcript, "bob invites alice")
+    assert invited["devices"] == ["bob", "alice (phone)", "alice (laptop)", "carol"]
+    assert "you added alice (2 devices)" in invited["told"]["bob"]
+
+    # A third device joins: enrolled mid-demo, added by alice's phone.
+    joined = _step(transcript, "enrols a tablet")
+    assert "alice (tablet)" in joined["devices"]
+    assert joined["told"]["bob"] == ["alice added alice's device 'tablet'"]
+    assert joined["told"]["carol"] == ["alice added alice's device 'tablet'"]
+    assert joined["told"]["alice (phone)"] == ["you added your device 'tablet'"]
+    assert joined["told"]["alice (tablet)"][0].startswith("you joined the group")
+
+    # ... and is revoked: removed from the group, the others see it go.
+    revoked = _step(transcript, "revokes it")
+    assert revoked["epoch"] == joined["epoch"] + 1
+    assert "alice (tablet)" not in revoked["devices"]
+    assert revoked["alice's devices"] == ["phone", "laptop"]
+    assert revoked["the tablet logs in"] == "refused (401)"
+    for device in ("bob", "carol"):
+        assert revoked["told"][device] == ["alice removed alice's device 'tablet'"]
+
+    removed = _step(transcript, "alice removes carol")
+    assert removed["told"]["carol"] == ["alice removed you from the group"]
+
+    summary = transcript[-1]
     assert summary["step"] == "summary" and summary["all agree"] is True
     assert set(summary["members"]) == {"alice", "bob", "carol", "dave"}
+    devices = {"bob", "alice (phone)", "alice (laptop)", "carol", "dave"}
+    assert set(summary["devices"]) == set(summary["epoch_authenticators"]) == devices
+    assert len(set(summary["epoch_authenticators"].values())) == 1
+    assert summary["messages checked"] == len(_EXPECTED)
+
+
+def test_demo_fails_loudly_when_a_message_is_not_decrypted(monkeypatch: Any) -> None:
+    """A recipient that never sees a message the demo sent: exit 1 and one line saying
+    which device missed which message (in --json mode too, with the transcript so far)."""
+    from mlspy.client import Client
+    from mlspy.tools import demo
+
+    send = Client.send
+
+    async def garbled(self: Client, group_id: bytes, text: str) -> None:
+        await send(self, group_id, "hello bob?" if text == "hello bob!" else text)
+
+    monkeypatch.setattr(Client, "send", garbled)
+    monkeypatch.setattr(demo, "WAIT", 0.5)
+    result = CliRunner().invoke(main, ["demo"])
+    assert result.exit_code == 1, result.output
+    assert "did not see the message 'hello bob!' within 0.5s" in result.stderr
+    assert result.stderr.startswith("mlspy demo: check failed: ")
+    assert len(result.stderr.splitlines()) == 1
+
+    result = CliRunner().invoke(main, ["demo", "--json"])
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False and "hello bob!" in doc["error"]
+    assert [m["text"] for m in doc["messages"]] == ["hi everyone, bob here"]
 
 
 def _sixteen(tmp: Path) -> tuple[Path, Path, Group]:

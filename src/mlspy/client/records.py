@@ -25,6 +25,8 @@ REVOKED = "device-revoked/"  # + identity: a revoked device of our user, to remo
 UNSENT = "kp-unsent/"  # + ref: a KeyPackage stored but perhaps not uploaded yet
 ROTATE = "rotate-last-resort"  # our last-resort KeyPackage was used: replace it
 RECOVERY = "recovery"  # the recovery secret of our name (show it to the user)
+IDENTITY = "identity"  # this device's signing identity
+NEXT_IDENTITY = "identity-next"  # a rotated key not yet known to be bound at the AS
 RETIRED = "retired/"  # + ref: replaced last-resort KeyPackages -> when
 
 

@@ -140,6 +140,7 @@ from mlspy.messages import (
     Capabilities,
     ContentType,
     Credential,
+    CredentialType,
     KeyPackage,
     MLSMessage,
     Proposal,
@@ -338,6 +339,7 @@ class Client:
         if secret is None:
             secret = new_recovery_secret()
             self.store.write({rec.RECOVERY: (secret.encode(), None)})
+        await self._finish_rotation()
         await asyncio.to_thread(
             functools.partial(
                 self.ds.register,
@@ -481,6 +483,63 @@ class Client:
         devices remove it from every group (this one too, at its next receive)."""
         await asyncio.to_thread(self.ds.revoke_device, device)
         await self.sync()
+
+    async def rotate_key(self) -> None:
+        """Rotate this device's signature key (Basic credentials: the same credential, a new
+        key pair): the AS binds the device to the new key, then a commit in each group
+        carries it (an UpdatePath LeafNode with the new key, validated as the same device);
+        KeyPackages of the old key are replaced. Crash-safe: the new key is stored before
+        the AS is asked, and a restart finishes what was left."""
+        if self.identity.credential.credential_type != CredentialType.basic:
+            raise UsageError("an X.509 device rotates its key with a new certificate")
+        async with self._lock:
+            new = SigningIdentity.generate(
+                self.identity.credential.identity or b"", self.identity.cipher_suite
+            )
+            self.store.write({rec.NEXT_IDENTITY: (_encode_identity(new), None)})
+            await self._finish_rotation()
+            await self._rotate_groups()
+        await self.replenish(rotate_last_resort=True)
+
+    async def _finish_rotation(self) -> None:
+        """A rotated key stored but perhaps not bound yet: bind it (unless the AS already
+        did: then our old key no longer logs in), then make it this device's identity."""
+        stored = self.store.get(rec.NEXT_IDENTITY)
+        if stored is None:
+            return
+        new = _decode_identity(stored.value)
+        try:
+            await asyncio.to_thread(self.ds.login)  # with the old key: not rotated yet
+        except DSRequestError as exc:
+            if exc.status != 401:
+                raise
+            self.ds.identity = new  # the AS binds the new key already
+        else:
+            await asyncio.to_thread(self.ds.rotate_key, new)
+        current = self.store.get(rec.IDENTITY)
+        self.store.write(
+            {
+                rec.IDENTITY: (_encode_identity(new), current.version if current else None),
+                rec.NEXT_IDENTITY: (None, stored.version),
+            }
+        )
+        self.identity = new
+        self.ds.identity = new
+
+    def _rotation_for(self, group: Group) -> SigningIdentity | None:
+        """Our identity, if the group's leaf still has an older key of ours."""
+        if group.state.identity.signature_key == self.identity.signature_key:
+            return None
+        return self.identity
+
+    async def _rotate_groups(self) -> None:
+        """Commit our new key in every group whose leaf still has the old one."""
+        for gid in self.group_ids():
+            if self._rotation_for(self.group(gid).group) is not None:
+                try:
+                    await self._commit_locked(gid, lambda stored: [])
+                except (MLSError, DSRequestError, httpx.HTTPError) as exc:
+                    log.info("%s: key rotation in group %s: %s", self.name, gid.hex()[:16], exc)
 
     # --- KeyPackages ----------------------------------------------------------------
 
@@ -692,6 +751,7 @@ class Client:
                     proposals,
                     admit=self._admit(stored.group),
                     also_write=self._outbox_entry(stored),
+                    new_identity=self._rotation_for(stored.group),
                 )
                 if await self._deliver(group_id, _outgoing(out, stored.group), known_fresh=True):
                     return out
@@ -778,7 +838,8 @@ class Client:
         outbox = rec.put(self.store, rec.group_key(rec.OUTBOX, group_id), None)
         before = member_devices(stored.group)
         stored.merge_pending_commit(
-            lambda done: staged.writes(commit_events(stored.group, done, before, set()), outbox)
+            lambda done: staged.writes(commit_events(stored.group, done, before, set()), outbox),
+            identity=self.identity,
         )
         staged.done()
         return True
@@ -1066,6 +1127,7 @@ class Client:
         await self._confirm_removals()
         await self._replenish_if_due()
         if not self._committing:
+            await self._rotate_groups()
             await self._follow_devices()
             await self._renew_leaves()
             await self._recover_undone()

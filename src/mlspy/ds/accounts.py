@@ -429,6 +429,49 @@ class AuthenticationService(Devices):
         )
         return old_id, sorted(groups)
 
+    def rotate_key(
+        self,
+        client: ClientInfo,
+        credential: bytes,
+        signature_key: bytes,
+        cipher_suite: int,
+        challenge: bytes,
+        signature: bytes,
+    ) -> ClientInfo:
+        """Rotate a device's signature key: the caller (authenticated with its current key)
+        binds its identity to a new key whose possession the signed challenge proves; the
+        credential must name the same device. Its place on delivery lists, its queue and its
+        tokens move to the new key; its KeyPackages (of the old key) go. The device then
+        commits the new key in each of its groups."""
+        cred = _decode_credential(credential)
+        self._check_kind(cred)
+        if self._identity_of(cred, signature_key) != client.identity:
+            raise BadRequest("the new credential must name the same device")
+        self._check_possession(cipher_suite, signature_key, challenge, signature)
+        new = ClientInfo(client_id_of(signature_key), client.identity, signature_key, cipher_suite)
+        with self.db.transaction() as tx:
+            self._consume_challenge(tx, challenge)
+            if tx.execute("SELECT 1 FROM clients WHERE signature_key = ?", (signature_key,)):
+                raise Conflict("this signature key is already registered: rotate to a new one")
+            tx.execute(
+                "UPDATE clients SET id = ?, signature_key = ?, credential = ?, cipher_suite = ? "
+                "WHERE id = ?",
+                (new.id, signature_key, credential, cipher_suite, client.id),
+            )
+            tx.execute("DELETE FROM key_packages WHERE owner = ?", (client.id,))
+            for table in ("tokens", "queue", "group_members", "devices"):
+                tx.execute(
+                    f"UPDATE {table} SET client_id = ? WHERE client_id = ?", (new.id, client.id)
+                )
+            tx.execute("UPDATE group_undo SET roster = REPLACE(roster, ?, ?)", (client.id, new.id))
+            # Leaves still show the old key until the device commits the new one in each
+            # group: rosters computed from them meanwhile must name the device as it is now.
+            tx.execute("UPDATE client_aliases SET new_id = ? WHERE new_id = ?", (new.id, client.id))
+            tx.execute(
+                "INSERT INTO client_aliases (old_id, new_id) VALUES (?, ?)", (client.id, new.id)
+            )
+        return new
+
     def rate_limit_recovery(self, peer: str) -> None:
         """Recovery requests are limited per address too (``recovery_per_address``)."""
         self._rate_limit(

@@ -206,6 +206,20 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
             ]
         }
 
+    async def rotate(request: Request) -> dict[str, Any]:
+        client = await client_of(request)
+        d = await body(request)
+        new = await run_in_threadpool(
+            service.rotate_key,
+            client,
+            unb64(d.get("credential"), "credential"),
+            unb64(d.get("signature_key"), "signature_key"),
+            int(d.get("cipher_suite", 1)),
+            unb64(d.get("challenge"), "challenge"),
+            unb64(d.get("signature"), "signature"),
+        )
+        return {"client_id": new.id}
+
     async def revoke(request: Request) -> dict[str, Any]:
         client = await client_of(request)
         device = request.path_params["device"]
@@ -428,6 +442,7 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         Route("/v1/invites", route(create_invite), methods=["POST"]),
         Route("/v1/devices", route(devices)),
         Route("/v1/devices/pairing", route(pairing), methods=["POST"]),
+        Route("/v1/devices/rotate", route(rotate), methods=["POST"]),
         Route("/v1/devices/{device}/revoke", route(revoke), methods=["POST"]),
         Route("/v1/identities/{identity}", route(identity)),
         Route("/v1/key_packages", route(upload), methods=["POST"]),

@@ -136,6 +136,18 @@ class DSClient:
         out = self._call("POST", "/v1/auth/recover", json=body)
         return [bytes.fromhex(g) for g in out["groups"]]
 
+    def rotate_key(self, new: SigningIdentity) -> None:
+        """Bind our identity to ``new``'s key (same credential, new key pair) at the AS, then
+        use it. Our token stays valid."""
+        old = self.identity
+        self.identity = new
+        try:
+            body = self._possession()  # proof of possession of the new key
+        finally:
+            self.identity = old
+        self._call("POST", "/v1/devices/rotate", json=body)
+        self.identity = new
+
     def pairing_code(self) -> str:
         """A single-use code (ten minutes) that enrols a new device of our user."""
         return str(self._call("POST", "/v1/devices/pairing")["code"])

@@ -129,6 +129,11 @@ _TABLES = [
         expires DOUBLE PRECISION NOT NULL,
         used_by {blob})""",
     """CREATE INDEX IF NOT EXISTS pairings_by_account ON pairings (account, created)""",
+    # A device that rotated its signature key: its old client id (the hash of the old key,
+    # which its leaves keep until it commits the new one in each group) -> the current one.
+    """CREATE TABLE IF NOT EXISTS client_aliases (
+        old_id TEXT PRIMARY KEY,
+        new_id TEXT NOT NULL)""",
     # Clients registered before devices existed: each the one device ("") of its name.
     """INSERT INTO devices (client_id, account, device, created)
         SELECT id, identity, '', created FROM clients

@@ -338,10 +338,10 @@ class DeliveryService(AuthenticationService):
 
     def _set_roster(self, tx: Tx, group_id: bytes, signature_keys: set[bytes]) -> None:
         tx.execute("DELETE FROM group_members WHERE group_id = ?", (group_id,))
-        for key in signature_keys:
+        for client_id in _current_ids(tx, {client_id_of(key) for key in signature_keys}):
             tx.execute(
                 "INSERT INTO group_members (group_id, client_id) VALUES (?, ?)",
-                (group_id, client_id_of(key)),
+                (group_id, client_id),
             )
 
     def _members(self, tx: Tx, group_id: bytes) -> set[str]:
@@ -399,13 +399,15 @@ class DeliveryService(AuthenticationService):
             if g.mode == "public" and h.content_type != ContentType.application:
                 public = self._judge_public(tx, msg, bytes(g.public_state))
                 if h.is_commit:
-                    new_members = {client_id_of(m.signature_key) for m in public.members()}
+                    new_members = _current_ids(
+                        tx, {client_id_of(m.signature_key) for m in public.members()}
+                    )
                     openness = _openness(public.context.extensions, openness)
             elif h.external:
                 # Encrypted handshakes, but external commits are PublicMessages: judge them
                 # with the public state the members last published (their GroupInfo).
                 view = self._judge_public_from_group_info(tx, msg, g)
-                gone = {client_id_of(m.signature_key) for m in view.removed}
+                gone = _current_ids(tx, {client_id_of(m.signature_key) for m in view.removed})
                 new_members = (members - gone) | {client.id}
             elif h.is_commit:
                 new_members |= {_client_id_for_identity(tx, i) for i in adds} - {""}
@@ -830,6 +832,18 @@ def _group_info_extensions(group_info: bytes) -> tuple[Extension, ...]:
     if gi is None:
         raise BadRequest("expected MLSMessage(GroupInfo)")
     return gi.group_context.extensions
+
+
+def _current_ids(tx: Tx, client_ids: set[str]) -> set[str]:
+    """Client ids as they are now: a device that rotated its key has a new id, though its
+    leaves keep the old key until it commits the new one (``AuthenticationService.rotate_key``)."""
+    out = set(client_ids)
+    for old in client_ids:
+        rows = tx.execute("SELECT new_id FROM client_aliases WHERE old_id = ?", (old,))
+        if rows:
+            out.discard(old)
+            out.add(str(rows[0][0]))
+    return out
 
 
 def _decode(data: bytes) -> MLSMessage:

@@ -15,6 +15,7 @@ from mlspy.errors import GroupStateError, ValidationError
 from mlspy.group.commit_receive import apply_own_updates
 from mlspy.group.commit_validate import staged_commit, validate_path_leaf
 from mlspy.group.framing import authenticated_for, protect_signed
+from mlspy.group.identity import SigningIdentity
 from mlspy.group.member_state import MemberState
 from mlspy.group.proposals import AppliedProposals, QueuedProposal, apply_proposals
 from mlspy.group.state import (
@@ -63,6 +64,10 @@ class CommitOptions:
     ratchet_tree_in_welcome: bool | None = None
     resumption_usage: ResumptionPSKUsage | None = None
     wire_format: WireFormat | None = None
+    # Our leaf's next signing identity (a rotated signature key of the same credential): the
+    # UpdatePath's LeafNode carries and is signed with it; the commit itself is signed with
+    # the current one, which receivers know (§12.4.2).
+    new_identity: SigningIdentity | None = None
 
 
 def create_commit(
@@ -95,8 +100,8 @@ def create_commit(
     private.prune(tree)
     provisional = replace(epoch.context, epoch=epoch.epoch + 1, extensions=applied.extensions)
     created = None
-    if applied.path_required or options.force_path:
-        created = _update_path(state, tree, provisional, applied)
+    if applied.path_required or options.force_path or options.new_identity is not None:
+        created = _update_path(state, tree, provisional, applied, options.new_identity)
         private = created.private
     provisional = replace(provisional, tree_hash=tree.tree_hash())
     commit = Commit(tuple(refs), created.update_path if created else None)
@@ -141,10 +146,15 @@ def _proposals_to_cover(
 
 
 def _update_path(
-    state: MemberState, tree: RatchetTree, provisional: GroupContext, applied: AppliedProposals
+    state: MemberState,
+    tree: RatchetTree,
+    provisional: GroupContext,
+    applied: AppliedProposals,
+    identity: SigningIdentity | None = None,
 ) -> CreatedUpdatePath:
-    """A fresh UpdatePath for our leaf; its LeafNode passes the receivers' checks."""
-    ident = state.identity
+    """A fresh UpdatePath for our leaf (with ``identity``'s key, if given); its LeafNode
+    passes the receivers' checks."""
+    ident = identity or state.identity
     old_tree = state.epoch.tree
     created = create_update_path(
         tree,

@@ -642,6 +642,7 @@ class Group:
         ratchet_tree_in_welcome: bool | None = None,
         resumption_usage: ResumptionPSKUsage | None = None,
         wire_format: WireFormat | None = None,
+        new_identity: SigningIdentity | None = None,
     ) -> CommitOutput:
         """Create a Commit covering the cached proposals (by reference), ``proposals`` (by
         value), and adds of ``add``'s KeyPackages and removals of ``remove``'s members (by
@@ -652,7 +653,11 @@ class Group:
         leaving out an outsider's request to join until someone approves it.
 
         ``resumption_usage`` admits a reinit or branch resumption PSK, which is only valid in
-        the first commit of a successor group (§11.2, §11.3)."""
+        the first commit of a successor group (§11.2, §11.3).
+
+        ``new_identity`` rotates our signature key: the same credential with a new key pair
+        (bound to it at the Authentication Service first); the commit's path carries it, and
+        :meth:`merge_pending_commit` takes it (``identity=``)."""
         by_value = [
             *proposals,
             *(Proposal(Remove(self._leaf_of(m))) for m in remove),
@@ -666,6 +671,7 @@ class Group:
             ratchet_tree_in_welcome=ratchet_tree_in_welcome,
             resumption_usage=resumption_usage,
             wire_format=wire_format,
+            new_identity=new_identity,
         )
         return create_commit(self._state, by_value, options)
 
@@ -679,12 +685,26 @@ class Group:
         """Commit removing ``members`` (leaf, Member or identity); see :meth:`commit`."""
         return self.commit(remove=members, **options)  # type: ignore[arg-type]
 
-    def merge_pending_commit(self) -> StagedCommit:
-        """Make our pending commit's epoch current (after the Delivery Service accepted it)."""
+    def merge_pending_commit(self, identity: SigningIdentity | None = None) -> StagedCommit:
+        """Make our pending commit's epoch current (after the Delivery Service accepted it).
+        A commit made with ``new_identity`` needs that identity again (it is not stored with
+        the pending commit); for any other, ``identity`` is ignored."""
         pending = self._state.pending
         if pending is None:
             raise GroupStateError("no pending commit")
+        new_state = pending.staged.new_state
+        leaf = new_state.tree.leaf(self._state.own_leaf) if new_state is not None else None
+        rotated = leaf is not None and leaf.signature_key != self._state.identity.signature_key
+        if rotated and (
+            identity is None or leaf is None or identity.signature_key != leaf.signature_key
+        ):
+            raise UsageError(
+                "our pending commit carries a new signature key: merge it with identity= "
+                "that key's SigningIdentity"
+            )
         self._merge(pending.staged)
+        if rotated and identity is not None:
+            self._state.identity = identity
         return pending.staged
 
     def clear_pending_commit(self) -> None:

@@ -258,8 +258,13 @@ class StoredGroup:
         self._save(extra)
         return out
 
-    def merge_pending_commit(self, also_write: AlsoWrite[StagedCommit] = None) -> StagedCommit:
-        return self._transition(lambda g: g.merge_pending_commit(), also_write)
+    def merge_pending_commit(
+        self,
+        also_write: AlsoWrite[StagedCommit] = None,
+        identity: SigningIdentity | None = None,
+    ) -> StagedCommit:
+        """Merge our pending commit (``identity``: see ``Group.merge_pending_commit``)."""
+        return self._transition(lambda g: g.merge_pending_commit(identity), also_write)
 
     def clear_pending_commit(self, also_write: Mapping[str, Write] | None = None) -> None:
         self._transition(lambda g: g.clear_pending_commit(), lambda _: also_write or {})
