@@ -45,7 +45,9 @@ class Message(Event):
 
 @dataclass(frozen=True)
 class Joined(Event):
-    """We joined the group (by a Welcome from ``by``, or by external commit: ``by`` empty)."""
+    """We joined the group (by a Welcome, or by external commit). ``by``: who added us,
+    where the SDK knows it (empty for now: a Welcome's GroupInfo names its signer, but the
+    joined state does not keep it)."""
 
     kind: ClassVar[str] = "joined"
     members: tuple[str, ...]
