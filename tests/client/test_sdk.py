@@ -644,3 +644,23 @@ def test_encrypted_handshakes_end_to_end(server: InProcessServer, tmp_path: Path
         assert str(rows[0][0]).startswith("private") and rows[0][1] is None
 
     asyncio.run(scenario())
+
+
+def test_payloads_are_bytes_with_a_text_convenience(server: InProcessServer) -> None:
+    from mlspy.client import Message
+
+    async def scenario() -> None:
+        async with (
+            Client(server.url, "alice", poll_interval=0.2) as alice,
+            Client(server.url, "bob", poll_interval=0.2) as bob,
+        ):
+            gid = await alice.create_group()
+            await _invite(alice, gid, bob)
+            await alice.send(gid, b"\x00\xffnot text")
+            await alice.send(gid, "grüße")
+            first, second = await _until(bob, "message"), await _until(bob, "message")
+            assert isinstance(first, Message) and isinstance(second, Message)
+            assert first.data == b"\x00\xffnot text"
+            assert (second.data, second.text) == ("grüße".encode(), "grüße")
+
+    asyncio.run(scenario())

@@ -980,8 +980,9 @@ class Client:
 
     # --- Sending ------------------------------------------------------------------------
 
-    async def send(self, group_id: bytes, text: str) -> None:
-        """Encrypt and submit an application message; once this returns, the DS has it."""
+    async def send(self, group_id: bytes, payload: bytes | str) -> None:
+        """Encrypt and submit an application message (bytes; text is sent UTF-8 encoded);
+        once this returns, the DS has it."""
         async with self._lock:
             stored = self.group(group_id)
             if self._admitted(stored.group):
@@ -991,7 +992,9 @@ class Client:
                 # admit: an outsider's request to join waits for approval).
                 await self._commit_locked(group_id, self._pending_only)
                 stored = self.group(group_id)
-            data = stored.encrypt_application(text.encode())
+            data = stored.encrypt_application(
+                payload.encode() if isinstance(payload, str) else bytes(payload)
+            )
             for attempt in range(SUBMIT_ATTEMPTS):
                 try:
                     await asyncio.to_thread(self.ds.submit, group_id, data)
