@@ -134,7 +134,13 @@ def _child(cmd: dict[str, Any]) -> None:  # pragma: no cover - runs in a forked 
         nonlocal armed
         store = SQLiteStore(cmd["db"], on_write=hook)
         client = Observed(
-            cmd["server"], cmd["name"], store=store, key_packages=2, config=config(cmd["mode"])
+            cmd["server"],
+            cmd["name"],
+            store=store,
+            key_packages=2,
+            config=config(cmd["mode"]),
+            device=cmd.get("device", ""),
+            pairing_code=cmd.get("pairing"),
         )
         client.note = note
         if "after" in kill:
@@ -236,6 +242,8 @@ class Actor:
     server: str
     workdir: Path
     mode: str = "public"  # the handshake wire format: "public" or "private"
+    device: str = ""  # a device of user ``name`` (mlspy.users); "" is the bare name
+    pairing: str | None = None  # the pairing code of a further device (its first run)
     runs: int = 0
     kills: int = 0
     _proc: Any = None
@@ -276,6 +284,8 @@ class Actor:
             "kill": kill,
             "forgetful": forgetful,
             "mode": self.mode,
+            "device": self.device,
+            "pairing": self.pairing,
         }
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write(json.dumps(cmd) + "\n")

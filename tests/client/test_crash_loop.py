@@ -296,3 +296,61 @@ def test_the_checks_catch_a_sender_that_reuses_a_key(tmp_path: Path) -> None:
         assert found.lost == ["bob->alice: two"]
 
     _world_test(tmp_path, body)
+
+
+def test_a_second_device_killed_at_every_write_point(tmp_path: Path) -> None:
+    """Exactly-once for a user with two devices: alice's laptop (a subprocess, enrolled with a
+    pairing code from her phone, added to the group by the phone) is killed at every write
+    point of receiving and of sending; every message of the phone reaches the laptop's
+    application once and every message the laptop sent reaches the phone's, no key is used
+    twice, and both end in the same epoch."""
+
+    async def body(w: World) -> None:
+        code = await w.alice.pairing_code()
+        laptop = Actor("alice", w.url, w.tmp / "laptop", device="laptop", pairing=code)
+        try:
+            assert (await asyncio.to_thread(laptop.run, "sync"))[0] == "ok"  # registers
+            await w.alice.sync()  # the phone adds its new device to g1
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:
+                fate, out = await asyncio.to_thread(laptop.run, "sync")
+                assert fate == "ok", out
+                if w.g1.hex() in out["groups"]:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, "never added"
+                await w.alice.sync()
+            g1 = w.g1.hex()
+            for op in ("sync", "send"):
+                for k in itertools.count(1):
+                    killed = False
+                    for point in POINTS:
+                        if op == "sync":
+                            await w.alice_says()
+                            args: list[Any] = []
+                        else:
+                            args = [g1, f"laptop-{next(w.counter)}"]
+                        kill = {"write": k, "point": point}
+                        fate, out = await asyncio.to_thread(laptop.run, op, *args, kill=kill)
+                        assert fate != "error", out
+                        killed |= fate == "killed"
+                        fate, out = await asyncio.to_thread(laptop.run, "sync")
+                        assert fate == "ok", out
+                        await w.alice.sync()
+                    if not killed:
+                        break
+            await asyncio.sleep(0.3)
+            laptop_records = laptop.records()
+            found = findings(
+                {"phone": w.records, "laptop": laptop_records},
+                {"phone": w.records, "laptop": laptop_records},
+                g1,
+            )
+            assert found.lost == [] and found.duplicated == [] and found.reused == []
+            assert found.delivered == found.sent > 0
+            assert laptop.kills > 0
+            phone = w.alice.group(w.g1).group
+            assert out["groups"][g1] == [phone.epoch, phone.epoch_authenticator.hex()]
+        finally:
+            laptop.close()
+
+    _world_test(tmp_path, body)
