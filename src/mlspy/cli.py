@@ -326,34 +326,88 @@ def _require_state_store(path: str) -> None:
 @main.command("chat")
 @click.option("--server", required=True, help="Delivery Service URL, e.g. http://127.0.0.1:8080")
 @click.option("--user", required=True, help="Your user name (your identity at the AS).")
-@click.option("--state", type=click.Path(dir_okay=False), help="SQLite file for your state.")
+@click.option(
+    "--device",
+    default="",
+    help="This device's name among your user's devices (e.g. laptop); a further device of "
+    "an existing user also needs --pair. Default: your first device, the bare user name.",
+)
+@click.option(
+    "--pair",
+    "pairing_code",
+    help="Pairing code from /link on one of your devices: enrol this one (with --device).",
+)
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False),
+    help="SQLite file for your state; the chat's history goes to FILE.history.",
+)
+@click.option(
+    "--ca",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA certificate (PEM) to trust for an https server with a self-signed certificate.",
+)
 @click.option("--invite", "invite_code", help="Invite code for registering a new name.")
 @click.option(
     "--recover",
     "recovery_secret",
-    help="Your name's recovery secret: take the name over on this device (a lost key).",
+    help="Your name's recovery secret: take the name over on this device (every old one lost).",
 )
 def chat_command(
     server: str,
     user: str,
+    device: str,
+    pairing_code: str | None,
     state: str | None,
+    ca: str | None,
     invite_code: str | None,
     recovery_secret: str | None,
 ) -> None:
     """An interactive end-to-end encrypted terminal chat."""
+    import ssl
+
     import httpx
 
-    from mlspy.tools.chat import run
+    from mlspy.errors import UsageError
+    from mlspy.tools.chat import connect_problem, run, untrusted_certificate
+    from mlspy.users import check_device, check_user
 
     if not server.startswith(("http://", "https://")):
         raise click.BadParameter("give an http:// or https:// URL", param_hint="--server")
+    try:
+        check_user(user)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--user") from None
+    try:
+        if device:
+            check_device(device)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+    if pairing_code and not device:
+        raise click.UsageError("--pair enrols a further device: name it with --device")
+    try:
+        verify: bool | ssl.SSLContext = ssl.create_default_context(cafile=ca) if ca else True
+    except ssl.SSLError as exc:
+        raise click.BadParameter(f"not a PEM certificate: {exc}", param_hint="--ca") from None
     try:  # fail here, with one line, rather than inside the full-screen chat
-        httpx.get(server.rstrip("/") + "/healthz", timeout=5).raise_for_status()
+        httpx.get(server.rstrip("/") + "/healthz", timeout=5, verify=verify).raise_for_status()
     except httpx.HTTPError as exc:
+        problem = connect_problem(exc)
+        if not untrusted_certificate(exc):
+            problem += "; is `mlspy serve` running?"
         raise click.ClickException(
-            f"cannot reach a Delivery Service at {server} ({exc}); is `mlspy serve` running?"
+            f"cannot reach a Delivery Service at {server}: {problem}"
         ) from None
-    run(server, user, state, invite_code=invite_code, recovery_secret=recovery_secret)
+    run(
+        server,
+        user,
+        state,
+        invite_code=invite_code,
+        recovery_secret=recovery_secret,
+        device=device,
+        pairing_code=pairing_code,
+        ca=ca,
+    )
 
 
 @main.command("interop-server")

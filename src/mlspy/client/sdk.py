@@ -837,8 +837,9 @@ class Client:
         staged = Staged(self.inbox)
         outbox = rec.put(self.store, rec.group_key(rec.OUTBOX, group_id), None)
         before = member_devices(stored.group)
+        leaving = leave_requests(stored.group)
         stored.merge_pending_commit(
-            lambda done: staged.writes(commit_events(stored.group, done, before, set()), outbox),
+            lambda done: staged.writes(commit_events(stored.group, done, before, leaving), outbox),
             identity=self.identity,
         )
         staged.done()
