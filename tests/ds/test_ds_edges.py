@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -11,10 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from ds_helpers import POSTGRES, Cluster, Member, status_of
 
 from mlspy.ds.app import create_app
@@ -25,6 +20,7 @@ from mlspy.ds.service import DeliveryService
 from mlspy.group import GroupConfig, SigningIdentity, join_external
 from mlspy.messages import MLSMessage, WireFormat
 from mlspy.protection import authenticate, protect_public_message
+from x509_helpers import self_signed_server
 
 
 def test_bad_requests_get_clear_4xx_and_change_nothing(ds: Cluster) -> None:
@@ -196,40 +192,8 @@ def test_accepted_messages_survive_a_restart(tmp_path: Path) -> None:
         assert bob.received == [b"before the restart"]
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_tls(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_server(tmp_path)
     service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"))
     with InProcessServer(create_app(service), tls_cert=str(cert), tls_key=str(key)) as server:
         assert server.url.startswith("https://")

@@ -6,23 +6,18 @@ a server with a self-signed certificate (``--ca``)."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from textual.widgets import Input, Static
 
 from mlspy.cli import main
 from mlspy.ds.server import InProcessServer
 from mlspy.storage import SQLiteStore
 from mlspy.tools.chat import HISTORY_LINES, SHORT_ID, ChatApp, History
+from x509_helpers import self_signed_server
 
 
 def _log(app: ChatApp) -> str:
@@ -318,36 +313,6 @@ def test_link_a_device_list_and_revoke(server: InProcessServer) -> None:
     asyncio.run(scenario())
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_a_self_signed_server_needs_ca(tmp_path: Path) -> None:
     """An https DS with a self-signed certificate: without --ca the chat (and the command,
     before the full screen) says to use --ca; with it the chat connects."""
@@ -355,7 +320,7 @@ def test_a_self_signed_server_needs_ca(tmp_path: Path) -> None:
     from mlspy.ds.db import SQLiteDatabase
     from mlspy.ds.service import DeliveryService
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_server(tmp_path)
     service = DeliveryService(SQLiteDatabase(tmp_path / "ds.db"))
     with InProcessServer(create_app(service), tls_cert=str(cert), tls_key=str(key)) as ds:
         result = CliRunner().invoke(main, ["chat", "--server", ds.url, "--user", "alice"])
