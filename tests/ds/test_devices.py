@@ -4,10 +4,11 @@ code, groups of users, every device seeing the conversation, revocation, removal
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from ds_helpers import Cluster
+from ds_helpers import Cluster, status_of
 
 from mlspy.client import Client, Event
 from mlspy.ds.client import DSClient, DSRequestError
@@ -363,3 +364,32 @@ async def _until_key(client: Client, gid: bytes, key: bytes, timeout: float = 20
         assert asyncio.get_running_loop().time() < deadline, "the new key never arrived"
         await client.sync()
         await asyncio.sleep(0.1)
+
+
+def test_nobody_revokes_or_rotates_someone_elses_device(ds: Cluster) -> None:
+    """Eve, a registered user, attacks alice's devices over the raw HTTP API: revoking one
+    (404: her user has no such device), rotating her own device onto a credential naming
+    alice's device (400), rotating onto a key she does not hold (401), rotating onto a key
+    already registered (409). Alice's devices keep logging in with their keys."""
+    from mlspy.group import SigningIdentity
+
+    phone = DSClient(ds.url, SigningIdentity.generate(b"alice/phone"))
+    phone.register()
+    phone.login()
+    laptop = DSClient(ds.url, SigningIdentity.generate(b"alice/laptop"))
+    laptop.register(pairing_code=phone.pairing_code())
+    eve = DSClient(ds.url, SigningIdentity.generate(b"eve"))
+    eve.register()
+    eve.login()
+
+    assert status_of(lambda: eve.revoke_device("laptop")) == 404
+    assert status_of(lambda: eve.rotate_key(SigningIdentity.generate(b"alice/laptop"))) == 400
+    unheld = SigningIdentity.generate(b"eve")
+    stolen = replace(
+        unheld, signature_private_key=SigningIdentity.generate(b"eve").signature_private_key
+    )
+    assert status_of(lambda: eve.rotate_key(stolen)) == 401
+    assert status_of(lambda: eve.rotate_key(laptop.identity)) in (400, 409)
+    assert {d["device"] for d in phone.devices()} == {"phone", "laptop"}
+    laptop.login()
+    phone.login()
