@@ -837,13 +837,16 @@ def _group_info_extensions(group_info: bytes) -> tuple[Extension, ...]:
 def _current_ids(tx: Tx, client_ids: set[str]) -> set[str]:
     """Client ids as they are now: a device that rotated its key has a new id, though its
     leaves keep the old key until it commits the new one (``AuthenticationService.rotate_key``)."""
-    out = set(client_ids)
-    for old in client_ids:
-        rows = tx.execute("SELECT new_id FROM client_aliases WHERE old_id = ?", (old,))
-        if rows:
-            out.discard(old)
-            out.add(str(rows[0][0]))
-    return out
+    ids = sorted(client_ids)
+    aliases: dict[str, str] = {}
+    for start in range(0, len(ids), 500):  # one query per 500 members, not one per member
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows = tx.execute(
+            f"SELECT old_id, new_id FROM client_aliases WHERE old_id IN ({marks})", chunk
+        )
+        aliases.update((str(r[0]), str(r[1])) for r in rows)
+    return {aliases.get(cid, cid) for cid in ids}
 
 
 def _decode(data: bytes) -> MLSMessage:
