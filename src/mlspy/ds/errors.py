@@ -39,7 +39,16 @@ class TooLarge(DSError):
 
 
 class RateLimited(DSError):
+    """429; ``retry_after`` (seconds) becomes the ``Retry-After`` header."""
+
     status = 429
+
+
+class Unavailable(DSError):
+    """503: the server cannot answer now (e.g. its database is away); ``retry_after``
+    (seconds) becomes the ``Retry-After`` header. Nothing was done."""
+
+    status = 503
 
 
 __all__ = [
@@ -51,4 +60,5 @@ __all__ = [
     "RateLimited",
     "TooLarge",
     "Unauthorized",
+    "Unavailable",
 ]

@@ -1,0 +1,33 @@
+"""What one client (or one address) may cost the Delivery Service: the operator's limits.
+
+Per-client caps on WebSockets and on request and byte rates, per-address caps on the
+unauthenticated endpoints, and timeouts. ``mlspy serve`` fills them from its configuration
+(``ds/config.py``); the defaults suit a small server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    # WebSockets open at once per client (device); one more is refused with close code 4429.
+    max_sockets_per_client: int = 4
+    # Authenticated requests: a token bucket per client (sustained rate and burst).
+    requests_per_second: float = 50.0
+    request_burst: int = 200
+    # Request body bytes per client (sustained rate and burst), so a client cannot push
+    # megabytes a second for long.
+    bytes_per_second: int = 1_000_000
+    byte_burst: int = 8_000_000
+    # Unauthenticated requests (challenge, register, token, recover): per address.
+    anonymous_per_second: float = 5.0
+    anonymous_burst: int = 30
+    # A WebSocket that neither receives a message nor sends anything for this long is closed
+    # (the server pings first; a live client answers pings without the application's help).
+    ws_idle_timeout: float = 300.0
+    # HTTP keep-alive connections idle this long are closed; a request whose head or body
+    # is not complete within this long is answered 408 / dropped.
+    http_idle_timeout: float = 15.0
+    request_timeout: float = 30.0
