@@ -6,6 +6,7 @@ import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlspy.ds.client import DSClient, DSRequestError
 from mlspy.ds.server import InProcessServer
@@ -117,3 +118,17 @@ class Member:
     def send(self, text: bytes) -> int:
         assert self.group is not None
         return self.client.submit(self.group.group_id, self.group.encrypt_application(text))
+
+
+async def open_push(ws_url: str, token: str | None) -> Any:
+    """A WebSocket to ``/v1/ws``, authenticated by its first message (never the URL), after
+    the server's ``ready`` answer."""
+    import json
+
+    import websockets
+
+    sock = await websockets.connect(f"{ws_url}/v1/ws")
+    await sock.send(json.dumps({"token": token}))
+    ready = json.loads(await sock.recv())
+    assert ready.get("ready") is True, ready
+    return sock

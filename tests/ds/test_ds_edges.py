@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from ds_helpers import POSTGRES, Cluster, Member, status_of
+from ds_helpers import POSTGRES, Cluster, Member, open_push, status_of
 
 from mlspy.ds.app import create_app
 from mlspy.ds.client import DSClient, DSRequestError
@@ -78,7 +78,7 @@ def test_websocket_push_and_ack(ds: Cluster) -> None:
     bob.sync()
 
     async def listen() -> dict[str, object]:
-        async with websockets.connect(f"{ds.ws_url}/v1/ws?token={bob.client.token}") as sock:
+        async with await open_push(ds.ws_url, bob.client.token) as sock:
             await asyncio.sleep(0.2)
             await asyncio.to_thread(alice.send, b"pushed")
             item = json.loads(await asyncio.wait_for(sock.recv(), timeout=10))
@@ -112,7 +112,7 @@ def test_websocket_push_across_nodes_survives_a_lost_listen_connection(ds: Clust
     assert killed
 
     async def listen() -> dict[str, object]:
-        async with websockets.connect(f"{node_a.ws_url}/v1/ws?token={bob.client.token}") as sock:
+        async with await open_push(node_a.ws_url, bob.client.token) as sock:
             await asyncio.sleep(1.0)  # the listener reconnects meanwhile
             await asyncio.to_thread(alice.send, b"across nodes")
             # Well under the socket's 15 s fallback poll: only a wakeup gets it here in time.
@@ -123,13 +123,16 @@ def test_websocket_push_across_nodes_survives_a_lost_listen_connection(ds: Clust
 
 
 def test_websocket_needs_a_token(ds: Cluster) -> None:
-    async def connect() -> None:
-        async with websockets.connect(f"{ds.ws_url}/v1/ws?token=bad") as sock:
+    async def connect(first: str | None) -> None:
+        async with websockets.connect(f"{ds.ws_url}/v1/ws") as sock:
+            if first is not None:
+                await sock.send(first)
             await sock.recv()
 
-    with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
-        asyncio.run(connect())
-    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+    for first in ('{"token": "bad"}', '{"ack": [1]}', '"hello"'):
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+            asyncio.run(connect(first))
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4401, first
 
 
 def test_external_join_through_the_ds(ds: Cluster) -> None:

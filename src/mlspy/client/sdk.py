@@ -86,6 +86,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -1401,8 +1402,10 @@ class Client:
             try:
                 import websockets
 
-                # The token of the moment: the client logs in again when one expires.
-                async with websockets.connect(f"{base}/v1/ws?token={self.ds.token}") as sock:
+                # The token of the moment (the client logs in again when one expires), in
+                # the first message: never in the URL, where logs would keep it.
+                async with websockets.connect(f"{base}/v1/ws") as sock:
+                    await sock.send(json.dumps({"token": self.ds.token}))
                     while True:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(sock.recv(), timeout=self.poll_interval)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,10 +68,27 @@ class DSClient:
     def close(self) -> None:
         self.http.close()
 
+    # A 503 (the DS's database is away for a moment) is retried this many times, waiting what
+    # Retry-After says (at most ``MAX_RETRY_WAIT`` s each). Safe: a 503 means nothing was
+    # done — or, rarely, an interrupted COMMIT whose outcome the DS could not learn; then a
+    # repeated message is a duplicate the receivers drop (its key is already spent).
+    RETRIES_503 = 3
+    MAX_RETRY_WAIT = 5.0
+
+    def _request(self, method: str, path: str, headers: dict[str, str], **kwargs: Any) -> Any:
+        attempts = 0
+        while True:
+            response = self.http.request(method, path, headers=headers, **kwargs)
+            if response.status_code != 503 or attempts >= self.RETRIES_503:
+                return response
+            attempts += 1
+            wait = response.headers.get("retry-after", "1")
+            time.sleep(min(float(wait) if wait.isdigit() else 1.0, self.MAX_RETRY_WAIT))
+
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         sent = self.token
         headers = {"authorization": f"Bearer {sent}"} if sent else {}
-        response = self.http.request(method, path, headers=headers, **kwargs)
+        response = self._request(method, path, headers, **kwargs)
         if response.status_code == 401 and sent and not path.startswith("/v1/auth/"):
             # Bearer tokens are short-lived: prove possession of the key again and retry
             # once. Concurrent callers share one new login (the first one makes it).
@@ -78,7 +96,7 @@ class DSClient:
                 if self.token == sent:
                     self.login()
             headers = {"authorization": f"Bearer {self.token}"}
-            response = self.http.request(method, path, headers=headers, **kwargs)
+            response = self._request(method, path, headers, **kwargs)
         data: dict[str, Any] = response.json() if response.content else {}
         if response.status_code == 409:
             raise DSConflict(409, data)

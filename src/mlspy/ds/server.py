@@ -95,6 +95,7 @@ class InProcessServer:
         *,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        log_level: str = "warning",
     ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -105,7 +106,7 @@ class InProcessServer:
         self.ws_url = f"{'wss' if tls_cert else 'ws'}://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             app,
-            log_level="warning",
+            log_level=log_level,
             ssl_certfile=tls_cert,
             ssl_keyfile=tls_key,
             ws="websockets-sansio",

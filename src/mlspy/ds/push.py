@@ -1,0 +1,283 @@
+"""WebSocket push of queued messages (``/v1/ws``), and the cross-node wake-ups.
+
+Authentication never puts the token in the URL (URLs end up in access logs and proxies'
+logs): the client sends ``Authorization: Bearer <token>`` with the upgrade, or — browsers
+cannot set headers — a first message ``{"token": "<token>"}`` within ``AUTH_TIMEOUT``
+seconds. The server answers ``{"ready": true, "client_id": …}`` and then sends every queued
+message in order (the JSON of ``api.QueueItem``); the client acknowledges with
+``{"ack": [seq, …]}`` here or over HTTP. Close codes: 4400 a malformed or unexpected
+message (1003 a binary one), 4401 no, bad, expired or revoked token (checked again at least
+every ``Limits.token_recheck`` seconds), 4429 too many sockets of this client or too many
+requests, 1013 the database is away for now (reconnect later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from mlspy.ds import api
+from mlspy.ds.accounts import ClientInfo
+from mlspy.ds.errors import DSError, RateLimited, Unavailable
+from mlspy.ds.routing import encode
+from mlspy.ds.service import DeliveryService, QueuedMessage
+from mlspy.ds.throttle import SocketCounts
+
+AUTH_TIMEOUT = 10.0
+RECHECK = 15.0
+
+
+class Wakeups:
+    """WebSocket connections by client id, woken when their queue grows."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, set[asyncio.Event]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self, client_ids: set[str]) -> None:
+        loop = self.loop
+        if loop is None:
+            return
+        for cid in client_ids:
+            for event in self.events.get(cid, ()):
+                loop.call_soon_threadsafe(event.set)
+
+
+def item(m: QueuedMessage) -> api.QueueItem:
+    return api.QueueItem(
+        seq=m.seq, kind=m.kind, group_id=m.group_id.hex(), epoch=m.epoch, data=m.data
+    )
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def bearer(header: str) -> str | None:
+    """The token of an ``Authorization`` header (the scheme is case-insensitive, RFC 9110
+    §11.1)."""
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+class Push:
+    """The ``/v1/ws`` endpoint of one DS node."""
+
+    def __init__(
+        self,
+        service: DeliveryService,
+        wakeups: Wakeups,
+        sockets: SocketCounts,
+        recheck: float = RECHECK,
+    ) -> None:
+        self.recheck = recheck
+        self.service = service
+        self.wakeups = wakeups
+        self.sockets = sockets
+
+    async def endpoint(self, socket: WebSocket) -> None:
+        self.wakeups.loop = asyncio.get_running_loop()
+        await socket.accept()
+        try:
+            token, client = await self._authenticate(socket)
+        except _Refused as refused:
+            await _close(socket, refused.code, refused.reason)
+            return
+        except Unavailable as exc:
+            await _close(socket, 1013, exc.message)
+            return
+        except WebSocketDisconnect:
+            return
+        if not self.sockets.acquire(client.id):
+            await _close(
+                socket,
+                4429,
+                f"too many WebSockets for this client (at most {self.sockets.cap}): "
+                "close one, or share one socket between your tasks",
+            )
+            return
+        try:
+            await socket.send_text(json.dumps({"ready": True, "client_id": client.id}))
+            await self._serve(socket, token, client)
+        except _Refused as refused:
+            await _close(socket, refused.code, refused.reason)
+        except Unavailable as exc:
+            # The database is away: 1013 "try again later"; the client reconnects.
+            await _close(socket, 1013, exc.message)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self.sockets.release(client.id)
+
+    async def _authenticate(self, socket: WebSocket) -> tuple[str, ClientInfo]:
+        if "token" in socket.query_params:
+            raise _Refused(
+                4400,
+                "do not put the token in the URL (it ends up in logs): send it as "
+                'Authorization: Bearer, or as the first message {"token": ...}',
+            )
+        token = bearer(socket.headers.get("authorization", ""))
+        if token is None:
+            try:
+                first = await asyncio.wait_for(socket.receive(), AUTH_TIMEOUT)
+            except TimeoutError:
+                raise _Refused(4401, 'no token: send {"token": ...} first') from None
+            token = _token_of(first)
+        return token, await self._check(token)
+
+    async def _check(self, token: str) -> ClientInfo:
+        try:
+            return await run_in_threadpool(self.service.authenticate, token)
+        except Unavailable:
+            raise
+        except RateLimited as exc:
+            raise _Refused(4429, exc.message) from None
+        except DSError as exc:
+            raise _Refused(4401, exc.message) from None
+
+    async def _serve(self, socket: WebSocket, token: str, client: ClientInfo) -> None:
+        event = asyncio.Event()
+        self.wakeups.events.setdefault(client.id, set()).add(event)
+        # Sent on this socket and not yet acknowledged. The queue is read whole each time,
+        # not "after the last seq sent": on PostgreSQL, seqs of different groups can become
+        # visible out of order.
+        sent: set[int] = set()
+        read_task = asyncio.create_task(self._reader(socket, client, event))
+        checked = time.monotonic()
+        try:
+            while True:
+                if time.monotonic() - checked >= self.recheck:
+                    await self._check(token)  # expired or revoked: 4401
+                    checked = time.monotonic()
+                event.clear()  # before reading: a wakeup during the fetch is not lost
+                queued = await run_in_threadpool(self.service.fetch, client, 0)
+                sent &= {m.seq for m in queued}  # forget what was acknowledged
+                items = [m for m in queued if m.seq not in sent]
+                for m in items:
+                    await socket.send_text(encode(item(m)).decode())
+                    sent.add(m.seq)
+                if read_task.done():
+                    read_task.result()  # a refusal from the reader closes with its code
+                    return
+                if not items:
+                    # Sleep until new messages are queued, the client goes away, or it is
+                    # time to check the token again.
+                    waiter = asyncio.ensure_future(event.wait())
+                    await asyncio.wait(
+                        {waiter, read_task}, timeout=self.recheck, return_when="FIRST_COMPLETED"
+                    )
+                    waiter.cancel()
+        finally:
+            read_task.cancel()
+            self.wakeups.events.get(client.id, set()).discard(event)
+
+    async def _reader(self, socket: WebSocket, client: ClientInfo, event: asyncio.Event) -> None:
+        while True:
+            message = await socket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            data = _json_of(message)
+            seqs = data.get("ack") if isinstance(data, dict) else None
+            if not isinstance(seqs, list) or not all(_is_seq(s) for s in seqs):
+                raise _Refused(4400, 'expected {"ack": [seq, ...]} with integer seqs')
+            try:
+                await run_in_threadpool(self.service.ack, client, seqs)
+            except Unavailable:
+                raise
+            except DSError as exc:
+                raise _Refused(4400, exc.message) from None
+            event.set()
+
+
+def _is_seq(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _json_of(message: Any) -> object:
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text = message.get("text")
+    if text is None:
+        raise _Refused(1003, "binary messages are not understood: send JSON text")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise _Refused(4400, "malformed JSON") from None
+
+
+def _token_of(message: Any) -> str:
+    data = _json_of(message)
+    token = data.get("token") if isinstance(data, dict) else None
+    if not isinstance(token, str) or not token:
+        raise _Refused(4401, 'the first message must be {"token": "<bearer token>"}')
+    return token
+
+
+async def _close(socket: WebSocket, code: int, reason: str) -> None:
+    if socket.application_state == WebSocketState.DISCONNECTED:
+        return
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await socket.close(code=code, reason=reason[:120])
+
+
+class CrossNodeListener:
+    """With PostgreSQL, several DS nodes share the groups: each NOTIFYs the client ids whose
+    queues grew, and every node LISTENs so it can wake its own WebSocket clients."""
+
+    CHANNEL = "mlspy_queue"
+
+    def __init__(self, service: DeliveryService, wakeups: Wakeups) -> None:
+        self.db = service.db
+        self.wakeups = wakeups
+        self.enabled = hasattr(self.db, "listen_connection")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.enabled:
+            previous = service.on_queued
+
+            def on_queued(ids: set[str]) -> None:
+                previous(ids)
+                ordered = sorted(ids)
+                for i in range(0, len(ordered), 200):  # NOTIFY payloads are small
+                    self.db.notify(self.CHANNEL, ",".join(ordered[i : i + 200]))  # type: ignore[attr-defined]
+
+            service.on_queued = on_queued
+
+    def start(self) -> None:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        """Listen until stopped; a lost connection is reopened (with a growing pause), and
+        every local client is woken after it, since notifications may have been missed."""
+        pause = 0.1
+        while not self._stop.is_set():
+            try:
+                conn = self.db.listen_connection()  # type: ignore[attr-defined]
+                try:
+                    conn.execute(f"LISTEN {self.CHANNEL}")
+                    self.wakeups.wake(set(self.wakeups.events))
+                    pause = 0.1
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5, stop_after=50):
+                            self.wakeups.wake(set(note.payload.split(",")))
+                finally:
+                    conn.close()
+            except Exception:  # the database went away: try again
+                if self._stop.wait(pause):
+                    return
+                pause = min(pause * 2, 5.0)
