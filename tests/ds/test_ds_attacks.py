@@ -30,9 +30,9 @@ from ds_helpers import Cluster, Member, open_push, status_of
 
 from mlspy.crypto import suite
 from mlspy.ds.app import create_app
-from mlspy.ds.limits import Limits
 from mlspy.ds.client import DSConflict, DSRequestError
 from mlspy.ds.db import SQLiteDatabase
+from mlspy.ds.limits import Limits
 from mlspy.ds.server import InProcessServer
 from mlspy.ds.service import CHALLENGE_LABEL, CHALLENGE_TTL, TOKEN_TTL, DeliveryService
 from mlspy.errors import ConfirmationTagError, MLSError, SecretTreeError
