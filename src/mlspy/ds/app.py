@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -133,7 +134,16 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
                 log.info(
                     "%s %s -> %d %s", request.method, request.url.path, exc.status, exc.message
                 )
-                return JSONResponse({"error": exc.message, **exc.details}, status_code=exc.status)
+                # --- issue 18 item 4 (database resilience): Retry-After for 503/429 ---
+                retry = exc.details.get("retry_after")
+                headers = (
+                    {"Retry-After": str(math.ceil(retry))}
+                    if isinstance(retry, int | float)
+                    else None
+                )
+                return JSONResponse(
+                    {"error": exc.message, **exc.details}, status_code=exc.status, headers=headers
+                )
             except (ValueError, TypeError, RecursionError) as exc:
                 # e.g. a non-integer query parameter or a wrongly typed JSON field
                 return JSONResponse({"error": f"bad request: {exc}"[:300]}, status_code=400)
@@ -378,6 +388,11 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
     async def healthz(request: Request) -> dict[str, Any]:
         return {"status": "ok"}
 
+    # --- issue 18 item 4 (database resilience): readiness looks at the database ---
+    async def readyz(request: Request) -> dict[str, Any]:
+        await run_in_threadpool(service.db.ping)  # Unavailable: 503 with Retry-After
+        return {"status": "ready"}
+
     async def openapi(request: Request) -> dict[str, Any]:
         return OPENAPI
 
@@ -434,6 +449,7 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
 
     routes = [
         Route("/healthz", route(healthz)),
+        Route("/readyz", route(readyz)),  # issue 18 item 4
         Route("/openapi.json", route(openapi)),
         Route("/v1/auth/challenge", route(challenge), methods=["POST"]),
         Route("/v1/auth/register", route(register), methods=["POST"]),
@@ -539,6 +555,7 @@ OPENAPI: dict[str, Any] = {
     "info": {"title": "mlspy Delivery Service", "version": "1"},
     "paths": {
         "/healthz": {"get": {"summary": "liveness"}},
+        "/readyz": {"get": {"summary": "readiness: the database answers (else 503)"}},
         "/v1/auth/challenge": {"post": {"summary": "a fresh challenge to sign"}},
         "/v1/auth/register": {
             "post": {
