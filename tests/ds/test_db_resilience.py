@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import random
+import socket
 import sqlite3
 import threading
 import time
@@ -99,6 +100,36 @@ def test_postgres_restart_while_idle(pg: EmbeddedPostgres, node: InProcessServer
     alice.send(b"after the restart")
     bob.sync()
     assert bob.received == [b"after the restart"]
+
+
+def test_database_that_does_not_answer_is_503_after_a_bounded_wait(
+    pg: EmbeddedPostgres, node: InProcessServer
+) -> None:
+    """The database's address accepts connections but nothing answers (a hung server, a
+    black-holed network): a request is 503 after about one connect timeout, not a hang, and
+    the requests right after it are 503 at once."""
+    alice = Member.new(node.url, "alice")
+    pg.stop()
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    silent.bind(("127.0.0.1", pg.port))
+    silent.listen(64)  # the kernel completes handshakes; nobody ever reads or answers
+    try:
+        started = time.monotonic()
+        first = _queue(node.url, alice.client.token)
+        waited = time.monotonic() - started
+        assert first.status_code == 503, first.text
+        assert waited < 8, waited  # connect_timeout is 3 s
+        started = time.monotonic()
+        again = _queue(node.url, alice.client.token)
+        assert again.status_code == 503 and time.monotonic() - started < 0.5
+    finally:
+        silent.close()
+    pg.start()
+    deadline = time.monotonic() + 10
+    while _queue(node.url, alice.client.token).status_code != 200:
+        assert time.monotonic() < deadline, "the DS did not recover by itself"
+        time.sleep(0.1)
 
 
 def test_killed_backend_connections_are_replaced(

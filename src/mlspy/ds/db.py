@@ -304,8 +304,11 @@ class PostgresDatabase:
       slot emptied, and an empty slot is filled again (lazily) by the next transaction.
     * Every transaction starts with an explicit ``BEGIN`` round trip, so a stale connection
       fails there, before anything ran: it is replaced and ``BEGIN`` tried again, up to
-      ``attempts`` connections with a short growing pause. When no connection can be made
-      (``connect_timeout`` each), the request is :class:`Unavailable` (503, ``retry_after``).
+      ``attempts`` connections with a short growing pause, within about one
+      ``connect_timeout``. When no connection can be made, the request is
+      :class:`Unavailable` (503, ``retry_after``), and so is every request that needs a new
+      connection in the next ``RETRY_AFTER`` seconds, at once: a database that does not
+      answer costs one connect timeout per second, not one per request.
     * A failure inside the transaction (the connection lost, the server shutting down, a
       serialization failure) rolls it back: :class:`Unavailable`, and the client's retry is
       safe because nothing was committed. The body of a ``with`` statement cannot be run
@@ -341,6 +344,7 @@ class PostgresDatabase:
         self._backoff = backoff
         self._checkout_timeout = checkout_timeout
         self._resolve_for = resolve_for
+        self._down_until = 0.0  # no new connection is tried before this (monotonic) time
         self._pool: queue.Queue[Any | None] = queue.Queue()
         try:
             for _ in range(pool_size):
@@ -381,17 +385,25 @@ class PostgresDatabase:
     def _begin(self, conn: Any) -> Any:
         """A connection with a transaction open on it: the pooled one if it answers ``BEGIN``,
         else new ones, a bounded number of times. Nothing has run yet, so retrying is safe."""
+        start = time.monotonic()
         pause = self._backoff
         last: BaseException | None = None
         for attempt in range(self._attempts + 1):  # the pooled connection, then new ones
             if attempt > 1:  # a stale pooled connection is expected: the first new one is not
+                if time.monotonic() - start + pause > self._connect_timeout:
+                    break  # the time one connection attempt may take is spent
                 time.sleep(pause)
                 pause *= 2
             try:
                 if not self._usable(conn):
                     self._discard(conn)
                     conn = None
+                    if time.monotonic() < self._down_until:
+                        # Just found away: answer at once rather than make every request
+                        # wait for its own connect timeout (an unanswered one takes that long).
+                        raise _unavailable("it was unreachable a moment ago")
                     conn = self._connect()
+                    self._down_until = 0.0
                 conn.execute("BEGIN")
                 return conn
             except self._psycopg.Error as exc:
@@ -401,6 +413,7 @@ class PostgresDatabase:
                 last = exc
                 self._discard(conn)
                 conn = None
+        self._down_until = time.monotonic() + RETRY_AFTER
         raise _unavailable(_reason(last)) from None
 
     @contextmanager
