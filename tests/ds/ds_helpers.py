@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,10 +27,6 @@ def status_of(fn: Callable[[], object]) -> int:
     except DSRequestError as exc:
         return exc.status
     return 200
-
-
-# A PostgreSQL database for the two-node backend (``.ci/run`` starts one).
-POSTGRES = os.environ.get("MLSPY_TEST_POSTGRES")
 
 
 class Cluster:

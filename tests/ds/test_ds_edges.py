@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from ds_helpers import POSTGRES, Cluster, Member, open_push, status_of
+from ds_helpers import Cluster, Member, open_push, status_of
 
 from mlspy.ds.app import create_app
 from mlspy.ds.client import DSClient, DSRequestError
@@ -91,9 +91,10 @@ def test_websocket_push_and_ack(ds: Cluster) -> None:
     assert bob.client.fetch(bob.last_seq) == []  # acked over the WebSocket
 
 
-@pytest.mark.skipif(not POSTGRES, reason="MLSPY_TEST_POSTGRES is not set (.ci/run sets it)")
 @pytest.mark.parametrize("ds", ["postgres"], indirect=True)
-def test_websocket_push_across_nodes_survives_a_lost_listen_connection(ds: Cluster) -> None:
+def test_websocket_push_across_nodes_survives_a_lost_listen_connection(
+    ds: Cluster, postgres_url: str
+) -> None:
     """PostgreSQL: a node whose LISTEN connection dies reopens it, so its WebSocket clients
     are still woken by commits accepted on another node."""
     import psycopg
@@ -103,8 +104,7 @@ def test_websocket_push_across_nodes_survives_a_lost_listen_connection(ds: Clust
     alice.create()
     alice.add(bob)
     bob.sync()
-    assert POSTGRES is not None
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
         killed = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE query LIKE 'LISTEN mlspy_queue%' AND pid <> pg_backend_pid()"

@@ -9,15 +9,21 @@ placeholders and translated for psycopg.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlspy.ds.errors import Unavailable
 from mlspy.errors import StorageError
+
+log = logging.getLogger("mlspy.ds.db")
 
 Row = tuple[Any, ...]
 
@@ -154,7 +160,19 @@ class Database(Protocol):
 
     def transaction(self) -> Any: ...
 
+    def ping(self) -> None: ...
+
     def close(self) -> None: ...
+
+
+# How long a client should wait before trying again when the database is away (seconds).
+RETRY_AFTER = 1
+
+
+def _unavailable(why: str) -> Unavailable:
+    """503 for the client; the reason (which names hosts and ports) goes to the log only."""
+    log.warning("database unavailable: %s", why)
+    return Unavailable("the database is unavailable; try again", retry_after=RETRY_AFTER)
 
 
 class _SQLiteTx:
@@ -177,29 +195,69 @@ class _SQLiteTx:
         return rows[0] if rows else None
 
 
+# SQLite result codes (the low byte of ``sqlite_errorcode``) that say the file or the machine
+# is in trouble (busy past the timeout, I/O, full disk, read-only, cannot open), not that our
+# SQL is wrong: those are worth a retry later, so they become 503 rather than 500.
+_SQLITE_TRANSIENT = {
+    5,  # SQLITE_BUSY ("database is locked")
+    6,  # SQLITE_LOCKED
+    7,  # SQLITE_NOMEM
+    8,  # SQLITE_READONLY
+    10,  # SQLITE_IOERR ("disk I/O error")
+    13,  # SQLITE_FULL
+    14,  # SQLITE_CANTOPEN
+    15,  # SQLITE_PROTOCOL
+}
+
+
+def _sqlite_transient(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _SQLITE_TRANSIENT
+
+
 class SQLiteDatabase:
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=10000")
+        # How long a writer waits for another process's lock before it is 503.
+        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         self._lock = threading.Lock()
         for sql in _TABLES:
             self._db.execute(sql.format(blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
 
     @contextmanager
     def transaction(self) -> Iterator[_SQLiteTx]:
+        """One durable transaction; a locked, full or failing file is :class:`Unavailable`
+        (nothing was committed: SQLite rolls back what did not reach COMMIT)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if _sqlite_transient(exc):
+                    raise _unavailable(str(exc)) from None
+                raise
             try:
                 yield _SQLiteTx(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the error below says why
+                        self._db.execute("ROLLBACK")
+                if _sqlite_transient(exc):
+                    raise _unavailable(str(exc)) from None
                 raise
-            self._db.execute("COMMIT")
+
+    def ping(self) -> None:
+        """Read the schema page (``SELECT 1`` alone would not touch the file)."""
+        with self._lock:
+            try:
+                self._db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.Error as exc:
+                raise _unavailable(str(exc)) from None
 
     def close(self) -> None:
         self._db.close()
@@ -231,48 +289,245 @@ class _PgTx:
         return rows[0] if rows else None
 
 
+# SQLSTATE classes after which the transaction is known to be rolled back and a retry may
+# succeed: connection exception, transaction rollback (serialization failure, deadlock),
+# insufficient resources, operator intervention (admin shutdown, "starting up").
+_PG_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+
+
 class PostgresDatabase:
-    """PostgreSQL through psycopg 3; a small pool of connections, one per transaction."""
+    """PostgreSQL through psycopg 3: a small pool of connections, one per transaction.
+
+    Theory of operation, for a database that restarts or drops connections:
+
+    * A pool slot holds a connection or nothing; a connection found broken is closed and its
+      slot emptied, and an empty slot is filled again (lazily) by the next transaction.
+    * Every transaction starts with an explicit ``BEGIN`` round trip, so a stale connection
+      fails there, before anything ran: it is replaced and ``BEGIN`` tried again, up to
+      ``attempts`` connections with a short growing pause, within about one
+      ``connect_timeout``. When no connection can be made, the request is
+      :class:`Unavailable` (503, ``retry_after``), and so is every request that needs a new
+      connection in the next ``RETRY_AFTER`` seconds, at once: a database that does not
+      answer costs one connect timeout per second, not one per request.
+    * A failure inside the transaction (the connection lost, the server shutting down, a
+      serialization failure) rolls it back: :class:`Unavailable`, and the client's retry is
+      safe because nothing was committed. The body of a ``with`` statement cannot be run
+      again from here, so that retry is the client's.
+    * A failure *during* COMMIT is ambiguous: the server may have committed. The transaction's
+      id (taken just before COMMIT, if it wrote anything) is looked up with
+      ``pg_xact_status`` on a new connection: committed means success (so a 200 is always a
+      commit, and the client does not send the same thing twice); aborted, or unknown
+      because the database stays away, is :class:`Unavailable`.
+    """
 
     dialect = "postgresql"
 
-    def __init__(self, dsn: str, pool_size: int = 8) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        pool_size: int = 8,
+        *,
+        connect_timeout: float = 3.0,
+        attempts: int = 3,
+        backoff: float = 0.05,
+        checkout_timeout: float = 30.0,
+        resolve_for: float = 5.0,
+    ) -> None:
         try:
             import psycopg
         except ImportError:
             raise StorageError("PostgreSQL needs psycopg: pip install -e '.[postgres]'") from None
         self._psycopg = psycopg
         self._dsn = dsn
-        self._pool: queue.Queue[Any] = queue.Queue()
+        self._connect_timeout = max(1, round(connect_timeout))  # libpq counts whole seconds
+        self._attempts = attempts
+        self._backoff = backoff
+        self._checkout_timeout = checkout_timeout
+        self._resolve_for = resolve_for
+        self._down_until = 0.0  # no new connection is tried before this (monotonic) time
+        self._pool: queue.Queue[Any | None] = queue.Queue()
         try:
             for _ in range(pool_size):
-                self._pool.put(psycopg.connect(dsn))
+                self._pool.put(self._connect())
             with self.transaction() as tx:
                 tx.execute("SELECT pg_advisory_xact_lock(424242)")  # one migrator at a time
                 for sql in _TABLES:
                     tx.execute(sql.format(blob="BYTEA", serial="BIGSERIAL PRIMARY KEY"))
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot use PostgreSQL at {dsn}: {exc}") from None
+        except (psycopg.Error, Unavailable) as exc:
+            self.close()
+            raise StorageError(f"cannot use PostgreSQL at {_where(dsn)}: {exc}") from None
+
+    def _connect(self, *, autocommit: bool = True) -> Any:
+        # Autocommit: BEGIN and COMMIT are sent explicitly, so we know which one failed.
+        return self._psycopg.connect(
+            self._dsn, autocommit=autocommit, connect_timeout=self._connect_timeout
+        )
+
+    def _usable(self, conn: Any) -> bool:
+        return conn is not None and not conn.closed and not conn.broken
+
+    def _discard(self, conn: Any) -> None:
+        if conn is not None:
+            with contextlib.suppress(self._psycopg.Error):  # it was already gone
+                conn.close()
+
+    def _transient(self, exc: BaseException) -> bool:
+        psycopg = self._psycopg
+        if isinstance(exc, psycopg.InterfaceError):
+            return True  # e.g. "the connection is closed"
+        if not isinstance(exc, psycopg.Error):
+            return False
+        state: str | None = exc.sqlstate
+        if state is None:
+            return isinstance(exc, psycopg.OperationalError)  # lost without an answer
+        return state.startswith(_PG_TRANSIENT_CLASSES)
+
+    def _begin(self, conn: Any) -> Any:
+        """A connection with a transaction open on it: the pooled one if it answers ``BEGIN``,
+        else new ones, a bounded number of times. Nothing has run yet, so retrying is safe."""
+        start = time.monotonic()
+        pause = self._backoff
+        last: BaseException | None = None
+        for attempt in range(self._attempts + 1):  # the pooled connection, then new ones
+            if attempt > 1:  # a stale pooled connection is expected: the first new one is not
+                if time.monotonic() - start + pause > self._connect_timeout:
+                    break  # the time one connection attempt may take is spent
+                time.sleep(pause)
+                pause *= 2
+            try:
+                if not self._usable(conn):
+                    self._discard(conn)
+                    conn = None
+                    if time.monotonic() < self._down_until:
+                        # Just found away: answer at once rather than make every request
+                        # wait for its own connect timeout (an unanswered one takes that long).
+                        raise _unavailable("it was unreachable a moment ago")
+                    conn = self._connect()
+                    self._down_until = 0.0
+                conn.execute("BEGIN")
+                return conn
+            except self._psycopg.Error as exc:
+                if not self._transient(exc):
+                    self._discard(conn)
+                    raise
+                last = exc
+                self._discard(conn)
+                conn = None
+        self._down_until = time.monotonic() + RETRY_AFTER
+        raise _unavailable(_reason(last)) from None
 
     @contextmanager
     def transaction(self) -> Iterator[_PgTx]:
-        conn = self._pool.get()
         try:
-            with conn.transaction():
-                yield _PgTx(conn)
+            conn = self._pool.get(timeout=self._checkout_timeout)
+        except queue.Empty:
+            raise _unavailable("every connection is busy") from None
+        try:
+            conn = self._begin(conn)
+        except BaseException:
+            self._pool.put(None)
+            raise
+        try:
+            yield from self._run(conn)
         finally:
-            self._pool.put(conn)
+            self._pool.put(conn if self._usable(conn) else None)
+
+    def _run(self, conn: Any) -> Iterator[_PgTx]:
+        psycopg = self._psycopg
+        try:
+            yield _PgTx(conn)
+            # The id of the transaction if it wrote anything, to settle an interrupted COMMIT.
+            xid = conn.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()[0]
+        except BaseException as exc:
+            self._rollback(conn)
+            if self._transient(exc):
+                raise _unavailable(_reason(exc)) from None
+            raise
+        try:
+            conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            if not conn.broken and exc.sqlstate is not None:
+                # The server answered: the transaction was rolled back.
+                self._rollback(conn)
+                if self._transient(exc):
+                    raise _unavailable(_reason(exc)) from None
+                raise
+            self._discard(conn)
+            if xid is None or self._outcome(xid) != "committed":
+                raise _unavailable(f"the commit was interrupted: {_reason(exc)}") from None
+            # Committed after all: the caller goes on as after a plain COMMIT.
+
+    def _rollback(self, conn: Any) -> None:
+        if conn.broken or conn.closed:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except self._psycopg.Error:
+            self._discard(conn)  # unusable; its slot is refilled later
+
+    def _outcome(self, xid: str) -> str | None:
+        """``committed``, ``aborted`` or ``None`` (unknown: the database stays away) for a
+        transaction whose COMMIT got no answer."""
+        psycopg = self._psycopg
+        deadline = time.monotonic() + self._resolve_for
+        while True:
+            try:
+                with self._connect() as conn:
+                    row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
+                status = None if row is None else row[0]
+                if status in ("committed", "aborted"):
+                    return str(status)
+            except psycopg.errors.InvalidParameterValue:
+                # "transaction ID is in the future": the server restarted from a crash
+                # without it ever reaching the log, so it did not commit.
+                return "aborted"
+            except psycopg.Error:
+                pass  # still away
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+
+    def ping(self) -> None:
+        """A real round trip on a pooled connection; :class:`Unavailable` when it fails."""
+        with self.transaction() as tx:
+            tx.execute("SELECT 1")
 
     def notify(self, channel: str, payload: str) -> None:
-        with self.transaction() as tx:
-            tx.execute("SELECT pg_notify(?, ?)", (channel, payload))
+        """Best effort: it runs after the request's own transaction committed, so a failure
+        here must not turn a done request into an error (the client would send it again).
+        A node that missed it reconnects its listener and wakes all its sockets."""
+        try:
+            with self.transaction() as tx:
+                tx.execute("SELECT pg_notify(?, ?)", (channel, payload))
+        except (Unavailable, self._psycopg.Error) as exc:
+            log.warning("NOTIFY lost (%s); other nodes' sockets will poll", _reason(exc))
 
     def listen_connection(self) -> Any:
-        return self._psycopg.connect(self._dsn, autocommit=True)
+        return self._connect()
 
     def close(self) -> None:
-        while not self._pool.empty():
-            self._pool.get().close()
+        while True:
+            try:
+                self._discard(self._pool.get_nowait())
+            except queue.Empty:
+                return
+
+
+def _reason(exc: BaseException | None) -> str:
+    """The first line of a database error, for the client and the log (no DSN in it)."""
+    text = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
+    return text[:200] or type(exc).__name__
+
+
+def _where(dsn: str) -> str:
+    """The server a DSN names, without its password (which must not reach a log)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(dsn)
+    except Exception:
+        return "the configured database"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
 
 def open_database(url: str) -> SQLiteDatabase | PostgresDatabase:
