@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from mlspy.ds.metrics import Metrics
 from mlspy.ds.service import BadRequest, ClientInfo, DeliveryService, DSError, TooLarge
 
 log = logging.getLogger("mlspy.ds")
@@ -80,7 +81,9 @@ class _Push:
                 loop.call_soon_threadsafe(event.set)
 
 
-def create_app(service: DeliveryService, *, max_body: int | None = None) -> Starlette:
+def create_app(
+    service: DeliveryService, *, metrics: bool = True, max_body: int | None = None
+) -> Starlette:
     push = _Push()
     previous = service.on_queued
 
@@ -468,7 +471,13 @@ def create_app(service: DeliveryService, *, max_body: int | None = None) -> Star
         yield
         listener.stop()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    # --- metrics (issue 18 item 5): keep this block last, after any other middleware, so
+    # the metrics middleware is the outermost and sees every answer; it serves /metrics. ---
+    if metrics:
+        Metrics.from_env(service.db).install(app)
+    # --- end metrics ---
+    return app
 
 
 class _CrossNodeListener:
