@@ -279,3 +279,53 @@ def test_metrics_can_be_turned_off(tmp_path: Path) -> None:
     with InProcessServer(create_app(service, metrics=False)) as server:
         assert httpx.get(f"{server.url}/metrics").status_code == 404
         assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_a_broken_database_is_counted_and_the_scrape_still_answers(
+    sqlite_server: tuple[InProcessServer, DeliveryService],
+) -> None:
+    """With the database gone, requests end in 500 (503 once the DS says "unavailable"):
+    counted as database errors; the scrape answers with the last queue depth."""
+    server, service = sqlite_server
+    alice = Member.new(server.url, "alice")
+    before = parse(scrape(server.url))
+    service.db.close()
+    response = httpx.get(
+        f"{server.url}/v1/key_packages/count",
+        headers={"authorization": f"Bearer {alice.client.token}"},
+    )
+    assert response.status_code in (500, 503)
+    after = parse(scrape(server.url))
+    status = str(response.status_code)
+    assert moved(before, after, "mlspy_ds_database_errors_total", status=status) == 1
+    labels = {"method": "GET", "route": "/v1/key_packages/count", "status": "5xx"}
+    assert moved(before, after, "mlspy_ds_http_requests_total", **labels) == 1
+    assert value(after, "mlspy_ds_queue_depth_failures_total") == 1
+    assert value(after, "mlspy_ds_queue_depth_age_seconds") > 0
+
+
+def test_a_refused_websocket_is_counted_and_not_left_open(
+    sqlite_server: tuple[InProcessServer, DeliveryService],
+) -> None:
+    server, _ = sqlite_server
+    before = parse(scrape(server.url))
+
+    async def intrude() -> int | None:
+        async with websockets.connect(f"{server.ws_url}/v1/ws") as sock:
+            # Today the server closes at once (no token in the URL); a server that reads the
+            # token from the first message closes after it.
+            with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                await sock.send(json.dumps({"token": "not-a-token"}))
+                await asyncio.wait_for(sock.recv(), timeout=10)
+            return sock.close_code
+
+    assert asyncio.run(intrude()) == 4401
+    deadline = time.time() + 10
+    while gauge(server.url, "mlspy_ds_websockets_open") != 0:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    after = parse(scrape(server.url))
+    closed = moved(before, after, "mlspy_ds_websocket_server_closes_total", code="4401")
+    refused = moved(before, after, "mlspy_ds_websocket_connections_total", outcome="refused")
+    assert closed + refused == 1
+    assert "not-a-token" not in scrape(server.url)

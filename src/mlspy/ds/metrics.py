@@ -13,7 +13,8 @@ What is measured, and why it stays cheap and bounded:
   *template* (``/v1/groups/{group_id}/messages``), read from the route Starlette matched, never
   the raw path: a raw path would let any client mint label values (and carries group ids).
   Paths no route matches are one label, ``unmatched``. ``status`` is the class (``2xx`` …)
-  and ``method`` is one of the methods the API uses or ``other``.
+  (``aborted`` when the request was cancelled before it was answered: the client went away
+  or a timeout dropped it) and ``method`` is one of the methods the API uses or ``other``.
 - ``mlspy_ds_http_requests_in_flight``.
 - ``mlspy_ds_submissions_total{kind,outcome}`` — messages submitted to a group: ``kind`` is
   ``commit``, ``proposal``, ``application`` (``unknown`` when the request failed before the
@@ -23,7 +24,8 @@ What is measured, and why it stays cheap and bounded:
   middleware gives each request a slot in a context variable, which the worker thread that
   runs ``submit`` shares.
 - ``mlspy_ds_refused_requests_total{reason,route}`` — 429 (``rate_limited``) and 413
-  (``too_large``) answers.
+  (``too_large``) answers, and WebSockets closed with 4429 (over a per-client cap) or 1009
+  (a frame too big).
 - ``mlspy_ds_database_errors_total{status}`` — requests that ended in 503 (the database is
   away: :class:`~mlspy.ds.errors.Unavailable`) or 500 (an unexpected error; with a healthy
   code base, the database's).
@@ -83,6 +85,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 METRICS_PATH = "/metrics"
 UNMATCHED = "unmatched"
+# The status label of a request cancelled before it was answered (the client went away).
+ABORTED = "aborted"
+# WebSocket close codes that mean the same as a 429 (a per-client cap) and a 413.
+_WS_RATE_LIMITED, _WS_TOO_BIG = 4429, 1009
 _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 # Latency buckets from 1 ms (a cached GET on loopback) to 30 s (a request timeout).
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -305,11 +311,13 @@ def _route_of(scope: Scope) -> str:
     return path if isinstance(path, str) else UNMATCHED
 
 
-def _status_class(status: int) -> str:
-    return f"{status // 100}xx"
+def _status_class(status: int | None) -> str:
+    return ABORTED if status is None else f"{status // 100}xx"
 
 
-def _outcome(status: int) -> str:
+def _outcome(status: int | None) -> str:
+    if status is None:
+        return ABORTED
     if status < 400:
         return "accepted"
     return {409: "conflict", 413: "too_large", 429: "rate_limited"}.get(
@@ -337,7 +345,7 @@ class MetricsMiddleware:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         m = self.metrics
-        status = 500  # what uvicorn answers if the app raises before responding
+        status: int | None = None
         slot: list[str] = []
         reset = _submission.set(slot)
 
@@ -351,12 +359,20 @@ class MetricsMiddleware:
         m.in_flight.inc()
         try:
             await self.app(scope, receive, measured_send)
+            if status is None:  # uvicorn answers 500 for an app that did not respond
+                status = 500
+        except Exception:
+            if status is None:  # Starlette's error middleware (outside this one) answers 500
+                status = 500
+            raise
         finally:
+            # Still None: cancelled (the client went away, a timeout, shutdown): no answer,
+            # and not a server error.
             m.in_flight.dec()
             _submission.reset(reset)
             self._record(scope, status, time.perf_counter() - start, slot)
 
-    def _record(self, scope: Scope, status: int, elapsed: float, kinds: list[str]) -> None:
+    def _record(self, scope: Scope, status: int | None, elapsed: float, kinds: list[str]) -> None:
         m = self.metrics
         route = _route_of(scope)
         method = scope.get("method", "GET")
@@ -384,8 +400,13 @@ class MetricsMiddleware:
                 m.sockets_open.inc()
                 m.socket_connections.labels("accepted").inc()
             elif kind == "websocket.close":
+                code = int(message.get("code", 1000))
+                if code == _WS_RATE_LIMITED:
+                    m.refused.labels("rate_limited", _route_of(scope)).inc()
+                elif code == _WS_TOO_BIG:
+                    m.refused.labels("too_large", _route_of(scope)).inc()
                 if accepted:
-                    m.socket_closes.labels(str(int(message.get("code", 1000)))).inc()
+                    m.socket_closes.labels(str(code)).inc()
                 else:
                     m.socket_connections.labels("refused").inc()
             await send(message)
