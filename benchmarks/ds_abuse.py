@@ -318,34 +318,41 @@ def attack_large(attack: Attack) -> Any:
     return _status_loop(attack, send)
 
 
-async def _open_socket(attack: Attack, token: str, way: list[str]) -> Any:
-    """A WebSocket authenticated the old way (``?token=``) or, if the server refuses that,
-    by a first message; ``way`` remembers which works."""
+async def _open_socket(attack: Attack, token: str, way: str) -> Any:
+    """A WebSocket authenticated the old way (``?token=`` in the URL) or by a first message
+    ``{"token": ...}`` (the way that keeps tokens out of URLs and logs)."""
     import websockets
 
-    if not way or way[0] == "url":
-        sock = await websockets.connect(f"{attack.ws_url}/v1/ws?token={token}", open_timeout=30)
-        if way:
-            return sock
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sock.recv(), timeout=0.5)
-        if sock.close_code is None:
-            way.append("url")
-            return sock
+    if way == "url":
+        return await websockets.connect(f"{attack.ws_url}/v1/ws?token={token}", open_timeout=30)
     sock = await websockets.connect(f"{attack.ws_url}/v1/ws", open_timeout=30)
     await sock.send(json.dumps({"token": token}))
-    if not way:
-        way.append("first message")
     return sock
+
+
+async def _authentication_way(attack: Attack, token: str) -> str | None:
+    """Which way the server authenticates sockets: the holder has a message queued, so an
+    authenticated socket is pushed it at once; a refused one is closed or stays silent."""
+    for way in ("url", "first message"):
+        try:
+            sock = await _open_socket(attack, token, way)
+            try:
+                await asyncio.wait_for(sock.recv(), timeout=3)
+                return way
+            finally:
+                await sock.close()
+        except Exception:
+            continue
+    return None
 
 
 def attack_sockets(attack: Attack) -> Any:
     sender, holder = pair(attack.url, "hog")
     assert sender.group is not None and holder.ds.token is not None
     token = holder.ds.token
-    way: list[str] = []
+    sender.ds.submit(sender.group.group_id, sender.group.encrypt_application(b"probe"))
 
-    async def hold() -> None:
+    async def hold(way: str) -> None:
         try:
             sock = await _open_socket(attack, token, way)
         except Exception as exc:
@@ -377,14 +384,12 @@ def attack_sockets(attack: Attack) -> Any:
                 time.sleep(0.05)
 
     async def run() -> None:
-        first = asyncio.create_task(hold())
-        while not way and not first.done():  # learn the authentication way once
-            await asyncio.sleep(0.05)
-        tasks = [first]
-        for _ in range(attack.sockets - 1):
-            tasks.append(asyncio.create_task(hold()))
+        way = await _authentication_way(attack, token)
+        attack.tally[f"auth: {way or 'none worked'}"] += 1
+        tasks = []
+        for _ in range(attack.sockets):
+            tasks.append(asyncio.create_task(hold(way or "first message")))
             await asyncio.sleep(0.002)
-        attack.tally[f"auth: {way[0] if way else 'none worked'}"] += 1
         attack.ready.set()
         sender_thread = threading.Thread(target=send_loop)
         sender_thread.start()

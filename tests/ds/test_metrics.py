@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlspy.ds.app import create_app
 from mlspy.ds.client import DSConflict
 from mlspy.ds.db import SQLiteDatabase
+from mlspy.ds.metrics import Metrics
 from mlspy.ds.server import InProcessServer
 from mlspy.ds.service import DeliveryService
 
@@ -329,3 +330,11 @@ def test_a_refused_websocket_is_counted_and_not_left_open(
     refused = moved(before, after, "mlspy_ds_websocket_connections_total", outcome="refused")
     assert closed + refused == 1
     assert "not-a-token" not in scrape(server.url)
+
+
+def test_public_metrics_are_served_to_anyone(tmp_path: Path) -> None:
+    service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"))
+    app = create_app(service, metrics=Metrics(service.db, public=True))
+    with InProcessServer(app) as server:
+        text = scrape(server.url, **{"x-forwarded-for": "203.0.113.7"})
+        assert "mlspy_ds_queue_messages" in text

@@ -82,7 +82,7 @@ class _Push:
 
 
 def create_app(
-    service: DeliveryService, *, metrics: bool = True, max_body: int | None = None
+    service: DeliveryService, *, metrics: bool | Metrics = True, max_body: int | None = None
 ) -> Starlette:
     push = _Push()
     previous = service.on_queued
@@ -474,8 +474,10 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan)
     # --- metrics (issue 18 item 5): keep this block last, after any other middleware, so
     # the metrics middleware is the outermost and sees every answer; it serves /metrics. ---
+    # ``metrics``: True (exposure from MLSPY_METRICS_TOKEN / MLSPY_METRICS_PUBLIC), False
+    # (no /metrics), or a Metrics object the caller configured.
     if metrics:
-        Metrics.from_env(service.db).install(app)
+        (metrics if isinstance(metrics, Metrics) else Metrics.from_env(service.db)).install(app)
     # --- end metrics ---
     return app
 

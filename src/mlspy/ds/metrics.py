@@ -41,8 +41,9 @@ What is measured, and why it stays cheap and bounded:
   counts the misses.
 
 Exposure. Metrics tell an observer how busy the server is and when people talk; an operator
-may not want them public. Three modes (:class:`Metrics` arguments, or from the environment by
-:meth:`Metrics.from_env`):
+may not want them public. Three modes, given as :class:`Metrics` arguments (``create_app(service,
+metrics=Metrics(db, token=...))``) or, with ``create_app(service, metrics=True)``, read from the
+environment by :meth:`Metrics.from_env`:
 
 - default: served only to loopback clients (127.0.0.0/8, ::1); others get 403. uvicorn
   rewrites the client address from ``X-Forwarded-For`` only for connections from its
@@ -122,12 +123,25 @@ class _QueueDepth(Collector):
     def __init__(self, db: QueueSource, timeout: float) -> None:
         self.db = db
         self.timeout = timeout
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlspy-metrics")
         self._pending: concurrent.futures.Future[tuple[int, int]] | None = None
         self._lock = threading.Lock()
         self._last: tuple[int, int] = (0, 0)
         self._last_at: float | None = None
         self._failures = 0
+
+    def _start(self) -> concurrent.futures.Future[tuple[int, int]]:
+        """Run the query on a daemon thread of its own: one stuck on the database must not
+        keep the process from exiting."""
+        future: concurrent.futures.Future[tuple[int, int]] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._query())
+            except Exception as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="mlspy-metrics-queue-depth", daemon=True).start()
+        return future
 
     def _query(self) -> tuple[int, int]:
         with self.db.transaction() as tx:
@@ -140,7 +154,7 @@ class _QueueDepth(Collector):
             # A query still stuck from an earlier scrape is waited for again rather than
             # queueing another one behind it.
             if self._pending is None:
-                self._pending = self._pool.submit(self._query)
+                self._pending = self._start()
             future = self._pending
         try:
             value = future.result(timeout=self.timeout)
@@ -176,9 +190,6 @@ class _QueueDepth(Collector):
             "Scrapes whose queue-depth query failed or timed out (the last value was reported).",
             value=failures,
         )
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Metrics:
@@ -264,10 +275,6 @@ class Metrics:
     def render(self) -> bytes:
         """The metrics in the Prometheus text format (may wait up to ``depth_timeout``)."""
         return generate_latest(self.registry)
-
-    def close(self) -> None:
-        if self._depth is not None:
-            self._depth.close()
 
     # --- access to /metrics -------------------------------------------------------------
 
