@@ -338,3 +338,18 @@ def test_public_metrics_are_served_to_anyone(tmp_path: Path) -> None:
     with InProcessServer(app) as server:
         text = scrape(server.url, **{"x-forwarded-for": "203.0.113.7"})
         assert "mlspy_ds_queue_messages" in text
+
+
+def test_the_middleware_also_wraps_the_app_from_outside(tmp_path: Path) -> None:
+    """``Metrics.wrap``: outside Starlette's own error middleware, the templates still come
+    through and a 404 is still 'unmatched'."""
+    service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"))
+    metrics = Metrics(service.db)
+    with InProcessServer(metrics.wrap(create_app(service, metrics=False))) as server:
+        httpx.post(f"{server.url}/v1/auth/challenge").raise_for_status()
+        assert httpx.get(f"{server.url}/v1/groups/00/nothing").status_code == 404
+        after = parse(scrape(server.url))
+    labels = {"method": "POST", "route": "/v1/auth/challenge", "status": "2xx"}
+    assert value(after, "mlspy_ds_http_requests_total", **labels) == 1
+    labels = {"method": "GET", "route": "unmatched", "status": "4xx"}
+    assert value(after, "mlspy_ds_http_requests_total", **labels) == 1

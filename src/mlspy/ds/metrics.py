@@ -272,6 +272,11 @@ class Metrics:
         app.add_middleware(MetricsMiddleware, metrics=self)
         app.state.metrics = self
 
+    def wrap(self, app: ASGIApp) -> MetricsMiddleware:
+        """The middleware around any ASGI ``app`` (for an app that is not a Starlette
+        object, or to put the metrics outside other pure-ASGI wrappers)."""
+        return MetricsMiddleware(app, self)
+
     def render(self) -> bytes:
         """The metrics in the Prometheus text format (may wait up to ``depth_timeout``)."""
         return generate_latest(self.registry)
