@@ -18,7 +18,9 @@ process (asyncio, httpx, websockets), runs one flood:
 - ``requests``: one client's authenticated GETs, many at a time.
 - ``large``: one user submits 1 MB application messages, a few at a time.
 - ``slowloris``: hundreds of connections that send nothing, half a request head, or a head
-  and half a body, trickling a byte now and then.
+  and half a body, trickling a few bytes every 2 s; they are held for ``--hold`` seconds
+  (35 by default, past the server's request timeouts) and the row says when the server
+  closed them.
 
 One table row per scenario: the bystander's p50/p99/max in milliseconds, how many of its
 operations failed, and what the attacker got (accepted, 429, 413, closed, …). Numbers are
@@ -211,6 +213,9 @@ class Attack:
     sockets: int
     connections: int
     workers: int
+    # slowloris: hold the connections at least this long (past the server's timeouts),
+    # even after the bystander's window.
+    slow_hold: float = 0.0
     tally: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -413,27 +418,34 @@ def attack_slowloris(attack: Attack) -> Any:
         ),
     }
 
+    closed_after: dict[str, list[float]] = {kind: [] for kind in heads}
+    until = time.monotonic() + attack.slow_hold
+
     async def hold(kind: str) -> None:
         try:
             reader, writer = await asyncio.open_connection(host, int(port))
         except OSError:
             attack.tally["connect failed"] += 1
             return
+        opened = time.monotonic()
         writer.write(heads[kind])
         trickle = b"X-a: b\r\n" if kind == "half head" else b" "
         closed = False
         try:
-            while attack.running():
+            while attack.running() or time.monotonic() < until:
                 with contextlib.suppress(TimeoutError):
                     if await asyncio.wait_for(reader.read(4096), timeout=2.0) == b"":
                         closed = True
                         break
                 if kind != "idle":
-                    writer.write(trickle[:1] if kind == "half body" else trickle)
+                    writer.write(trickle)
                     await writer.drain()
         except OSError:
             closed = True
-        attack.tally[f"{kind}: {'closed by server' if closed else 'held to the end'}"] += 1
+        if closed:
+            closed_after[kind].append(time.monotonic() - opened)
+        else:
+            attack.tally[f"{kind}: held to the end"] += 1
         writer.close()
 
     async def run() -> None:
@@ -443,6 +455,10 @@ def attack_slowloris(attack: Attack) -> Any:
             await asyncio.sleep(0.001)
         attack.ready.set()
         await asyncio.gather(*tasks)
+        for kind, times in closed_after.items():
+            if times:
+                after = f"closed by server after {statistics.median(times):.0f} s"
+                attack.tally[f"{kind}: {after}"] += len(times)
 
     return run()
 
@@ -483,7 +499,7 @@ def run_scenario(name: str, url: str, args: argparse.Namespace) -> Row:
         return Row(name, watch(alice, bob, args.duration), {})
     mp = multiprocessing.get_context("spawn")
     attack = Attack(
-        url, mp.Event(), mp.Event(), args.sockets, args.connections, args.workers, Counter()
+        url, mp.Event(), mp.Event(), args.sockets, args.connections, args.workers, args.hold
     )
     results = mp.Queue()
     proc = mp.Process(target=attacker_main, args=(name, attack, results))
@@ -537,6 +553,12 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=300, help="WebSockets of one token")
     parser.add_argument("--connections", type=int, default=300, help="slowloris connections")
     parser.add_argument("--workers", type=int, default=64, help="concurrent flood requests")
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=35.0,
+        help="slowloris: seconds to hold the connections (past the server's timeouts)",
+    )
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SCENARIOS)
     unknown = set(names) - set(SCENARIOS)
