@@ -97,7 +97,7 @@ _SUBMIT_ROUTE = "/v1/groups/{group_id}/messages"
 
 # The kind of message the current request submitted, written by ``note_submission`` from the
 # worker thread that runs ``DeliveryService.submit`` (it runs in a copy of this context, so it
-# sees the same list object) and read by the middleware when the response starts.
+# sees the same list object) and read by the middleware once the request is answered.
 _submission: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "mlspy_ds_submission", default=None
 )
