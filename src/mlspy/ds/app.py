@@ -33,6 +33,7 @@ from mlspy.ds import api, redact, tokens
 from mlspy.ds.accounts import TOKEN_TTL, ClientInfo
 from mlspy.ds.errors import BadRequest, DSError, NotFound, RateLimited, TooLarge
 from mlspy.ds.limits import Limits
+from mlspy.ds.metrics import Metrics
 from mlspy.ds.push import CrossNodeListener, Push, Wakeups, bearer, item
 from mlspy.ds.routing import Call, Endpoint, decode_body, decode_query, encode, openapi
 from mlspy.ds.service import DeliveryService
@@ -55,7 +56,7 @@ def create_app(
     service: DeliveryService,
     *,
     limits: Limits | None = None,
-    metrics: bool = True,
+    metrics: bool | Metrics = True,
     max_body: int | None = None,
     sweep_interval: float = 300.0,
 ) -> Starlette:
@@ -544,6 +545,11 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.endpoints = endpoints
     app.state.sockets = sockets
+    # Last, so the metrics middleware is the outermost and sees every answer; it serves
+    # /metrics. ``metrics``: True (exposure from MLSPY_METRICS_TOKEN / MLSPY_METRICS_PUBLIC),
+    # False (no /metrics), or a Metrics object the caller configured.
+    if metrics:
+        (metrics if isinstance(metrics, Metrics) else Metrics.from_env(service.db)).install(app)
     return app
 
 

@@ -40,6 +40,7 @@ from mlspy.ds.errors import (
     TooLarge,
     Unauthorized,
 )
+from mlspy.ds.metrics import note_submission
 from mlspy.errors import DecodeError, MLSError, ValidationError
 from mlspy.group import (
     GroupConfig,
@@ -377,6 +378,7 @@ class DeliveryService(AuthenticationService):
             self._check_size(part)
         msg = _decode(message)
         h = _header(msg)
+        note_submission(h.kind)  # metrics: accepted and refused submissions by kind
         if h.group_id != group_id:
             raise BadRequest("the message is for another group")
         notify: set[str] = set()
