@@ -78,15 +78,10 @@ def requests(before: Samples, after: Samples, method: str, route: str, status: s
 
 
 async def _open_socket(ws_url: str, token: str) -> websockets.ClientConnection:
-    """Today's WebSocket authentication (``?token=``); when the server refuses it, the token as
-    the first message (the way that keeps it out of URLs and logs)."""
-    sock = await websockets.connect(f"{ws_url}/v1/ws?token={token}")
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(sock.recv(), timeout=0.3)  # nothing queued: stays open
-    if sock.close_code is None:
-        return sock
+    """A WebSocket authenticated by its first message (never by the URL), once ready."""
     sock = await websockets.connect(f"{ws_url}/v1/ws")
     await sock.send(json.dumps({"token": token}))
+    assert json.loads(await sock.recv())["ready"] is True
     return sock
 
 
@@ -195,7 +190,11 @@ def test_refused_requests_are_counted_by_reason(ds: Cluster) -> None:
         head = raw.recv(4096)
     assert head.startswith(b"HTTP/1.1 413"), head[:100]
     # 429: recovery attempts are limited per address (20 an hour).
-    statuses = [httpx.post(f"{node.url}/v1/auth/recover", json={}).status_code for _ in range(25)]
+    wrong = {k: "AAAA" for k in ("identity", "credential", "signature_key", "challenge")}
+    wrong |= {"signature": "AAAA", "recovery_hash": "AAAA", "recovery_secret": "guess"}
+    statuses = [
+        httpx.post(f"{node.url}/v1/auth/recover", json=wrong).status_code for _ in range(25)
+    ]
     assert 429 in statuses
     after = parse(scrape(node.url))
     refused = "mlspy_ds_refused_requests_total"
@@ -313,8 +312,6 @@ def test_a_refused_websocket_is_counted_and_not_left_open(
 
     async def intrude() -> int | None:
         async with websockets.connect(f"{server.ws_url}/v1/ws") as sock:
-            # Today the server closes at once (no token in the URL); a server that reads the
-            # token from the first message closes after it.
             with contextlib.suppress(websockets.exceptions.ConnectionClosed):
                 await sock.send(json.dumps({"token": "not-a-token"}))
                 await asyncio.wait_for(sock.recv(), timeout=10)
