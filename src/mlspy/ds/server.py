@@ -55,6 +55,7 @@ def timed_http_protocol(idle_timeout: float, request_timeout: float) -> type[Htt
             # use sub-second timeouts.
             self.timeout_keep_alive = idle_timeout  # type: ignore[assignment]
             self._deadline: asyncio.TimerHandle | None = None
+            self._head_started = False  # a request's first byte has arrived
             self._head_done = False
 
         def _arm(self, seconds: float) -> None:
@@ -70,8 +71,9 @@ def timed_http_protocol(idle_timeout: float, request_timeout: float) -> type[Htt
             self._deadline = None
             if self.transport.is_closing():
                 return
-            if not self._head_done and (self.cycle is None or self.cycle.response_complete):
-                # Nothing of this request reached the application: say why we hang up.
+            if self._head_started and not self._head_done:
+                # Half a head: nothing reached the application; say why we hang up. (An
+                # idle connection is closed without a word, as keep-alive timeouts are.)
                 self.transport.write(_REQUEST_TIMEOUT_ANSWER)
             self.transport.close()
 
@@ -85,7 +87,7 @@ def timed_http_protocol(idle_timeout: float, request_timeout: float) -> type[Htt
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._head_done = False
+            self._head_started, self._head_done = True, False
             self._arm(request_timeout)
 
         def on_headers_complete(self) -> None:
@@ -94,6 +96,7 @@ def timed_http_protocol(idle_timeout: float, request_timeout: float) -> type[Htt
 
         def on_message_complete(self) -> None:
             self._disarm()
+            self._head_started = False
             super().on_message_complete()
 
         def handle_websocket_upgrade(self) -> None:
