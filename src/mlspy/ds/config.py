@@ -105,6 +105,10 @@ class Settings:
     retention: float = field(default_factory=lambda: float(_ds_default("retention", 30 * DAY)))
     # Connections (and requests in progress) at once, over all clients; more are answered 503.
     max_connections: int = 2000
+    # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are
+    # believed (comma-separated IPs or networks, or "*"): the per-address limits count the
+    # client behind the proxy, not the proxy.
+    forwarded_allow_ips: str = "127.0.0.1"
     log: LogSettings = field(default_factory=LogSettings)
     limits: Limits = field(default_factory=Limits)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)

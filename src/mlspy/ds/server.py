@@ -229,6 +229,7 @@ def serve_settings(settings: Settings) -> None:
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,
         log_level=settings.log.level.lower(),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         **uvicorn_options(
             settings.limits,
             max_connections=settings.max_connections,
