@@ -108,7 +108,7 @@ def timed_http_protocol(idle_timeout: float, request_timeout: float) -> type[Htt
 
 
 def uvicorn_options(
-    limits: Limits, *, max_connections: int | None = None, access_log: bool = False
+    limits: Limits, *, max_connections: int | None = None, access_log: bool = True
 ) -> dict[str, Any]:
     """The uvicorn.Config keywords that carry the operator's limits."""
     # A WebSocket is pinged halfway through its idle time and dropped if the pong is not back
@@ -272,7 +272,7 @@ class InProcessServer:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         limits: Limits | None = None,
-        access_log: bool = False,
+        access_log: bool = True,
         log_level: str = "warning",
     ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -293,7 +293,7 @@ class InProcessServer:
         )
         if access_log:
             # uvicorn.Config(access_log=False) of an earlier server cut the access logger off
-            # for the whole process; this one logs.
+            # for the whole process; this one logs (at ``log_level``: "warning" hides it).
             logging.getLogger("uvicorn.access").propagate = True
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
