@@ -91,6 +91,41 @@ def test_a_head_sent_a_byte_at_a_time_cannot_hold_the_connection(
     assert elapsed < 2.5 and data.startswith(b"HTTP/1.1 408")
 
 
+@pytest.mark.parametrize("shape", ["many headers", "one huge header"])
+def test_a_huge_request_head_is_refused_431(short_server: InProcessServer, shape: str) -> None:
+    """uvicorn would buffer a head of any size (200 MB in half a second); we stop at
+    MAX_HEAD."""
+    from mlspy.ds.server import MAX_HEAD
+
+    with socket.create_connection(("127.0.0.1", short_server.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: ds\r\n")
+        if shape == "one huge header":
+            sock.sendall(b"X-Big: ")
+        sent = 0
+        try:
+            while sent < 50 * MAX_HEAD:
+                chunk = (
+                    b"a" * 8000 if shape == "one huge header" else b"X-A: " + b"a" * 8000 + b"\r\n"
+                )
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # the server hung up: what we want
+            pass
+        elapsed, data = closed_after(sock, 5)
+    assert data.startswith(b"HTTP/1.1 431") and elapsed < 1.0
+
+
+def test_a_large_body_is_not_a_large_head(short_server: InProcessServer) -> None:
+    member = Member.new(short_server.url, "alice")
+    body = b'{"key_packages": ["' + b"A" * (2 * 1024 * 1024) + b'"]}'
+    response = httpx.post(
+        short_server.url + "/v1/key_packages",
+        content=body,
+        headers={"authorization": f"Bearer {member.client.token}"},
+    )
+    assert response.status_code in (400, 413), response.text  # judged by the app, not 431
+
+
 def test_half_a_body_ends_the_connection(short_server: InProcessServer) -> None:
     with socket.create_connection(("127.0.0.1", short_server.port)) as sock:
         sock.sendall(

@@ -29,6 +29,15 @@ from mlspy.ds.service import DeliveryService
 
 # A WebSocket frame from a client carries an ack or a small control message, never MLS data.
 WS_MAX_FRAME = 1 << 20
+# A request head (request line and headers) larger than this is refused with 431: uvicorn's
+# httptools protocol sets no limit and buffers a head of any size (measured: 200 MB in 0.5 s
+# on one connection).
+MAX_HEAD = 128 * 1024
+_HEAD_TOO_LARGE_ANSWER = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; "
+    b"charset=utf-8\r\ncontent-length: 29\r\nconnection: close\r\n\r\n"
+    b"the request head is too big.\n"
+)
 _REQUEST_TIMEOUT_ANSWER = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 35\r\nconnection: close\r\n\r\nthe request was not sent in time.\r\n"
@@ -45,7 +54,8 @@ def timed_http_protocol(idle_timeout: float, request_timeout: float) -> type[Htt
       to the same value, does it);
     * a request must arrive whole (head and body) within ``request_timeout`` seconds of its
       first byte: a late head is answered 408, a late body ends the connection (the
-      application sees the client go away).
+      application sees the client go away);
+    * a request head over ``MAX_HEAD`` bytes is answered 431 and the connection closed.
     """
 
     class TimedHttpProtocol(HttpToolsProtocol):
@@ -57,6 +67,7 @@ def timed_http_protocol(idle_timeout: float, request_timeout: float) -> type[Htt
             self._deadline: asyncio.TimerHandle | None = None
             self._head_started = False  # a request's first byte has arrived
             self._head_done = False
+            self._head_bytes = 0  # bytes received while the head is incomplete
 
         def _arm(self, seconds: float) -> None:
             self._disarm()
@@ -85,9 +96,21 @@ def timed_http_protocol(idle_timeout: float, request_timeout: float) -> type[Htt
             self._disarm()
             super().connection_lost(exc)
 
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._head_started and not self._head_done and not self.transport.is_closing():
+                # All of ``data`` went into a head still incomplete (a chunk that ends a
+                # head is at most one read, so the cap holds within one read's size).
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD:
+                    self._disarm()
+                    self.transport.write(_HEAD_TOO_LARGE_ANSWER)
+                    self.transport.close()
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._head_started, self._head_done = True, False
+            self._head_bytes = 0
             self._arm(request_timeout)
 
         def on_headers_complete(self) -> None:
