@@ -137,7 +137,9 @@ def test_queue_depth_users_and_invites(tmp_path: Path) -> None:
         assert text.splitlines()[0] == "3 message(s) waiting" and "bob" in text
         bob.sync()
         assert admin_json("queue-depth", "--database", str(db))["waiting"] == 0
-        users = admin_json("users", "--database", str(db))
+        config = tmp_path / "mlspy.toml"
+        config.write_text(f'database = "{db}"\n')
+        users = admin_json("users", "--config", str(config))
         assert [(u["user"], [d["identity"] for d in u["devices"]]) for u in users] == [
             ("alice", ["alice"]),
             ("bob", ["bob"]),
@@ -204,10 +206,14 @@ def test_backup_while_the_server_writes_then_restore_and_deliver(sqlite_ds: Any)
 def test_postgres_revoke_queue_depth_backup_and_restore(tmp_path: Path) -> None:
     import shutil
 
-    from conftest import _reset_postgres
+    import psycopg
 
     assert POSTGRES is not None
-    _reset_postgres(POSTGRES)
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:  # a fresh DS database
+        for (table,) in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        ).fetchall():
+            conn.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
     service = DeliveryService(PostgresDatabase(POSTGRES))
     try:
         with InProcessServer(create_app(service)) as server:

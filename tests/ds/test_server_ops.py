@@ -323,3 +323,31 @@ def test_servers_listen_on_loopback_by_default() -> None:
         assert "[default: 127.0.0.1]" in " ".join(text.split()), command
     result = CliRunner().invoke(main, ["serve", "--print-config"], env={"MLSPY_HOST": None})
     assert 'host = "127.0.0.1"' in result.output
+
+
+def _interop_server(*args: str) -> tuple[str, str]:
+    """Start `mlspy interop-server` on a free port, read its first line, stop it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from mlspy.cli import main; main()", "interop-server", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    return line, err
+
+
+def test_interop_server_listens_on_loopback_unless_told_and_warns() -> None:
+    port = _free_port()
+    line, err = _interop_server("--port", str(port))
+    assert line.strip() == f"mlspy interop server listening on 127.0.0.1:{port}"
+    assert "warning" not in err
+    port = _free_port()
+    line, err = _interop_server("--host", "0.0.0.0", "--port", str(port))
+    assert line.strip().endswith(f"0.0.0.0:{port}")
+    assert "can read private keys and group secrets" in err
