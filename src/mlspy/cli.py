@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from mlspy import __version__
-from mlspy.errors import MLSError
+from mlspy.errors import MLSError, StorageError
 from mlspy.vectors import runner
 
 
@@ -250,7 +250,13 @@ def serve_command(
         click.echo(to_toml(settings), nl=False)
         return
     _check_port_free(settings.host, settings.port)
-    serve_settings(settings)
+    try:
+        serve_settings(settings)
+    except StorageError as exc:  # e.g. PostgreSQL unreachable; the URL in it is masked
+        raise click.ClickException(
+            f"{' '.join(str(exc).split())} (check the database setting and that the "
+            "database server runs)"
+        ) from None
 
 
 def _load_settings(config_file: str | None, overrides: dict[str, object]) -> Any:
@@ -605,7 +611,7 @@ def _admin_run(config_file: str | None, database: str | None, action: Any) -> An
         finally:
             db.close()
     except AdminError as exc:
-        click.echo(f"mlspy admin: {exc}", err=True)
+        click.echo(f"mlspy admin: {' '.join(str(exc).split())}", err=True)
         sys.exit(1)
 
 

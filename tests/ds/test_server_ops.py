@@ -351,3 +351,47 @@ def test_interop_server_listens_on_loopback_unless_told_and_warns() -> None:
     line, err = _interop_server("--host", "0.0.0.0", "--port", str(port))
     assert line.strip().endswith(f"0.0.0.0:{port}")
     assert "can read private keys and group secrets" in err
+
+
+def test_a_websocket_peer_that_stops_answering_is_dropped(tmp_path: Path) -> None:
+    """ws_idle_timeout: the server pings a silent socket halfway and drops a peer whose pong
+    does not come back (a raw socket that completes the handshake, then never reads)."""
+    import base64
+
+    service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"))
+    limits = Limits(ws_idle_timeout=1.0)
+    with InProcessServer(create_app(service), limits=limits) as server:
+        member = Member.new(server.url, "alice")
+        token = member.client.token
+        key = base64.b64encode(os.urandom(16)).decode()
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(
+                (
+                    f"GET /v1/ws?token={token} HTTP/1.1\r\nHost: ds\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+                ).encode()
+            )
+            sock.settimeout(5)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+            elapsed, data = closed_after(sock, 10)
+    assert elapsed < 3.0
+    assert b"\x89" in data  # a ping frame came first (opcode 0x9, FIN set)
+
+
+def test_an_unreachable_database_is_one_line_without_its_password(tmp_path: Path) -> None:
+    url = f"postgresql://mlspy:sekrit-pw@127.0.0.1:{_free_port()}/mlspy"
+    command = [sys.executable, "-c", "from mlspy.cli import run; run()"]
+    run = subprocess.run(
+        [*command, "serve", "--port", str(_free_port()), "--database", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1 and "sekrit-pw" not in run.stdout + run.stderr
+    assert "cannot use PostgreSQL at postgresql://mlspy:***@127.0.0.1" in run.stderr
+    run = subprocess.run(
+        [*command, "admin", "users", "--database", url], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 1 and "sekrit-pw" not in run.stdout + run.stderr
+    assert "mlspy:***@" in run.stderr

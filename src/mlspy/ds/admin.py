@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from mlspy.ds.config import mask_url
 from mlspy.ds.db import Database, Tx, open_database
 from mlspy.errors import StorageError
 
@@ -53,8 +54,8 @@ def open_existing(url: str) -> Any:
         )
     try:
         return open_database(url)
-    except StorageError as exc:
-        raise AdminError(str(exc)) from None
+    except StorageError as exc:  # it names the URL: mask the password
+        raise AdminError(str(exc).replace(url, mask_url(url))) from None
 
 
 @dataclass(frozen=True)

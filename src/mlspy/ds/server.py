@@ -26,6 +26,7 @@ from mlspy.ds.db import open_database
 from mlspy.ds.limits import Limits
 from mlspy.ds.logs import configure_logging, install_redaction
 from mlspy.ds.service import DeliveryService
+from mlspy.errors import StorageError
 
 # A WebSocket frame from a client carries an ack or a small control message, never MLS data.
 WS_MAX_FRAME = 1 << 20
@@ -195,12 +196,19 @@ def build_service(settings: Settings) -> DeliveryService:
         "quota_groups": settings.quotas.groups,
         "quota_key_packages": settings.quotas.key_packages,
     }
-    return service_for(
-        settings.database,
-        settings.registration,
-        settings.ca,
-        **_accepted(DeliveryService, extra),
-    )
+    try:
+        return service_for(
+            settings.database,
+            settings.registration,
+            settings.ca,
+            **_accepted(DeliveryService, extra),
+        )
+    except StorageError as exc:
+        # The database layer names the URL it could not use, password and all: the
+        # operator's terminal and log collector get it masked.
+        raise StorageError(
+            str(exc).replace(settings.database, mask_url(settings.database))
+        ) from None
 
 
 def build_app(service: DeliveryService, settings: Settings) -> Any:
