@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from mlspy import __version__
-from mlspy.errors import MLSError
+from mlspy.errors import MLSError, StorageError
 from mlspy.vectors import runner
 
 
@@ -135,8 +136,32 @@ def bench(ctx: click.Context) -> None:
     sys.exit(bench_main(ctx.args))
 
 
-@main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+SERVE_EPILOG = """\b
+Settings come from defaults < --config FILE (TOML) < MLSPY_* environment variables <
+these options. Every setting, with its variable and default, is in docs/deploy.md and in
+`mlspy serve --print-config`; e.g. MLSPY_DATABASE, MLSPY_LOG_LEVEL, MLSPY_METRICS,
+MLSPY_RETENTION (seconds), MLSPY_LIMITS_HTTP_IDLE_TIMEOUT, MLSPY_QUOTAS_BYTES.
+\b
+Exposes on HOST:PORT: the HTTP API and WebSocket (/v1/...), /healthz, /readyz, /metrics
+(turn off with metrics = false) and /openapi.json. Listens on 127.0.0.1 unless --host says
+otherwise; serve other machines with TLS (--tls-cert/--tls-key) or behind a TLS proxy.
+Exit status: 0 after a clean stop, 1 on a runtime error, 2 on a bad setting."""
+
+
+@main.command("serve", epilog=SERVE_EPILOG)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="MLSPY_CONFIG",
+    help="TOML configuration file (also $MLSPY_CONFIG); see deploy/mlspy.toml.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 or :: for all).",
+)
 @click.option(
     "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
 )
@@ -153,7 +178,7 @@ def bench(ctx: click.Context) -> None:
     show_default=True,
     help=(
         "Who may register a new name: 'invite' — with a single-use invite code (the first "
-        "is printed at start; `mlspy invite` makes more; users make codes for friends); "
+        "is printed at start; `mlspy admin invite` makes more; users make codes for friends); "
         "'open' — anyone, first come first bound (a local test server only); 'x509' — an "
         "X.509 certificate from the --ca."
     ),
@@ -163,24 +188,88 @@ def bench(ctx: click.Context) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="PEM file of CA certificates: X.509 credentials they issue are accepted.",
 )
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error", "critical"]),
+    default="info",
+    show_default=True,
+    help="Least severe log lines written (stderr).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "text"]),
+    default="json",
+    show_default=True,
+    help="Log lines as JSON objects (for collectors) or text.",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the effective configuration (TOML, secrets masked) and exit.",
+)
 def serve_command(
-    host: str,
-    port: int,
+    config_file: str | None,
+    host: str | None,
+    port: int | None,
     database: str | None,
     tls_cert: str | None,
     tls_key: str | None,
-    registration: str,
+    registration: str | None,
     ca: str | None,
+    log_level: str | None,
+    log_format: str | None,
+    print_config: bool,
 ) -> None:
     """Run the Delivery Service and Authentication Service (HTTP + WebSocket)."""
-    from mlspy.ds.server import serve
+    from mlspy.ds.config import to_toml
+    from mlspy.ds.server import serve_settings
 
-    if bool(tls_cert) != bool(tls_key):
-        raise click.UsageError("--tls-cert and --tls-key go together")
-    if registration == "x509" and ca is None:
-        raise click.UsageError("--registration x509 needs --ca (the CA's certificates)")
-    _check_port_free(host, port)
-    serve(host, port, database, tls_cert, tls_key, registration, ca)
+    # An option left at its default does not override the file or the environment.
+    ctx = click.get_current_context()
+    given = {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    }
+    options: dict[str, object] = {
+        "host": host,
+        "port": port,
+        "database": database,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "registration": registration,
+        "ca": ca,
+        "log.level": log_level,
+        "log.format": log_format,
+    }
+    settings = _load_settings(
+        config_file,
+        {k: v for k, v in options.items() if k.replace(".", "_") in given},
+    )
+    if print_config:
+        click.echo(to_toml(settings), nl=False)
+        return
+    _check_port_free(settings.host, settings.port)
+    try:
+        serve_settings(settings)
+    except StorageError as exc:  # e.g. PostgreSQL unreachable; the URL in it is masked
+        raise click.ClickException(
+            f"{' '.join(str(exc).split())} (check the database setting and that the "
+            "database server runs)"
+        ) from None
+
+
+def _load_settings(config_file: str | None, overrides: dict[str, object]) -> Any:
+    """The effective settings, or a usage error (exit 2) that names the setting."""
+    from mlspy.ds.config import ConfigError, load
+
+    try:
+        settings, warnings = load(config_file, overrides=overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    for warning in warnings:
+        click.echo(f"mlspy: warning: {warning}", err=True)
+    return settings
 
 
 @main.command("invite")
@@ -194,16 +283,16 @@ def serve_command(
 def invite_command(database: str | None, count: int) -> None:
     """Print new single-use invite codes of the operator (for `mlspy serve --registration
     invite`): each admits one new name, for 7 days."""
+    from mlspy.ds.admin import create_invites
     from mlspy.ds.db import open_database
     from mlspy.ds.server import default_database
-    from mlspy.ds.service import DeliveryService
 
-    service = DeliveryService(open_database(database or default_database()))
+    db = open_database(database or default_database())
     try:
-        for _ in range(count):
-            click.echo(service.create_invite()[0])
+        for code in create_invites(db, count):
+            click.echo(code)
     finally:
-        service.db.close()
+        db.close()
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -211,7 +300,8 @@ def _check_port_free(host: str, port: int) -> None:
     import socket
 
     try:
-        with socket.create_server((host, port), reuse_port=False):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.create_server((host.strip("[]"), port), family=family, reuse_port=False):
             pass
     except OSError as exc:
         raise click.ClickException(
@@ -412,6 +502,13 @@ def chat_command(
 
 @main.command("interop-server")
 @click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. The interop interface hands out private keys by design: "
+    "listen on loopback unless the test network is yours alone.",
+)
+@click.option(
     "--port", default=50051, show_default=True, type=click.IntRange(0, 65535), help="gRPC port."
 )
 @click.option(
@@ -425,9 +522,11 @@ def chat_command(
         "library's five-year cap."
     ),
 )
-def interop_server_command(port: int, max_leaf_lifetime: str) -> None:
-    """Serve the MLS community's interop gRPC interface (mls_client.proto)."""
-    from mlspy.interop.server import serve
+def interop_server_command(host: str, port: int, max_leaf_lifetime: str) -> None:
+    """Serve the MLS community's interop gRPC interface (mls_client.proto), unauthenticated
+    and without TLS: any caller can read every group's secrets and keys through it."""
+    from mlspy.ds.config import is_loopback
+    from mlspy.interop.server import make_server
     from mlspy.tree.validation import MAX_LEAF_LIFETIME
 
     limit: int | None
@@ -441,8 +540,19 @@ def interop_server_command(port: int, max_leaf_lifetime: str) -> None:
         raise click.BadParameter(
             "a number of seconds, 'none' or 'default'", param_hint="--max-leaf-lifetime"
         )
-    _check_port_free("0.0.0.0", port)
-    serve(port, max_leaf_lifetime=limit)
+    _check_port_free(host, port)
+    if not is_loopback(host):
+        click.echo(
+            f"mlspy interop-server: warning: listening on {host}: anyone who reaches this port "
+            "can read private keys and group secrets (the interop interface exports them).",
+            err=True,
+        )
+    server, bound = make_server(port, f"[{host}]" if ":" in host else host, max_leaf_lifetime=limit)
+    click.echo(f"mlspy interop server listening on {host}:{bound}")
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        server.stop(grace=1.0)
 
 
 @main.command(
@@ -456,3 +566,200 @@ def interop_run_command(ctx: click.Context) -> None:
     from mlspy.interop.runner import main as run_main
 
     sys.exit(run_main(list(ctx.args)))
+
+
+# --- mlspy admin ---------------------------------------------------------------------------
+
+
+@main.group("admin")
+def admin() -> None:
+    """Operator actions on a Delivery Service's database (beside a running server).
+
+    Each command takes the database as `mlspy serve` does: --database URL, or --config FILE
+    (or $MLSPY_CONFIG / $MLSPY_DATABASE). Exit status: 0 done, 1 not found or failed,
+    2 usage error.
+    """
+
+
+def _database_options(fn: Any) -> Any:
+    fn = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        envvar="MLSPY_CONFIG",
+        help="The server's TOML configuration file: its database is used.",
+    )(fn)
+    return click.option(
+        "--database", help="SQLite file or postgresql://… URL (as for `mlspy serve`)."
+    )(fn)
+
+
+def _admin_database_url(config_file: str | None, database: str | None) -> str:
+    settings = _load_settings(config_file, {"database": database})
+    return str(settings.database)
+
+
+def _admin_run(config_file: str | None, database: str | None, action: Any) -> Any:
+    """``action(db)`` on the configured database; AdminError -> one line and status 1."""
+    from mlspy.ds.admin import AdminError, open_existing
+
+    url = _admin_database_url(config_file, database)
+    try:
+        db = open_existing(url)
+        try:
+            return action(db)
+        finally:
+            db.close()
+    except AdminError as exc:
+        click.echo(f"mlspy admin: {' '.join(str(exc).split())}", err=True)
+        sys.exit(1)
+
+
+def _emit(doc: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(doc, indent=2) if as_json else text)
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+
+
+@admin.command("revoke-tokens")
+@click.argument("who")
+@_database_options
+@_json_option
+def admin_revoke_tokens(
+    who: str, database: str | None, config_file: str | None, as_json: bool
+) -> None:
+    """End now every bearer token of WHO: a client id, an identity (user/device) or a user
+    (all its devices). The device can log in again with its key; to end the device, revoke
+    it from another device of the user or delete the user."""
+    from mlspy.ds.admin import revoke_tokens
+
+    devices, ended = _admin_run(config_file, database, lambda db: revoke_tokens(db, who))
+    doc = {"devices": [d.identity for d in devices], "tokens_ended": ended}
+    _emit(doc, as_json, f"ended {ended} token(s) of {', '.join(doc['devices'])}")
+
+
+@admin.command("delete-user")
+@click.argument("user")
+@_database_options
+@_json_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def admin_delete_user(
+    user: str, database: str | None, config_file: str | None, as_json: bool, yes: bool
+) -> None:
+    """Delete USER: the account, its devices, their tokens, KeyPackages, queued messages and
+    places on delivery lists. The user's leaves stay in its groups until a member removes
+    them (the DS cannot edit a group's tree); a group left with nobody to deliver to is
+    deleted."""
+    from mlspy.ds.admin import delete_user
+
+    if not yes and not click.confirm(f"delete the user {user!r} and all its devices?"):
+        sys.exit(1)
+    doc = _admin_run(config_file, database, lambda db: delete_user(db, user))
+    _emit(
+        doc,
+        as_json,
+        f"deleted {user}: {len(doc['devices'])} device(s), "
+        f"{doc['queued_messages_dropped']} queued message(s); still in {doc['groups_left']} "
+        f"group(s) until removed there; {len(doc['groups_deleted'])} empty group(s) deleted",
+    )
+
+
+@admin.command("queue-depth")
+@click.option("--group", "group_hex", help="Only this group (id in hex).")
+@click.option("--client", "who", help="Only this client id, identity or user.")
+@_database_options
+@_json_option
+def admin_queue_depth(
+    group_hex: str | None,
+    who: str | None,
+    database: str | None,
+    config_file: str | None,
+    as_json: bool,
+) -> None:
+    """Messages waiting to be fetched and acknowledged, per client."""
+    from mlspy.ds.admin import queue_depth
+
+    try:
+        group = bytes.fromhex(group_hex) if group_hex is not None else None
+    except ValueError:
+        raise click.BadParameter("a group id in hex", param_hint="--group") from None
+    doc = _admin_run(config_file, database, lambda db: queue_depth(db, group=group, who=who))
+    lines = [f"{doc['waiting']} message(s) waiting"]
+    lines += [f"  {c['waiting']:>8}  {c['identity'] or c['client_id']}" for c in doc["clients"]]
+    _emit(doc, as_json, "\n".join(lines))
+
+
+@admin.command("users")
+@_database_options
+@_json_option
+def admin_users(database: str | None, config_file: str | None, as_json: bool) -> None:
+    """List the users and their devices."""
+    from mlspy.ds.admin import users
+
+    doc = _admin_run(config_file, database, users)
+    lines = []
+    for u in doc:
+        devices = ", ".join(d["device"] or "(first)" for d in u["devices"]) or "no device"
+        lines.append(f"{u['user']}: {devices}")
+    _emit(doc, as_json, "\n".join(lines) if lines else "no users")
+
+
+@admin.command("invite")
+@click.option(
+    "--count", default=1, show_default=True, type=click.IntRange(1, 100), help="How many codes."
+)
+@_database_options
+@_json_option
+def admin_invite(count: int, database: str | None, config_file: str | None, as_json: bool) -> None:
+    """Print new single-use invite codes (registration = invite): each admits one new name,
+    for 7 days. Only their hashes are stored."""
+    from mlspy.ds.admin import create_invites
+
+    codes = _admin_run(config_file, database, lambda db: create_invites(db, count))
+    _emit({"codes": codes}, as_json, "\n".join(codes))
+
+
+@admin.command("backup")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The backup file (must not exist).",
+)
+@_database_options
+def admin_backup(to: Path, database: str | None, config_file: str | None) -> None:
+    """Back the database up while servers run: SQLite with its online backup API (one
+    consistent snapshot), PostgreSQL with pg_dump --format=custom."""
+    from mlspy.ds.admin import AdminError, backup
+
+    url = _admin_database_url(config_file, database)
+    try:
+        click.echo(backup(url, to))
+    except AdminError as exc:
+        click.echo(f"mlspy admin: {exc}", err=True)
+        sys.exit(1)
+
+
+@admin.command("restore")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A file made by `mlspy admin backup`.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing SQLite file (servers stopped).")
+@_database_options
+def admin_restore(source: Path, force: bool, database: str | None, config_file: str | None) -> None:
+    """Restore a backup into the database (stop the servers first): a new SQLite file, or a
+    PostgreSQL database (pg_restore --clean)."""
+    from mlspy.ds.admin import AdminError, restore
+
+    url = _admin_database_url(config_file, database)
+    try:
+        click.echo(restore(source, url, force=force))
+    except AdminError as exc:
+        click.echo(f"mlspy admin: {exc}", err=True)
+        sys.exit(1)

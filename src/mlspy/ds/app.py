@@ -29,10 +29,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from mlspy.ds import api, redact, tokens
+from mlspy.ds import api, tokens
 from mlspy.ds.accounts import TOKEN_TTL, ClientInfo
 from mlspy.ds.errors import BadRequest, DSError, NotFound, RateLimited, TooLarge
 from mlspy.ds.limits import Limits
+from mlspy.ds.logs import install_redaction
 from mlspy.ds.metrics import Metrics
 from mlspy.ds.push import CrossNodeListener, Push, Wakeups, bearer, item
 from mlspy.ds.routing import Call, Endpoint, decode_body, decode_query, encode, openapi
@@ -60,7 +61,7 @@ def create_app(
     max_body: int | None = None,
     sweep_interval: float = 300.0,
 ) -> Starlette:
-    redact.install()
+    install_redaction()
     # The per-client request rate is checked where the token is (``authenticate``); without
     # explicit limits, the service's own rate stands.
     if limits is None:
