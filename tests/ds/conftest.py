@@ -34,25 +34,9 @@ def _reset_postgres(url: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        for table in (
-            "queue",
-            "messages",
-            "group_undo",
-            "rejected_commits",
-            "group_members",
-            "groups",
-            "key_packages",
-            "key_package_claims",
-            "tokens",
-            "challenges",
-            "clients",
-            "accounts",
-            "invites",
-            "devices",
-            "pairings",
-            "client_aliases",
-        ):
-            conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+        # Every table of the DS, whatever the schema version: a fresh database per test.
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ restore into a new file that a new server delivers from."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from ds_helpers import POSTGRES, Member, status_of
+from ds_helpers import Member, status_of
 
 from mlspy.cli import main
 from mlspy.ds.accounts import client_id_of
@@ -202,41 +203,50 @@ def test_backup_while_the_server_writes_then_restore_and_deliver(sqlite_ds: Any)
     assert texts == [b"message %d" % i for i in range(queued)]
 
 
-@pytest.mark.skipif(not POSTGRES, reason="MLSPY_TEST_POSTGRES is not set (.ci/run sets it)")
-def test_postgres_revoke_queue_depth_backup_and_restore(tmp_path: Path) -> None:
+def test_postgres_revoke_queue_depth_backup_and_restore(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     import psycopg
 
-    assert POSTGRES is not None
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:  # a fresh DS database
+    import pg_embedded
+
+    tools = pg_embedded.client_binaries()  # pg_dump of the embedded server's version first
+    if tools is not None:
+        monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a fresh DS database
         for (table,) in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
         ).fetchall():
             conn.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
-    service = DeliveryService(PostgresDatabase(POSTGRES))
+    service = DeliveryService(PostgresDatabase(postgres_url))
     try:
         with InProcessServer(create_app(service)) as server:
             alice, bob = pair(server.url)
             alice.send(b"hello")
             headers = {"authorization": f"Bearer {bob.client.token}"}
-            assert admin_json("revoke-tokens", "bob", "--database", POSTGRES)["tokens_ended"] == 1
+            assert (
+                admin_json("revoke-tokens", "bob", "--database", postgres_url)["tokens_ended"] == 1
+            )
             assert httpx.get(server.url + "/v1/queue", headers=headers).status_code == 401
             assert (
-                admin_json("queue-depth", "--client", "bob", "--database", POSTGRES)["waiting"] == 1
+                admin_json("queue-depth", "--client", "bob", "--database", postgres_url)["waiting"]
+                == 1
             )
             if shutil.which("pg_dump") is None:
                 pytest.skip("pg_dump is not installed")
             dump = tmp_path / "ds.dump"
-            result = admin("backup", "--to", str(dump), "--database", POSTGRES)
+            result = admin("backup", "--to", str(dump), "--database", postgres_url)
             assert result.exit_code == 0, result.output
             assert "pg_dump" in result.output and "mlspy:mlspy@" not in result.output
-            admin_json("delete-user", "bob", "--yes", "--database", POSTGRES)
-            assert [u["user"] for u in admin_json("users", "--database", POSTGRES)] == ["alice"]
+            admin_json("delete-user", "bob", "--yes", "--database", postgres_url)
+            assert [u["user"] for u in admin_json("users", "--database", postgres_url)] == ["alice"]
         service.db.close()
-        result = admin("restore", "--from", str(dump), "--database", POSTGRES)
+        result = admin("restore", "--from", str(dump), "--database", postgres_url)
         assert result.exit_code == 0, result.output
-        service = DeliveryService(PostgresDatabase(POSTGRES))
+        service = DeliveryService(PostgresDatabase(postgres_url))
         with InProcessServer(create_app(service)) as server:
             bob.client = DSClient(server.url, bob.identity)
             bob.client.login()

@@ -370,7 +370,7 @@ def test_a_websocket_peer_that_stops_answering_is_dropped(tmp_path: Path) -> Non
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(
                 (
-                    f"GET /v1/ws?token={token} HTTP/1.1\r\nHost: ds\r\nUpgrade: websocket\r\n"
+                    f"GET /v1/ws HTTP/1.1\r\nHost: ds\r\nUpgrade: websocket\r\n"
                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                     f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
                 ).encode()
@@ -392,9 +392,9 @@ def test_an_unreachable_database_is_one_line_without_its_password(tmp_path: Path
         timeout=60,
     )
     assert run.returncode == 1 and "sekrit-pw" not in run.stdout + run.stderr
-    assert "cannot use PostgreSQL at postgresql://mlspy:***@127.0.0.1" in run.stderr
+    assert "cannot use PostgreSQL at 127.0.0.1" in run.stderr
     run = subprocess.run(
         [*command, "admin", "users", "--database", url], capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 1 and "sekrit-pw" not in run.stdout + run.stderr
-    assert "mlspy:***@" in run.stderr
+    assert "127.0.0.1" in run.stderr
