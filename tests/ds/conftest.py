@@ -48,6 +48,12 @@ def _reset_postgres(url: str) -> None:
             "devices",
             "pairings",
             "client_aliases",
+            # retention, quotas, stateless challenges (issue 18)
+            "ds_secrets",
+            "quota_usage",
+            "message_usage",
+            "key_package_times",
+            "group_meta",
         ):
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
 

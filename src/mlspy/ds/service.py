@@ -11,6 +11,9 @@ PublicMessages the DS follows the group with the library's public view and rejec
 member would reject; for encrypted handshakes it orders by the clear epoch. An accepted message
 is stored once and queued for every member but the sender; a Welcome is released to the owners
 of the KeyPackages it names only once its commit has won.
+
+What is kept, and for how long, is ``retention.py``'s (``sweep`` runs it periodically); what
+one user may keep is ``quotas.py``'s.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlspy.codec import decode_all
+from mlspy.ds import quotas, retention
 from mlspy.ds.accounts import (
     CHALLENGE_LABEL,
     CHALLENGE_TTL,
@@ -30,6 +34,7 @@ from mlspy.ds.accounts import (
     client_id_of,
 )
 from mlspy.ds.db import Tx
+from mlspy.ds.devices import account_of
 from mlspy.ds.errors import (
     BadRequest,
     Conflict,
@@ -58,6 +63,9 @@ from mlspy.group.public_group import (
 from mlspy.messages import Add, ContentType, Extension, LastResort, MLSMessage
 
 MAX_MESSAGE = 1 << 20
+# Wire integers are unsigned 64-bit (epochs, §6; lifetimes, §7.2), the databases' integers
+# signed: the DS keeps what fits, and refuses the rest with a 400 rather than overflowing.
+MAX_STORED = (1 << 63) - 1
 
 
 # Queue items that are not group messages: Welcomes, roll-back notices (a commit undone), and
@@ -76,7 +84,27 @@ class QueuedMessage:
 
 @dataclass
 class DeliveryService(AuthenticationService):
+    """The Delivery Service (RFC 9750 §5) on the AS's database.
+
+    Retention (``retention.py``): a message goes once every recipient acknowledged it;
+    ``retention`` seconds (default 30 days) after it was accepted, it goes even if some never
+    did, as do claimed KeyPackages; KeyPackages go when their lifetime ends; a group goes
+    when nobody is left on its delivery list, or after ``group_retention`` seconds (default
+    a year) without an accepted message. ``sweep()`` deletes what is due, in batches of
+    ``sweep_batch`` rows; the operator's server calls it periodically.
+
+    Quotas per user, across its devices (``quotas.py``): ``quota_bytes`` stored bytes of
+    messages it sent not yet delivered to everyone (default 64 MiB, then 429),
+    ``quota_groups`` groups it created that still exist (default 1000, then 413),
+    ``quota_key_packages`` unclaimed KeyPackages (default 1000, then 413)."""
+
     max_message: int = MAX_MESSAGE
+    retention: float = 30 * 86400.0
+    group_retention: float = 365 * 86400.0
+    sweep_batch: int = 1000
+    quota_bytes: int = quotas.QUOTA_BYTES
+    quota_groups: int = quotas.QUOTA_GROUPS
+    quota_key_packages: int = quotas.QUOTA_KEY_PACKAGES
     # KeyPackages are a protected resource (RFC 9750 §8.4.3): within ``claim_window`` seconds
     # one claimer gets at most ``claims_per_target`` of one user's KeyPackages and
     # ``claims_per_claimer`` in all (more is 429); past ``claims_per_owner`` claims of one
@@ -121,6 +149,7 @@ class DeliveryService(AuthenticationService):
 
     def upload_key_packages(self, client: ClientInfo, messages: Sequence[bytes]) -> int:
         rows = []
+        ends: list[int | None] = []
         now = int(self.clock())
         for data in messages:
             self._check_size(data)
@@ -148,13 +177,20 @@ class DeliveryService(AuthenticationService):
                 )
             last = LastResort.find_in(kp.extensions) is not None
             rows.append((key_package_ref(kp), client.id, kp.cipher_suite, data, int(last)))
+            ends.append(kp.leaf_node.lifetime.not_after if kp.leaf_node.lifetime else None)
         with self.db.transaction() as tx:
-            for row in rows:
-                # Uploading again what the DS has (a client whose answer was lost, or that
-                # crashed before noting it) changes nothing: a claimed KeyPackage never
-                # becomes claimable again, a retired last-resort one never current again.
-                if tx.execute("SELECT 1 FROM key_packages WHERE ref = ?", (row[0],)):
-                    continue
+            # Uploading again what the DS has (a client whose answer was lost, or that
+            # crashed before noting it) changes nothing: a claimed KeyPackage never
+            # becomes claimable again, a retired last-resort one never current again.
+            fresh: dict[bytes, tuple[tuple[Any, ...], int | None]] = {}
+            for row, end in zip(rows, ends, strict=True):
+                if not tx.execute("SELECT 1 FROM key_packages WHERE ref = ?", (row[0],)):
+                    fresh.setdefault(row[0], (row, end))
+            quotas.check_key_packages(
+                tx, account_of(client.identity), len(fresh), self.quota_key_packages
+            )
+            for row, end in fresh.values():
+                _note_key_package(tx, row[0], now, end)
                 if row[4]:
                     # A new last-resort KeyPackage replaces the previous one, which is retired
                     # (2), not deleted: it may have been claimed already, and its row is how
@@ -176,6 +212,7 @@ class DeliveryService(AuthenticationService):
         (marked claimed in the same transaction), else its last-resort one. Claims are limited
         (see ``claims_per_target``) and recorded for the owner to see."""
         skip = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
+        _check_u16(cipher_suite, "cipher_suite")
         with self.db.transaction() as tx:
             owner = tx.execute("SELECT id FROM clients WHERE identity = ?", (identity,))
             if not owner:
@@ -194,6 +231,7 @@ class DeliveryService(AuthenticationService):
                 if _expired(bytes(rows[0][1]), now):
                     # Nobody could add its owner with it: drop it and look further.
                     tx.execute("DELETE FROM key_packages WHERE ref = ?", (rows[0][0],))
+                    tx.execute("DELETE FROM key_package_times WHERE ref = ?", (rows[0][0],))
                     continue
                 tx.execute("UPDATE key_packages SET claimed = 1 WHERE ref = ?", (rows[0][0],))
                 self._record_claim(tx, claimer.id, owner_id, bytes(rows[0][0]), False, now)
@@ -259,6 +297,7 @@ class DeliveryService(AuthenticationService):
     def count_key_packages(self, client: ClientInfo, cipher_suite: int) -> tuple[int, bool]:
         """Usable KeyPackages left: unclaimed ordinary ones, and whether a last-resort one
         is there. Expired ones do not count (the client is to replace them)."""
+        _check_u16(cipher_suite, "cipher_suite")
         with self.db.transaction() as tx:
             rows = tx.execute(
                 "SELECT last_resort, data FROM key_packages WHERE owner = ? AND "
@@ -308,6 +347,13 @@ class DeliveryService(AuthenticationService):
         members = {m.signature_key for m in public.members()}
         if client.signature_key not in members:
             raise Forbidden("you are not a member of this group")
+        if public.epoch >= MAX_STORED:
+            # The epoch is a uint64 (RFC 9420 §6) but this DS stores signed 64-bit integers,
+            # and a group must be able to advance by a commit (which stores epoch + 1).
+            raise BadRequest(
+                f"the GroupInfo's epoch {public.epoch} is beyond what this Delivery Service "
+                f"keeps (below {MAX_STORED}): start the group from a lower epoch"
+            )
         # Who may join from outside: the group's membership policy when it has one (it then
         # follows every commit), else what the creator declares.
         openness = _openness(public.context.extensions, "external" if external_joins else "")
@@ -333,6 +379,12 @@ class DeliveryService(AuthenticationService):
             )
             if not inserted:
                 raise Conflict("the group already exists", epoch=public.epoch)
+            account = account_of(client.identity)
+            quotas.check_groups(tx, account, self.quota_groups)
+            tx.execute(
+                "INSERT INTO group_meta (group_id, account, active) VALUES (?, ?, ?)",
+                (public.group_id, account, self.clock()),
+            )
             self._set_roster(tx, public.group_id, members)
         return public.epoch
 
@@ -393,6 +445,15 @@ class DeliveryService(AuthenticationService):
             if client.id not in members:
                 self._check_outsider(tx, client, group_id, msg, h, g)
             _check_epoch(tx, group_id, h, g.epoch)
+            if h.is_commit and g.epoch >= MAX_STORED:
+                raise BadRequest(
+                    f"the group is at epoch {g.epoch}, the last this Delivery Service keeps "
+                    "(epochs are uint64, RFC 9420 §6; it stores signed 64-bit integers): no "
+                    "commit can follow — start a new group (e.g. by reinitialization, §11.2)"
+                )
+            account = account_of(client.identity)
+            charged = len(message) + len(welcome or b"")
+            quotas.charge_bytes(tx, account, charged, self.quota_bytes)
             new_members = set(members)
             public: PublicGroup | None = None
             openness = g.openness
@@ -421,11 +482,24 @@ class DeliveryService(AuthenticationService):
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (group_id, h.epoch, h.kind, client.id, message, self.clock()),
             )
+            quotas.record_message(tx, account, seq, len(message))
             recipients = members - {client.id}
             for member in recipients:
                 tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (member, seq))
             notify |= recipients
+            self._touch(tx, group_id)
+            if not h.is_commit and h.epoch == g.epoch:
+                # Someone but the committer speaks in the new epoch, so members follow it:
+                # the commit stands (``reject_commit``). Recorded now, as the message itself
+                # is deleted once delivered.
+                tx.execute(
+                    "DELETE FROM group_undo WHERE group_id = ? AND committer != ?",
+                    (group_id, client.id),
+                )
+            if not recipients:
+                retention.forget_delivered(tx, [seq])
             if h.is_commit:
+                retention.forget_old_commits(tx, group_id, h.epoch)
                 self._keep_undo(tx, group_id, g, members, seq, client.id, h.external)
                 tx.execute(
                     "UPDATE groups SET epoch = ?, mode = ?, public_state = ?, "
@@ -439,7 +513,9 @@ class DeliveryService(AuthenticationService):
                     ),
                 )
                 if welcome is not None:
-                    owners = self._release_welcome(tx, group_id, g.epoch + 1, welcome, notify)
+                    owners = self._release_welcome(
+                        tx, group_id, g.epoch + 1, welcome, notify, account
+                    )
                     if g.mode != "public":
                         # Encrypted handshakes: only owners the committer declared as added
                         # join the delivery list (public mode: the public view decides).
@@ -518,6 +594,8 @@ class DeliveryService(AuthenticationService):
             "VALUES (?, ?, ?, ?, 0, 1)",
             (ref, client.id, kp.cipher_suite, MLSMessage.wrap(kp).encode()),
         )
+        lifetime = kp.leaf_node.lifetime
+        _note_key_package(tx, ref, self.clock(), lifetime.not_after if lifetime else None)
 
     def _judge_public(self, tx: Tx, msg: MLSMessage, public_state: bytes) -> PublicGroup:
         """Run a handshake through the group's public view; returns it, merged."""
@@ -610,6 +688,12 @@ class DeliveryService(AuthenticationService):
             if row is None or client.id not in old_roster | self._members(tx, group_id):
                 raise NotFound("unknown group")
             current = int(row[0])
+            if not undo and current == epoch + 1:
+                raise Conflict(
+                    f"the commit that ended epoch {epoch} stands: members already speak in the "
+                    "new epoch (or it was undone already)",
+                    epoch=current,
+                )
             if not undo or int(undo[0][0]) != epoch or current != epoch + 1:
                 raise Conflict(
                     f"the commit that ended epoch {epoch} can no longer be undone: the group "
@@ -638,13 +722,11 @@ class DeliveryService(AuthenticationService):
             if int(reports[0][0]) >= self.rejections_per_reporter:
                 raise RateLimited("too many rejected commits reported: try again later")
             everyone = old_roster | self._members(tx, group_id)
-            withdrawn = "group_id = ? AND (seq = ? OR epoch = ?)"
-            args = (group_id, int(undo[0][5]), current)
-            tx.execute(
-                f"DELETE FROM queue WHERE seq IN (SELECT seq FROM messages WHERE {withdrawn})",
-                args,
+            withdrawn = tx.execute(
+                "SELECT seq FROM messages WHERE group_id = ? AND (seq = ? OR epoch = ?)",
+                (group_id, int(undo[0][5]), current),
             )
-            tx.execute(f"DELETE FROM messages WHERE {withdrawn}", args)
+            retention.forget_messages(tx, [int(r[0]) for r in withdrawn])
             tx.execute(
                 "UPDATE groups SET epoch = ?, mode = ?, public_state = ?, group_info = ? "
                 "WHERE group_id = ?",
@@ -681,6 +763,8 @@ class DeliveryService(AuthenticationService):
                 "DELETE FROM group_members WHERE group_id = ? AND client_id = ?",
                 (group_id, client.id),
             )
+            # The last one out: the group goes (``retention.py``).
+            retention.drop_if_empty(tx, group_id)
 
     def _set_roster_ids(self, tx: Tx, group_id: bytes, client_ids: set[str]) -> None:
         tx.execute("DELETE FROM group_members WHERE group_id = ?", (group_id,))
@@ -690,9 +774,16 @@ class DeliveryService(AuthenticationService):
             )
 
     def _release_welcome(
-        self, tx: Tx, group_id: bytes, epoch: int, welcome: bytes, notify: set[str]
+        self,
+        tx: Tx,
+        group_id: bytes,
+        epoch: int,
+        welcome: bytes,
+        notify: set[str],
+        account: bytes,
     ) -> set[str]:
-        """Queue the Welcome for the owners of the KeyPackages it names; returns them."""
+        """Queue the Welcome for the owners of the KeyPackages it names; returns them. Its
+        bytes weigh on the committer's quota (``account``) while it is stored."""
         msg = _decode(welcome)
         if msg.welcome is None:
             raise BadRequest("expected MLSMessage(Welcome)")
@@ -702,12 +793,14 @@ class DeliveryService(AuthenticationService):
             if rows:
                 owners.add(str(rows[0][0]))
         if not owners:
+            quotas.credit_bytes(tx, account, len(welcome))  # charged, but not stored
             return owners
         seq = tx.insert_returning_seq(
             "INSERT INTO messages (group_id, epoch, kind, sender, data, created) "
             "VALUES (?, ?, 'welcome', '', ?, ?)",
             (group_id, epoch, welcome, self.clock()),
         )
+        quotas.record_message(tx, account, seq, len(welcome))
         for owner in owners:
             tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (owner, seq))
         notify |= owners
@@ -716,6 +809,8 @@ class DeliveryService(AuthenticationService):
     # --- Queues -------------------------------------------------------------------------
 
     def fetch(self, client: ClientInfo, after: int = 0, limit: int = 500) -> list[QueuedMessage]:
+        if not 0 <= after <= MAX_STORED:
+            raise BadRequest(f"after must be a sequence number (0 to {MAX_STORED})")
         with self.db.transaction() as tx:
             rows = tx.execute(
                 "SELECT m.seq, m.kind, m.group_id, m.epoch, m.data FROM queue q "
@@ -735,10 +830,46 @@ class DeliveryService(AuthenticationService):
         ]
 
     def ack(self, client: ClientInfo, seqs: Sequence[int]) -> None:
-        """Drop acknowledged messages from the client's queue (idempotent)."""
+        """Drop acknowledged messages from the client's queue (idempotent); a message every
+        recipient acknowledged is deleted in the same transaction (``retention.py``)."""
+        for seq in seqs:
+            if isinstance(seq, bool) or not 0 <= seq <= MAX_STORED:
+                raise BadRequest(f"seqs must be sequence numbers (0 to {MAX_STORED})")
         with self.db.transaction() as tx:
             for seq in seqs:
                 tx.execute("DELETE FROM queue WHERE client_id = ? AND seq = ?", (client.id, seq))
+            retention.forget_delivered(tx, seqs)
+
+    def sweep(self, now: float | None = None) -> dict[str, int]:
+        """Delete what retention says is due (``retention.py``); returns rows deleted per
+        kind. Each batch of ``sweep_batch`` rows is its own short transaction."""
+        now = self.clock() if now is None else now
+        steps = retention.steps(
+            dialect=self.db.dialect,
+            retention=self.retention,
+            group_retention=self.group_retention,
+            claim_window=self.claim_window,
+            rejection_window=self.rejection_window,
+        )
+        done: dict[str, int] = {}
+        for kind, step in steps.items():
+            done[kind] = 0
+            while True:
+                with self.db.transaction() as tx:
+                    n = step(tx, now, self.sweep_batch)
+                done[kind] += n
+                if n < self.sweep_batch:
+                    break
+        return done
+
+    def _touch(self, tx: Tx, group_id: bytes) -> None:
+        """The group is active (its lifetime, ``group_retention``): written at most once an
+        hour per group, so the hot path rarely writes for it."""
+        now = self.clock()
+        tx.execute(
+            "UPDATE group_meta SET active = ? WHERE group_id = ? AND active < ?",
+            (now, group_id, now - 3600.0),
+        )
 
 
 @dataclass(frozen=True)
@@ -887,3 +1018,17 @@ def _expired(key_package: bytes, now: float) -> bool:
     kp = MLSMessage.decode(key_package).key_package
     lifetime = kp.leaf_node.lifetime if kp is not None else None
     return lifetime is not None and now > lifetime.not_after
+
+
+def _note_key_package(tx: Tx, ref: bytes, now: float, not_after: int | None) -> None:
+    """When a KeyPackage was stored and when its lifetime ends, for the sweep."""
+    tx.execute(
+        "INSERT INTO key_package_times (ref, created, expires) VALUES (?, ?, ?) "
+        "ON CONFLICT (ref) DO NOTHING",
+        (ref, now, float(MAX_STORED if not_after is None else not_after)),
+    )
+
+
+def _check_u16(value: int, name: str) -> None:
+    if isinstance(value, bool) or not 0 <= value <= 0xFFFF:
+        raise BadRequest(f"{name} must be a uint16 (RFC 9420 §17.1)")
