@@ -60,7 +60,17 @@ from mlspy.group.public_group import (
     deserialize_public_group,
     serialize_public_group,
 )
-from mlspy.messages import Add, ContentType, Extension, LastResort, MLSMessage
+from mlspy.messages import (
+    Add,
+    ContentType,
+    Extension,
+    GroupInfo,
+    LastResort,
+    MLSMessage,
+    Node,
+    decode_ratchet_tree,
+)
+from mlspy.messages import RatchetTree as RatchetTreeExtension
 
 MAX_MESSAGE = 1 << 20
 # Wire integers are unsigned 64-bit (epochs, §6; lifetimes, §7.2), the databases' integers
@@ -337,10 +347,13 @@ class DeliveryService(AuthenticationService):
         any registered client into an epoch its members reject; closed groups only accept
         external commits from clients already on the roster (resync after state loss)."""
         self._check_size(group_info)
+        # The tree's shape is checked before any work proportional to its width, and before
+        # the transaction (the validation below runs inside one, for the AS's registry).
+        gi = _checked_group_info(group_info, ratchet_tree)
         try:
             with self.db.transaction() as tx:
                 public = PublicGroup.from_group_info(
-                    group_info, ratchet_tree=ratchet_tree, config=self._group_config(tx)
+                    gi, ratchet_tree=ratchet_tree, config=self._group_config(tx)
                 )
         except MLSError as exc:
             raise BadRequest(f"invalid GroupInfo: {exc}") from exc
@@ -431,6 +444,9 @@ class DeliveryService(AuthenticationService):
         h = _header(msg)
         if h.group_id != group_id:
             raise BadRequest("the message is for another group")
+        if group_info is not None:
+            # Stored, and loaded by the DS to judge external commits: the same bound.
+            _checked_group_info(group_info, None)
         notify: set[str] = set()
         with self.db.transaction() as tx:
             row = tx.lock_group(group_id)
@@ -956,6 +972,46 @@ def _openness(extensions: Sequence[Extension], fallback: str) -> str:
     except MLSError as exc:
         raise BadRequest(f"invalid membership policy: {exc}") from None
     return fallback if policy is None else _OPENNESS[policy.joins]
+
+
+# A DS policy on ratchet trees. Validating a tree hashes every node, blank or not (a blank
+# leaf's tree hash covers its index, §7.8), so a tree of 2^18 leaves costs seconds of CPU
+# however little it holds, and a GroupInfo of 512 KiB can carry one (a blank node is one
+# byte). Truncation (§7.7) keeps a real group's width below twice its largest leaf index,
+# and a group that shrank keeps its width; the DS accepts any width up to ``SPARSE_FLOOR``
+# leaves, and beyond it trees at least 1/``SPARSE_FACTOR`` occupied — which a tree that fits
+# in a message (a LeafNode is some hundred bytes) always is unless it is mostly blank.
+SPARSE_FLOOR = 4096
+SPARSE_FACTOR = 8
+
+
+def _check_tree_shape(nodes: Sequence[Node | None]) -> None:
+    width = 1
+    while 2 * width - 1 < len(nodes):
+        width *= 2
+    members = sum(1 for node in nodes[0::2] if node is not None)
+    if width > max(SPARSE_FLOOR, SPARSE_FACTOR * members):
+        raise BadRequest(
+            f"the ratchet tree has {width} leaves for {members} members: this Delivery "
+            f"Service takes trees of more than {SPARSE_FLOOR} leaves only when at least one "
+            f"leaf in {SPARSE_FACTOR} is a member (truncate the tree, RFC 9420 §7.7)"
+        )
+
+
+def _checked_group_info(group_info: bytes, ratchet_tree: bytes | None) -> GroupInfo:
+    """The GroupInfo, decoded, its ratchet tree (inside or out of band) within the bound."""
+    gi = _decode(group_info).group_info
+    if gi is None:
+        raise BadRequest("expected MLSMessage(GroupInfo)")
+    try:
+        ext = RatchetTreeExtension.find_in(gi.extensions)
+        if ext is not None:
+            _check_tree_shape(ext.ratchet_tree)
+        elif ratchet_tree is not None:
+            _check_tree_shape(decode_ratchet_tree(ratchet_tree))
+    except MLSError as exc:
+        raise BadRequest(f"invalid GroupInfo: {exc}") from None
+    return gi
 
 
 def _group_info_extensions(group_info: bytes) -> tuple[Extension, ...]:
