@@ -143,6 +143,7 @@ class DeliveryService(AuthenticationService):
     ) -> list[bytes]:
         """One KeyPackage of every device of ``user`` (each claim as ``claim_key_package``);
         devices with none left are skipped. 404 when the user has no device."""
+        _check_u16(cipher_suite, "cipher_suite")
         with self.db.transaction() as tx:
             devices = self._device_ids(tx, user)
         if not devices:
