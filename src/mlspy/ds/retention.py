@@ -39,16 +39,20 @@ def forget_messages(tx: Tx, seqs: Sequence[int]) -> int:
     """Delete messages, their queue entries and their weight on their sender's quota."""
     for chunk in _chunks(sorted(set(seqs))):
         marks = ", ".join("?" for _ in chunk)
-        charged = tx.execute(
-            f"SELECT account, SUM(bytes) FROM message_usage WHERE seq IN ({marks}) "
-            "GROUP BY account",
-            chunk,
-        )
-        for account, used in charged:
+        # What the deleted rows weighed, from the DELETE itself: of two transactions that
+        # delete one message at once (an ack and the sweep, on PostgreSQL), only the one
+        # whose DELETE removed the row credits it back.
+        charged: dict[bytes, int] = {}
+        for account, n in tx.execute(
+            f"DELETE FROM message_usage WHERE seq IN ({marks}) RETURNING account, bytes", chunk
+        ):
+            charged[bytes(account)] = charged.get(bytes(account), 0) + int(n)
+        for account in sorted(charged):  # one order of row locks: no deadlock between two
             tx.execute(
-                "UPDATE quota_usage SET bytes = bytes - ? WHERE account = ?", (int(used), account)
+                "UPDATE quota_usage SET bytes = bytes - ? WHERE account = ?",
+                (charged[account], account),
             )
-        for table in ("message_usage", "queue", "messages"):
+        for table in ("queue", "messages"):
             tx.execute(f"DELETE FROM {table} WHERE seq IN ({marks})", chunk)
     return len(set(seqs))
 

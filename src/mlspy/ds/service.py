@@ -826,8 +826,8 @@ class DeliveryService(AuthenticationService):
     # --- Queues -------------------------------------------------------------------------
 
     def fetch(self, client: ClientInfo, after: int = 0, limit: int = 500) -> list[QueuedMessage]:
-        if not 0 <= after <= MAX_STORED:
-            raise BadRequest(f"after must be a sequence number (0 to {MAX_STORED})")
+        if not _storable(after):
+            raise BadRequest(f"after must be a sequence number (at most {MAX_STORED})")
         with self.db.transaction() as tx:
             rows = tx.execute(
                 "SELECT m.seq, m.kind, m.group_id, m.epoch, m.data FROM queue q "
@@ -850,8 +850,8 @@ class DeliveryService(AuthenticationService):
         """Drop acknowledged messages from the client's queue (idempotent); a message every
         recipient acknowledged is deleted in the same transaction (``retention.py``)."""
         for seq in seqs:
-            if isinstance(seq, bool) or not 0 <= seq <= MAX_STORED:
-                raise BadRequest(f"seqs must be sequence numbers (0 to {MAX_STORED})")
+            if isinstance(seq, bool) or not _storable(seq):
+                raise BadRequest(f"seqs must be sequence numbers (at most {MAX_STORED})")
         with self.db.transaction() as tx:
             for seq in seqs:
                 tx.execute("DELETE FROM queue WHERE client_id = ? AND seq = ?", (client.id, seq))
@@ -1089,3 +1089,9 @@ def _note_key_package(tx: Tx, ref: bytes, now: float, not_after: int | None) -> 
 def _check_u16(value: int, name: str) -> None:
     if isinstance(value, bool) or not 0 <= value <= 0xFFFF:
         raise BadRequest(f"{name} must be a uint16 (RFC 9420 §17.1)")
+
+
+def _storable(value: int) -> bool:
+    """Whether a number reaches the database as it is (a signed 64-bit integer); smaller
+    ones than any sequence number simply match nothing."""
+    return -MAX_STORED - 1 <= value <= MAX_STORED
