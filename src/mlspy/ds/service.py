@@ -1001,9 +1001,12 @@ def _check_tree_shape(nodes: Sequence[Node | None]) -> None:
 
 def _checked_group_info(group_info: bytes, ratchet_tree: bytes | None) -> GroupInfo:
     """The GroupInfo, decoded, its ratchet tree (inside or out of band) within the bound."""
-    gi = _decode(group_info).group_info
+    try:
+        gi = _decode(group_info).group_info
+    except BadRequest as exc:
+        raise BadRequest(f"invalid GroupInfo: {exc.message}") from None
     if gi is None:
-        raise BadRequest("expected MLSMessage(GroupInfo)")
+        raise BadRequest("invalid GroupInfo: expected MLSMessage(GroupInfo)")
     try:
         ext = RatchetTreeExtension.find_in(gi.extensions)
         if ext is not None:
