@@ -33,6 +33,13 @@ from mlspy.ds.accounts import (
     RegistryValidator,
     client_id_of,
 )
+from mlspy.ds.bounds import (
+    MAX_STORED,
+    SPARSE_FLOOR,
+    check_tree_shape,
+    check_u16,
+    storable,
+)
 from mlspy.ds.db import Tx
 from mlspy.ds.devices import account_of
 from mlspy.ds.errors import (
@@ -67,15 +74,11 @@ from mlspy.messages import (
     GroupInfo,
     LastResort,
     MLSMessage,
-    Node,
     decode_ratchet_tree,
 )
 from mlspy.messages import RatchetTree as RatchetTreeExtension
 
 MAX_MESSAGE = 1 << 20
-# Wire integers are unsigned 64-bit (epochs, §6; lifetimes, §7.2), the databases' integers
-# signed: the DS keeps what fits, and refuses the rest with a 400 rather than overflowing.
-MAX_STORED = (1 << 63) - 1
 
 
 # Queue items that are not group messages: Welcomes, roll-back notices (a commit undone), and
@@ -143,7 +146,7 @@ class DeliveryService(AuthenticationService):
     ) -> list[bytes]:
         """One KeyPackage of every device of ``user`` (each claim as ``claim_key_package``);
         devices with none left are skipped. 404 when the user has no device."""
-        _check_u16(cipher_suite, "cipher_suite")
+        check_u16(cipher_suite, "cipher_suite")
         with self.db.transaction() as tx:
             devices = self._device_ids(tx, user)
         if not devices:
@@ -223,7 +226,7 @@ class DeliveryService(AuthenticationService):
         (marked claimed in the same transaction), else its last-resort one. Claims are limited
         (see ``claims_per_target``) and recorded for the owner to see."""
         skip = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
-        _check_u16(cipher_suite, "cipher_suite")
+        check_u16(cipher_suite, "cipher_suite")
         with self.db.transaction() as tx:
             owner = tx.execute("SELECT id FROM clients WHERE identity = ?", (identity,))
             if not owner:
@@ -308,7 +311,7 @@ class DeliveryService(AuthenticationService):
     def count_key_packages(self, client: ClientInfo, cipher_suite: int) -> tuple[int, bool]:
         """Usable KeyPackages left: unclaimed ordinary ones, and whether a last-resort one
         is there. Expired ones do not count (the client is to replace them)."""
-        _check_u16(cipher_suite, "cipher_suite")
+        check_u16(cipher_suite, "cipher_suite")
         with self.db.transaction() as tx:
             rows = tx.execute(
                 "SELECT last_resort, data FROM key_packages WHERE owner = ? AND "
@@ -826,7 +829,7 @@ class DeliveryService(AuthenticationService):
     # --- Queues -------------------------------------------------------------------------
 
     def fetch(self, client: ClientInfo, after: int = 0, limit: int = 500) -> list[QueuedMessage]:
-        if not _storable(after):
+        if not storable(after):
             raise BadRequest(f"after must be a sequence number (at most {MAX_STORED})")
         with self.db.transaction() as tx:
             rows = tx.execute(
@@ -850,7 +853,7 @@ class DeliveryService(AuthenticationService):
         """Drop acknowledged messages from the client's queue (idempotent); a message every
         recipient acknowledged is deleted in the same transaction (``retention.py``)."""
         for seq in seqs:
-            if isinstance(seq, bool) or not _storable(seq):
+            if isinstance(seq, bool) or not storable(seq):
                 raise BadRequest(f"seqs must be sequence numbers (at most {MAX_STORED})")
         with self.db.transaction() as tx:
             for seq in seqs:
@@ -975,30 +978,6 @@ def _openness(extensions: Sequence[Extension], fallback: str) -> str:
     return fallback if policy is None else _OPENNESS[policy.joins]
 
 
-# A DS policy on ratchet trees. Validating a tree hashes every node, blank or not (a blank
-# leaf's tree hash covers its index, §7.8), so a tree of 2^18 leaves costs seconds of CPU
-# however little it holds, and a GroupInfo of 512 KiB can carry one (a blank node is one
-# byte). Truncation (§7.7) keeps a real group's width below twice its largest leaf index,
-# and a group that shrank keeps its width; the DS accepts any width up to ``SPARSE_FLOOR``
-# leaves, and beyond it trees at least 1/``SPARSE_FACTOR`` occupied — which a tree that fits
-# in a message (a LeafNode is some hundred bytes) always is unless it is mostly blank.
-SPARSE_FLOOR = 4096
-SPARSE_FACTOR = 8
-
-
-def _check_tree_shape(nodes: Sequence[Node | None]) -> None:
-    width = 1
-    while 2 * width - 1 < len(nodes):
-        width *= 2
-    members = sum(1 for node in nodes[0::2] if node is not None)
-    if width > max(SPARSE_FLOOR, SPARSE_FACTOR * members):
-        raise BadRequest(
-            f"the ratchet tree has {width} leaves for {members} members: this Delivery "
-            f"Service takes trees of more than {SPARSE_FLOOR} leaves only when at least one "
-            f"leaf in {SPARSE_FACTOR} is a member (truncate the tree, RFC 9420 §7.7)"
-        )
-
-
 def _checked_group_info(group_info: bytes, ratchet_tree: bytes | None) -> GroupInfo:
     """The GroupInfo, decoded, its ratchet tree (inside or out of band) within the bound."""
     try:
@@ -1010,9 +989,9 @@ def _checked_group_info(group_info: bytes, ratchet_tree: bytes | None) -> GroupI
     try:
         ext = RatchetTreeExtension.find_in(gi.extensions)
         if ext is not None:
-            _check_tree_shape(ext.ratchet_tree)
+            check_tree_shape(ext.ratchet_tree)
         elif ratchet_tree is not None:
-            _check_tree_shape(decode_ratchet_tree(ratchet_tree))
+            check_tree_shape(decode_ratchet_tree(ratchet_tree))
     except MLSError as exc:
         raise BadRequest(f"invalid GroupInfo: {exc}") from None
     return gi
@@ -1064,6 +1043,8 @@ __all__ = [
     "Conflict",
     "DSError",
     "DeliveryService",
+    "MAX_STORED",
+    "SPARSE_FLOOR",
     "Forbidden",
     "NotFound",
     "QueuedMessage",
@@ -1087,14 +1068,3 @@ def _note_key_package(tx: Tx, ref: bytes, now: float, not_after: int | None) -> 
         "ON CONFLICT (ref) DO NOTHING",
         (ref, now, float(MAX_STORED if not_after is None else not_after)),
     )
-
-
-def _check_u16(value: int, name: str) -> None:
-    if isinstance(value, bool) or not 0 <= value <= 0xFFFF:
-        raise BadRequest(f"{name} must be a uint16 (RFC 9420 §17.1)")
-
-
-def _storable(value: int) -> bool:
-    """Whether a number reaches the database as it is (a signed 64-bit integer); smaller
-    ones than any sequence number simply match nothing."""
-    return -MAX_STORED - 1 <= value <= MAX_STORED
