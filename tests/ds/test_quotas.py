@@ -86,6 +86,10 @@ def test_the_stored_bytes_counter_follows_every_deletion(ds: Cluster) -> None:
     alice.add(bob)
     bob.sync()
     kept = used(service, b"alice")  # alice's latest commit (it had no recipient)
+    # One message larger than the whole quota: 413 (waiting would not help).
+    error = refused(lambda: alice.send(b"w" * 250_000))
+    assert error.status == 413 and "quota" in error.body["error"], error.body
+    assert used(service, b"alice") == kept
     for _ in range(3):
         alice.send(b"y" * 50_000)
     assert used(service, b"alice") > kept + 150_000

@@ -6,7 +6,8 @@
   per account (``quota_usage``), charged in the submit's transaction by one conditional
   update of one row and credited back when the messages are deleted (``retention.py``), so
   the check on the hot path is a primary-key lookup, never a scan. Over it: 429 with
-  ``Retry-After`` — the bytes come back as the recipients fetch.
+  ``Retry-After`` — the bytes come back as the recipients fetch (413 for one message larger
+  than the whole quota, which waiting would not help).
 - **Groups**: groups the user created that still exist (``group_meta``; counted by an index
   range that the quota bounds). Over it: 413 — leave or let go of groups first.
 - **KeyPackages**: unclaimed KeyPackages the user's devices keep (an index range per device).
@@ -31,6 +32,8 @@ BYTES_RETRY_AFTER = 60
 def charge_bytes(tx: Tx, account: bytes, n: int, limit: int) -> None:
     """Add ``n`` stored bytes to ``account``, or refuse (429) past ``limit``. One conditional
     update: concurrent submits of one user (PostgreSQL) cannot overshoot together."""
+    if n > limit:
+        raise TooLarge(f"{n} bytes exceed your {limit}-byte quota of stored messages: send less")
     charged = tx.execute(
         "UPDATE quota_usage SET bytes = bytes + ? WHERE account = ? AND bytes + ? <= ? "
         "RETURNING bytes",
@@ -38,14 +41,13 @@ def charge_bytes(tx: Tx, account: bytes, n: int, limit: int) -> None:
     )
     if charged:
         return
-    if n <= limit:
-        first = tx.execute(
-            "INSERT INTO quota_usage (account, bytes) VALUES (?, ?) "
-            "ON CONFLICT (account) DO NOTHING RETURNING bytes",
-            (account, n),
-        )
-        if first:
-            return
+    first = tx.execute(
+        "INSERT INTO quota_usage (account, bytes) VALUES (?, ?) "
+        "ON CONFLICT (account) DO NOTHING RETURNING bytes",
+        (account, n),
+    )
+    if first:
+        return
     rows = tx.execute("SELECT bytes FROM quota_usage WHERE account = ?", (account,))
     used = int(rows[0][0]) if rows else 0
     raise RateLimited(
