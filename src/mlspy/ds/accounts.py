@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets as _secrets
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 
 from mlspy.credentials import CredentialError, X509Validator
 from mlspy.crypto import suite
+from mlspy.ds import challenges
 from mlspy.ds.codes import new_code
 from mlspy.ds.codes import normalized as _normalized
 from mlspy.ds.db import Database, Tx
@@ -159,7 +159,11 @@ class AuthenticationService(Devices):
     recovery_attempts: int = 5
     recovery_window: float = 3600.0
     recovery_per_address: int = 20
+    # The key challenges are MAC'd with (``challenges.py``); every node of a deployment must
+    # share it. None: one made once and kept in the database (shared through it).
+    challenge_secret: bytes | None = field(default=None, repr=False)
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _mac_key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.registration not in REGISTRATION_MODES:
@@ -170,20 +174,22 @@ class AuthenticationService(Devices):
     # --- Authentication Service (RFC 9750 §4) -----------------------------------------
 
     def challenge(self) -> bytes:
-        nonce = os.urandom(32)
-        with self.db.transaction() as tx:
-            tx.execute("DELETE FROM challenges WHERE expires < ?", (self.clock(),))
-            tx.execute(
-                "INSERT INTO challenges (nonce, expires) VALUES (?, ?)",
-                (nonce, self.clock() + CHALLENGE_TTL),
-            )
-        return nonce
+        """A fresh challenge to sign: stateless (MAC'd, see ``challenges.py``), so an
+        anonymous request for one writes nothing."""
+        return challenges.issue(self._challenge_key(), self.clock(), CHALLENGE_TTL)
 
-    def _consume_challenge(self, tx: Tx, nonce: bytes) -> None:
-        rows = tx.execute("SELECT expires FROM challenges WHERE nonce = ?", (nonce,))
-        if not rows or float(rows[0][0]) < self.clock():
-            raise Unauthorized("unknown or expired challenge: ask for a new one")
-        tx.execute("DELETE FROM challenges WHERE nonce = ?", (nonce,))
+    def _challenge_key(self) -> bytes:
+        if self._mac_key is None:
+            self._mac_key = self.challenge_secret or challenges.shared_secret(self.db)
+        return self._mac_key
+
+    def _check_challenge(self, challenge: bytes) -> None:
+        """Refuse a forged or expired challenge before any database work (and load the MAC
+        key outside the request's transaction)."""
+        challenges.verify(self._challenge_key(), challenge, self.clock())
+
+    def _consume_challenge(self, tx: Tx, challenge: bytes) -> None:
+        challenges.consume(tx, self._challenge_key(), challenge, self.clock())
 
     @staticmethod
     def _check_possession(
@@ -216,6 +222,7 @@ class AuthenticationService(Devices):
         cred = _decode_credential(credential)
         self._check_kind(cred)
         identity = self._identity_of(cred, signature_key)
+        self._check_challenge(challenge)
         self._check_possession(cipher_suite, signature_key, challenge, signature)
         _check_recovery_hash(recovery)
         info = ClientInfo(client_id_of(signature_key), identity, signature_key, cipher_suite)
@@ -357,6 +364,7 @@ class AuthenticationService(Devices):
         named = self._identity_of(cred, signature_key)
         if account_of(named) != identity:
             raise BadRequest("the new credential must name a device of the user being recovered")
+        self._check_challenge(challenge)
         self._check_possession(cipher_suite, signature_key, challenge, signature)
         _check_recovery_hash(recovery)
         with self.db.transaction() as tx:
@@ -447,6 +455,7 @@ class AuthenticationService(Devices):
         self._check_kind(cred)
         if self._identity_of(cred, signature_key) != client.identity:
             raise BadRequest("the new credential must name the same device")
+        self._check_challenge(challenge)
         self._check_possession(cipher_suite, signature_key, challenge, signature)
         new = ClientInfo(client_id_of(signature_key), client.identity, signature_key, cipher_suite)
         with self.db.transaction() as tx:
@@ -493,6 +502,7 @@ class AuthenticationService(Devices):
         raise BadRequest("unsupported credential (X.509 needs trust anchors on this DS)")
 
     def issue_token(self, signature_key: bytes, challenge: bytes, signature: bytes) -> str:
+        self._check_challenge(challenge)
         with self.db.transaction() as tx:
             rows = tx.execute(
                 "SELECT id, cipher_suite FROM clients WHERE signature_key = ?", (signature_key,)

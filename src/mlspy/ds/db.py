@@ -140,6 +140,46 @@ _TABLES = [
     """CREATE TABLE IF NOT EXISTS client_aliases (
         old_id TEXT PRIMARY KEY,
         new_id TEXT NOT NULL)""",
+    # --- Retention, quotas and stateless challenges (``retention.py``, ``quotas.py``,
+    # ``challenges.py``). New facts live in new tables, so databases made before them open
+    # unchanged. ``challenges`` now holds consumed challenges until they expire.
+    """CREATE TABLE IF NOT EXISTS ds_secrets (
+        name TEXT PRIMARY KEY,
+        value {blob} NOT NULL)""",
+    # Stored bytes per account (a maintained counter: the quota check on every submit is
+    # one primary-key lookup), and what each stored message added to it.
+    """CREATE TABLE IF NOT EXISTS quota_usage (
+        account {blob} PRIMARY KEY,
+        bytes BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS message_usage (
+        seq BIGINT PRIMARY KEY,
+        account {blob} NOT NULL,
+        bytes BIGINT NOT NULL)""",
+    # When each KeyPackage was stored and when its lifetime ends (§7.2), for the sweep.
+    """CREATE TABLE IF NOT EXISTS key_package_times (
+        ref {blob} PRIMARY KEY,
+        created DOUBLE PRECISION NOT NULL,
+        expires DOUBLE PRECISION NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS key_package_times_by_expiry ON key_package_times (expires)""",
+    """CREATE INDEX IF NOT EXISTS key_package_times_by_created ON key_package_times (created)""",
+    # Who created each group (the groups quota) and when it was last active (its lifetime).
+    """CREATE TABLE IF NOT EXISTS group_meta (
+        group_id {blob} PRIMARY KEY,
+        account {blob} NOT NULL,
+        active DOUBLE PRECISION NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS group_meta_by_account ON group_meta (account)""",
+    """CREATE INDEX IF NOT EXISTS group_meta_by_activity ON group_meta (active)""",
+    # So that deletions (at ack time and by the sweep) are index lookups, not scans.
+    """CREATE INDEX IF NOT EXISTS queue_by_seq ON queue (seq)""",
+    """CREATE INDEX IF NOT EXISTS messages_by_group ON messages (group_id, epoch)""",
+    """CREATE INDEX IF NOT EXISTS messages_by_age ON messages (created)""",
+    """CREATE INDEX IF NOT EXISTS challenges_by_expiry ON challenges (expires)""",
+    """CREATE INDEX IF NOT EXISTS tokens_by_expiry ON tokens (expires)""",
+    """CREATE INDEX IF NOT EXISTS tokens_by_client ON tokens (client_id)""",
+    """CREATE INDEX IF NOT EXISTS key_package_claims_by_age ON key_package_claims (created)""",
+    """CREATE INDEX IF NOT EXISTS rejected_commits_by_age ON rejected_commits (created)""",
+    """CREATE INDEX IF NOT EXISTS invites_by_expiry ON invites (expires)""",
+    """CREATE INDEX IF NOT EXISTS pairings_by_expiry ON pairings (expires)""",
     # Clients registered before devices existed: each the one device ("") of its name.
     """INSERT INTO devices (client_id, account, device, created)
         SELECT id, identity, '', created FROM clients

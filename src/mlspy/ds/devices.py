@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+from mlspy.ds import retention
 from mlspy.ds.codes import new_code, normalized
 from mlspy.ds.db import Database, Tx
 from mlspy.ds.errors import Forbidden, NotFound, RateLimited
@@ -146,7 +147,8 @@ class Devices:
             if not rows:
                 raise NotFound(f"your user has no device {device!r}")
             target, identity = str(rows[0][0]), bytes(rows[0][1])
-            self._drop_client(tx, target)
+            for group_id in self._drop_client(tx, target):
+                retention.drop_if_empty(tx, group_id)  # it was the last one on the list
             rest = {cid for cid, _ in self._device_ids(tx, account)}
             woken = self._announce(tx, "device_revoked", identity, rest)
         self._wake(woken)
@@ -161,6 +163,9 @@ class Devices:
                 "SELECT group_id FROM group_members WHERE client_id = ?", (client_id,)
             )
         ]
+        queued = [
+            int(r[0]) for r in tx.execute("SELECT seq FROM queue WHERE client_id = ?", (client_id,))
+        ]
         for sql in (
             "DELETE FROM clients WHERE id = ?",
             "DELETE FROM devices WHERE client_id = ?",
@@ -170,4 +175,6 @@ class Devices:
             "DELETE FROM group_members WHERE client_id = ?",
         ):
             tx.execute(sql, (client_id,))
+        # What only it had left to fetch is delivered to nobody now.
+        retention.forget_delivered(tx, queued)
         return groups

@@ -11,6 +11,9 @@ PublicMessages the DS follows the group with the library's public view and rejec
 member would reject; for encrypted handshakes it orders by the clear epoch. An accepted message
 is stored once and queued for every member but the sender; a Welcome is released to the owners
 of the KeyPackages it names only once its commit has won.
+
+What is kept, and for how long, is ``retention.py``'s (``sweep`` runs it periodically); what
+one user may keep is ``quotas.py``'s.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlspy.codec import decode_all
+from mlspy.ds import quotas, retention
 from mlspy.ds.accounts import (
     CHALLENGE_LABEL,
     CHALLENGE_TTL,
@@ -29,7 +33,15 @@ from mlspy.ds.accounts import (
     RegistryValidator,
     client_id_of,
 )
+from mlspy.ds.bounds import (
+    MAX_STORED,
+    SPARSE_FLOOR,
+    check_tree_shape,
+    check_u16,
+    storable,
+)
 from mlspy.ds.db import Tx
+from mlspy.ds.devices import account_of
 from mlspy.ds.errors import (
     BadRequest,
     Conflict,
@@ -56,7 +68,16 @@ from mlspy.group.public_group import (
     deserialize_public_group,
     serialize_public_group,
 )
-from mlspy.messages import Add, ContentType, Extension, LastResort, MLSMessage
+from mlspy.messages import (
+    Add,
+    ContentType,
+    Extension,
+    GroupInfo,
+    LastResort,
+    MLSMessage,
+    decode_ratchet_tree,
+)
+from mlspy.messages import RatchetTree as RatchetTreeExtension
 
 MAX_MESSAGE = 1 << 20
 
@@ -77,7 +98,27 @@ class QueuedMessage:
 
 @dataclass
 class DeliveryService(AuthenticationService):
+    """The Delivery Service (RFC 9750 §5) on the AS's database.
+
+    Retention (``retention.py``): a message goes once every recipient acknowledged it;
+    ``retention`` seconds (default 30 days) after it was accepted, it goes even if some never
+    did, as do claimed KeyPackages; KeyPackages go when their lifetime ends; a group goes
+    when nobody is left on its delivery list, or after ``group_retention`` seconds (default
+    a year) without an accepted message. ``sweep()`` deletes what is due, in batches of
+    ``sweep_batch`` rows; the operator's server calls it periodically.
+
+    Quotas per user, across its devices (``quotas.py``): ``quota_bytes`` stored bytes of
+    messages it sent not yet delivered to everyone (default 64 MiB, then 429),
+    ``quota_groups`` groups it created that still exist (default 1000, then 413),
+    ``quota_key_packages`` unclaimed KeyPackages (default 1000, then 413)."""
+
     max_message: int = MAX_MESSAGE
+    retention: float = 30 * 86400.0
+    group_retention: float = 365 * 86400.0
+    sweep_batch: int = 1000
+    quota_bytes: int = quotas.QUOTA_BYTES
+    quota_groups: int = quotas.QUOTA_GROUPS
+    quota_key_packages: int = quotas.QUOTA_KEY_PACKAGES
     # KeyPackages are a protected resource (RFC 9750 §8.4.3): within ``claim_window`` seconds
     # one claimer gets at most ``claims_per_target`` of one user's KeyPackages and
     # ``claims_per_claimer`` in all (more is 429); past ``claims_per_owner`` claims of one
@@ -106,6 +147,7 @@ class DeliveryService(AuthenticationService):
     ) -> list[bytes]:
         """One KeyPackage of every device of ``user`` (each claim as ``claim_key_package``);
         devices with none left are skipped. 404 when the user has no device."""
+        check_u16(cipher_suite, "cipher_suite")
         with self.db.transaction() as tx:
             devices = self._device_ids(tx, user)
         if not devices:
@@ -122,6 +164,7 @@ class DeliveryService(AuthenticationService):
 
     def upload_key_packages(self, client: ClientInfo, messages: Sequence[bytes]) -> int:
         rows = []
+        ends: list[int | None] = []
         now = int(self.clock())
         for data in messages:
             self._check_size(data)
@@ -149,13 +192,20 @@ class DeliveryService(AuthenticationService):
                 )
             last = LastResort.find_in(kp.extensions) is not None
             rows.append((key_package_ref(kp), client.id, kp.cipher_suite, data, int(last)))
+            ends.append(kp.leaf_node.lifetime.not_after if kp.leaf_node.lifetime else None)
         with self.db.transaction() as tx:
-            for row in rows:
-                # Uploading again what the DS has (a client whose answer was lost, or that
-                # crashed before noting it) changes nothing: a claimed KeyPackage never
-                # becomes claimable again, a retired last-resort one never current again.
-                if tx.execute("SELECT 1 FROM key_packages WHERE ref = ?", (row[0],)):
-                    continue
+            # Uploading again what the DS has (a client whose answer was lost, or that
+            # crashed before noting it) changes nothing: a claimed KeyPackage never
+            # becomes claimable again, a retired last-resort one never current again.
+            fresh: dict[bytes, tuple[tuple[Any, ...], int | None]] = {}
+            for row, end in zip(rows, ends, strict=True):
+                if not tx.execute("SELECT 1 FROM key_packages WHERE ref = ?", (row[0],)):
+                    fresh.setdefault(row[0], (row, end))
+            quotas.check_key_packages(
+                tx, account_of(client.identity), len(fresh), self.quota_key_packages
+            )
+            for row, end in fresh.values():
+                _note_key_package(tx, row[0], now, end)
                 if row[4]:
                     # A new last-resort KeyPackage replaces the previous one, which is retired
                     # (2), not deleted: it may have been claimed already, and its row is how
@@ -177,6 +227,7 @@ class DeliveryService(AuthenticationService):
         (marked claimed in the same transaction), else its last-resort one. Claims are limited
         (see ``claims_per_target``) and recorded for the owner to see."""
         skip = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
+        check_u16(cipher_suite, "cipher_suite")
         with self.db.transaction() as tx:
             owner = tx.execute("SELECT id FROM clients WHERE identity = ?", (identity,))
             if not owner:
@@ -195,6 +246,7 @@ class DeliveryService(AuthenticationService):
                 if _expired(bytes(rows[0][1]), now):
                     # Nobody could add its owner with it: drop it and look further.
                     tx.execute("DELETE FROM key_packages WHERE ref = ?", (rows[0][0],))
+                    tx.execute("DELETE FROM key_package_times WHERE ref = ?", (rows[0][0],))
                     continue
                 tx.execute("UPDATE key_packages SET claimed = 1 WHERE ref = ?", (rows[0][0],))
                 self._record_claim(tx, claimer.id, owner_id, bytes(rows[0][0]), False, now)
@@ -260,6 +312,7 @@ class DeliveryService(AuthenticationService):
     def count_key_packages(self, client: ClientInfo, cipher_suite: int) -> tuple[int, bool]:
         """Usable KeyPackages left: unclaimed ordinary ones, and whether a last-resort one
         is there. Expired ones do not count (the client is to replace them)."""
+        check_u16(cipher_suite, "cipher_suite")
         with self.db.transaction() as tx:
             rows = tx.execute(
                 "SELECT last_resort, data FROM key_packages WHERE owner = ? AND "
@@ -299,16 +352,26 @@ class DeliveryService(AuthenticationService):
         any registered client into an epoch its members reject; closed groups only accept
         external commits from clients already on the roster (resync after state loss)."""
         self._check_size(group_info)
+        # The tree's shape is checked before any work proportional to its width, and before
+        # the transaction (the validation below runs inside one, for the AS's registry).
+        gi = _checked_group_info(group_info, ratchet_tree)
         try:
             with self.db.transaction() as tx:
                 public = PublicGroup.from_group_info(
-                    group_info, ratchet_tree=ratchet_tree, config=self._group_config(tx)
+                    gi, ratchet_tree=ratchet_tree, config=self._group_config(tx)
                 )
         except MLSError as exc:
             raise BadRequest(f"invalid GroupInfo: {exc}") from exc
         members = {m.signature_key for m in public.members()}
         if client.signature_key not in members:
             raise Forbidden("you are not a member of this group")
+        if public.epoch >= MAX_STORED:
+            # The epoch is a uint64 (RFC 9420 §6) but this DS stores signed 64-bit integers,
+            # and a group must be able to advance by a commit (which stores epoch + 1).
+            raise BadRequest(
+                f"the GroupInfo's epoch {public.epoch} is beyond what this Delivery Service "
+                f"keeps (below {MAX_STORED}): start the group from a lower epoch"
+            )
         # Who may join from outside: the group's membership policy when it has one (it then
         # follows every commit), else what the creator declares.
         openness = _openness(public.context.extensions, "external" if external_joins else "")
@@ -334,6 +397,12 @@ class DeliveryService(AuthenticationService):
             )
             if not inserted:
                 raise Conflict("the group already exists", epoch=public.epoch)
+            account = account_of(client.identity)
+            quotas.check_groups(tx, account, self.quota_groups)
+            tx.execute(
+                "INSERT INTO group_meta (group_id, account, active) VALUES (?, ?, ?)",
+                (public.group_id, account, self.clock()),
+            )
             self._set_roster(tx, public.group_id, members)
         return public.epoch
 
@@ -381,6 +450,9 @@ class DeliveryService(AuthenticationService):
         note_submission(h.kind)  # metrics: accepted and refused submissions by kind
         if h.group_id != group_id:
             raise BadRequest("the message is for another group")
+        if group_info is not None:
+            # Stored, and loaded by the DS to judge external commits: the same bound.
+            _checked_group_info(group_info, None)
         notify: set[str] = set()
         with self.db.transaction() as tx:
             row = tx.lock_group(group_id)
@@ -395,6 +467,15 @@ class DeliveryService(AuthenticationService):
             if client.id not in members:
                 self._check_outsider(tx, client, group_id, msg, h, g)
             _check_epoch(tx, group_id, h, g.epoch)
+            if h.is_commit and g.epoch >= MAX_STORED:
+                raise BadRequest(
+                    f"the group is at epoch {g.epoch}, the last this Delivery Service keeps "
+                    "(epochs are uint64, RFC 9420 §6; it stores signed 64-bit integers): no "
+                    "commit can follow — start a new group (e.g. by reinitialization, §11.2)"
+                )
+            account = account_of(client.identity)
+            charged = len(message) + len(welcome or b"")
+            quotas.charge_bytes(tx, account, charged, self.quota_bytes)
             new_members = set(members)
             public: PublicGroup | None = None
             openness = g.openness
@@ -423,11 +504,24 @@ class DeliveryService(AuthenticationService):
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (group_id, h.epoch, h.kind, client.id, message, self.clock()),
             )
+            quotas.record_message(tx, account, seq, len(message))
             recipients = members - {client.id}
             for member in recipients:
                 tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (member, seq))
             notify |= recipients
+            self._touch(tx, group_id)
+            if not h.is_commit and h.epoch == g.epoch:
+                # Someone but the committer speaks in the new epoch, so members follow it:
+                # the commit stands (``reject_commit``). Recorded now, as the message itself
+                # is deleted once delivered.
+                tx.execute(
+                    "DELETE FROM group_undo WHERE group_id = ? AND committer != ?",
+                    (group_id, client.id),
+                )
+            if not recipients:
+                retention.forget_delivered(tx, [seq])
             if h.is_commit:
+                retention.forget_old_commits(tx, group_id, h.epoch)
                 self._keep_undo(tx, group_id, g, members, seq, client.id, h.external)
                 tx.execute(
                     "UPDATE groups SET epoch = ?, mode = ?, public_state = ?, "
@@ -441,7 +535,9 @@ class DeliveryService(AuthenticationService):
                     ),
                 )
                 if welcome is not None:
-                    owners = self._release_welcome(tx, group_id, g.epoch + 1, welcome, notify)
+                    owners = self._release_welcome(
+                        tx, group_id, g.epoch + 1, welcome, notify, account
+                    )
                     if g.mode != "public":
                         # Encrypted handshakes: only owners the committer declared as added
                         # join the delivery list (public mode: the public view decides).
@@ -520,6 +616,8 @@ class DeliveryService(AuthenticationService):
             "VALUES (?, ?, ?, ?, 0, 1)",
             (ref, client.id, kp.cipher_suite, MLSMessage.wrap(kp).encode()),
         )
+        lifetime = kp.leaf_node.lifetime
+        _note_key_package(tx, ref, self.clock(), lifetime.not_after if lifetime else None)
 
     def _judge_public(self, tx: Tx, msg: MLSMessage, public_state: bytes) -> PublicGroup:
         """Run a handshake through the group's public view; returns it, merged."""
@@ -612,6 +710,12 @@ class DeliveryService(AuthenticationService):
             if row is None or client.id not in old_roster | self._members(tx, group_id):
                 raise NotFound("unknown group")
             current = int(row[0])
+            if not undo and current == epoch + 1:
+                raise Conflict(
+                    f"the commit that ended epoch {epoch} stands: members already speak in the "
+                    "new epoch (or it was undone already)",
+                    epoch=current,
+                )
             if not undo or int(undo[0][0]) != epoch or current != epoch + 1:
                 raise Conflict(
                     f"the commit that ended epoch {epoch} can no longer be undone: the group "
@@ -640,13 +744,11 @@ class DeliveryService(AuthenticationService):
             if int(reports[0][0]) >= self.rejections_per_reporter:
                 raise RateLimited("too many rejected commits reported: try again later")
             everyone = old_roster | self._members(tx, group_id)
-            withdrawn = "group_id = ? AND (seq = ? OR epoch = ?)"
-            args = (group_id, int(undo[0][5]), current)
-            tx.execute(
-                f"DELETE FROM queue WHERE seq IN (SELECT seq FROM messages WHERE {withdrawn})",
-                args,
+            withdrawn = tx.execute(
+                "SELECT seq FROM messages WHERE group_id = ? AND (seq = ? OR epoch = ?)",
+                (group_id, int(undo[0][5]), current),
             )
-            tx.execute(f"DELETE FROM messages WHERE {withdrawn}", args)
+            retention.forget_messages(tx, [int(r[0]) for r in withdrawn])
             tx.execute(
                 "UPDATE groups SET epoch = ?, mode = ?, public_state = ?, group_info = ? "
                 "WHERE group_id = ?",
@@ -683,6 +785,8 @@ class DeliveryService(AuthenticationService):
                 "DELETE FROM group_members WHERE group_id = ? AND client_id = ?",
                 (group_id, client.id),
             )
+            # The last one out: the group goes (``retention.py``).
+            retention.drop_if_empty(tx, group_id)
 
     def _set_roster_ids(self, tx: Tx, group_id: bytes, client_ids: set[str]) -> None:
         tx.execute("DELETE FROM group_members WHERE group_id = ?", (group_id,))
@@ -692,9 +796,16 @@ class DeliveryService(AuthenticationService):
             )
 
     def _release_welcome(
-        self, tx: Tx, group_id: bytes, epoch: int, welcome: bytes, notify: set[str]
+        self,
+        tx: Tx,
+        group_id: bytes,
+        epoch: int,
+        welcome: bytes,
+        notify: set[str],
+        account: bytes,
     ) -> set[str]:
-        """Queue the Welcome for the owners of the KeyPackages it names; returns them."""
+        """Queue the Welcome for the owners of the KeyPackages it names; returns them. Its
+        bytes weigh on the committer's quota (``account``) while it is stored."""
         msg = _decode(welcome)
         if msg.welcome is None:
             raise BadRequest("expected MLSMessage(Welcome)")
@@ -704,12 +815,14 @@ class DeliveryService(AuthenticationService):
             if rows:
                 owners.add(str(rows[0][0]))
         if not owners:
+            quotas.credit_bytes(tx, account, len(welcome))  # charged, but not stored
             return owners
         seq = tx.insert_returning_seq(
             "INSERT INTO messages (group_id, epoch, kind, sender, data, created) "
             "VALUES (?, ?, 'welcome', '', ?, ?)",
             (group_id, epoch, welcome, self.clock()),
         )
+        quotas.record_message(tx, account, seq, len(welcome))
         for owner in owners:
             tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (owner, seq))
         notify |= owners
@@ -718,6 +831,8 @@ class DeliveryService(AuthenticationService):
     # --- Queues -------------------------------------------------------------------------
 
     def fetch(self, client: ClientInfo, after: int = 0, limit: int = 500) -> list[QueuedMessage]:
+        if not storable(after):
+            raise BadRequest(f"after must be a sequence number (at most {MAX_STORED})")
         with self.db.transaction() as tx:
             rows = tx.execute(
                 "SELECT m.seq, m.kind, m.group_id, m.epoch, m.data FROM queue q "
@@ -737,10 +852,46 @@ class DeliveryService(AuthenticationService):
         ]
 
     def ack(self, client: ClientInfo, seqs: Sequence[int]) -> None:
-        """Drop acknowledged messages from the client's queue (idempotent)."""
+        """Drop acknowledged messages from the client's queue (idempotent); a message every
+        recipient acknowledged is deleted in the same transaction (``retention.py``)."""
+        for seq in seqs:
+            if isinstance(seq, bool) or not storable(seq):
+                raise BadRequest(f"seqs must be sequence numbers (at most {MAX_STORED})")
         with self.db.transaction() as tx:
             for seq in seqs:
                 tx.execute("DELETE FROM queue WHERE client_id = ? AND seq = ?", (client.id, seq))
+            retention.forget_delivered(tx, seqs)
+
+    def sweep(self, now: float | None = None) -> dict[str, int]:
+        """Delete what retention says is due (``retention.py``); returns rows deleted per
+        kind. Each batch of ``sweep_batch`` rows is its own short transaction."""
+        now = self.clock() if now is None else now
+        steps = retention.steps(
+            dialect=self.db.dialect,
+            retention=self.retention,
+            group_retention=self.group_retention,
+            claim_window=self.claim_window,
+            rejection_window=self.rejection_window,
+        )
+        done: dict[str, int] = {}
+        for kind, step in steps.items():
+            done[kind] = 0
+            while True:
+                with self.db.transaction() as tx:
+                    n = step(tx, now, self.sweep_batch)
+                done[kind] += n
+                if n < self.sweep_batch:
+                    break
+        return done
+
+    def _touch(self, tx: Tx, group_id: bytes) -> None:
+        """The group is active (its lifetime, ``group_retention``): written at most once an
+        hour per group, so the hot path rarely writes for it."""
+        now = self.clock()
+        tx.execute(
+            "UPDATE group_meta SET active = ? WHERE group_id = ? AND active < ?",
+            (now, group_id, now - 3600.0),
+        )
 
 
 @dataclass(frozen=True)
@@ -829,6 +980,25 @@ def _openness(extensions: Sequence[Extension], fallback: str) -> str:
     return fallback if policy is None else _OPENNESS[policy.joins]
 
 
+def _checked_group_info(group_info: bytes, ratchet_tree: bytes | None) -> GroupInfo:
+    """The GroupInfo, decoded, its ratchet tree (inside or out of band) within the bound."""
+    try:
+        gi = _decode(group_info).group_info
+    except BadRequest as exc:
+        raise BadRequest(f"invalid GroupInfo: {exc.message}") from None
+    if gi is None:
+        raise BadRequest("invalid GroupInfo: expected MLSMessage(GroupInfo)")
+    try:
+        ext = RatchetTreeExtension.find_in(gi.extensions)
+        if ext is not None:
+            check_tree_shape(ext.ratchet_tree)
+        elif ratchet_tree is not None:
+            check_tree_shape(decode_ratchet_tree(ratchet_tree))
+    except MLSError as exc:
+        raise BadRequest(f"invalid GroupInfo: {exc}") from None
+    return gi
+
+
 def _group_info_extensions(group_info: bytes) -> tuple[Extension, ...]:
     gi = _decode(group_info).group_info
     if gi is None:
@@ -875,6 +1045,8 @@ __all__ = [
     "Conflict",
     "DSError",
     "DeliveryService",
+    "MAX_STORED",
+    "SPARSE_FLOOR",
     "Forbidden",
     "NotFound",
     "QueuedMessage",
@@ -889,3 +1061,12 @@ def _expired(key_package: bytes, now: float) -> bool:
     kp = MLSMessage.decode(key_package).key_package
     lifetime = kp.leaf_node.lifetime if kp is not None else None
     return lifetime is not None and now > lifetime.not_after
+
+
+def _note_key_package(tx: Tx, ref: bytes, now: float, not_after: int | None) -> None:
+    """When a KeyPackage was stored and when its lifetime ends, for the sweep."""
+    tx.execute(
+        "INSERT INTO key_package_times (ref, created, expires) VALUES (?, ?, ?) "
+        "ON CONFLICT (ref) DO NOTHING",
+        (ref, now, float(MAX_STORED if not_after is None else not_after)),
+    )
