@@ -570,12 +570,12 @@ class _Sweeper:
     sweep works in small batches, so requests interleave with it)."""
 
     def __init__(self, service: DeliveryService, interval: float) -> None:
-        self.sweep = getattr(service, "sweep", None)
+        self.sweep = service.sweep
         self.interval = interval
         self._stop = threading.Event()
 
     def start(self) -> None:
-        if self.sweep is not None and self.interval > 0:
+        if self.interval > 0:
             threading.Thread(target=self._run, daemon=True).start()
 
     def stop(self) -> None:
@@ -584,7 +584,6 @@ class _Sweeper:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                assert self.sweep is not None
                 self.sweep()
             except Exception:
                 log.exception("retention sweep failed (it runs again in %g s)", self.interval)

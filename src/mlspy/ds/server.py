@@ -7,8 +7,6 @@ checks on an :class:`InProcessServer` are the ones ``mlspy serve`` runs with.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import inspect
 import logging
 import socket
 import sys
@@ -172,23 +170,6 @@ def service_for(
     return DeliveryService(open_database(database), registration=registration, x509=x509, **options)
 
 
-def _accepted(fn: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """The ``options`` that ``fn`` takes. The retention/quota keywords of DeliveryService and
-    the limits/metrics/sweep keywords of create_app arrive from other branches of issue 18;
-    until both are merged a setting they lack is dropped here (and said so on stderr)."""
-    if dataclasses.is_dataclass(fn):
-        names = {f.name for f in dataclasses.fields(fn)}
-    else:
-        names = set(inspect.signature(fn).parameters)
-    missing = sorted(set(options) - names)
-    if missing:
-        print(
-            f"mlspy serve: this build ignores {', '.join(missing)} (not supported yet)",
-            file=sys.stderr,
-        )
-    return {k: v for k, v in options.items() if k in names}
-
-
 def build_service(settings: Settings) -> DeliveryService:
     extra = {
         "retention": settings.retention,
@@ -201,7 +182,7 @@ def build_service(settings: Settings) -> DeliveryService:
             settings.database,
             settings.registration,
             settings.ca,
-            **_accepted(DeliveryService, extra),
+            **extra,
         )
     except StorageError as exc:
         # The database layer names the URL it could not use, password and all: the
