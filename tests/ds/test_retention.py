@@ -62,7 +62,9 @@ def _kinds(service: DeliveryService, group_id: bytes) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def test_a_delivered_commit_goes_at_the_next_commit(ds: Cluster) -> None:
+def test_delivered_commits_stay_until_the_retention_sweep(ds: Cluster) -> None:
+    """A committer whose answer was lost asks later whether its commit won, possibly after
+    newer commits: delivered commits stay until retention, then the sweep takes them."""
     service = ds.services[0]
     alice, bob, carol = trio(ds)
     assert alice.group is not None
@@ -73,11 +75,15 @@ def test_a_delivered_commit_goes_at_the_next_commit(ds: Cluster) -> None:
         alice.group.merge_pending_commit()
         bob.sync()
         carol.sync()
-    assert _kinds(service, gid) == ["commit"]  # the latest only
+    kept = _kinds(service, gid)
+    assert set(kept) == {"commit"} and len(kept) >= 3  # the add's commit and these three
     alice.send(b"after three commits")
     bob.sync()
     carol.sync()
     assert bob.received[-1] == carol.received[-1] == b"after three commits"
+    assert _kinds(service, gid) == kept  # the delivered message went at its ack
+    service.sweep(time.time() + service.retention + 60)
+    assert _kinds(service, gid) == []
 
 
 @pytest.mark.parametrize("ds_options", [{"sweep_batch": 2}], ids=["batch2"])

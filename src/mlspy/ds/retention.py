@@ -1,10 +1,10 @@
 """What the Delivery Service keeps, and for how long (issue 18, item 3).
 
 - A message is deleted once every recipient has acknowledged it (or it had none), in the
-  ack's own transaction (``forget_delivered``). The one exception is a group's *latest*
-  commit: the undo machinery (``reject_commit``) and a committer retrying a commit whose
-  answer it lost (``_accepted_again``) look it up, so it stays until the next commit, which
-  deletes it if it was delivered by then.
+  ack's own transaction (``forget_delivered``). The exception is commits: the undo
+  machinery (``reject_commit``) and a committer retrying a commit whose answer it lost
+  (``_accepted_again``, possibly after newer commits) look them up, so they stay until the
+  retention sweep.
 - A message nobody acknowledged is deleted with its queue entries ``retention`` seconds after
   it was accepted (the periodic ``sweep``).
 - A KeyPackage is deleted when its lifetime (§7.2) ends; a claimed (or retired last-resort)
@@ -69,20 +69,19 @@ def forget_delivered(tx: Tx, seqs: Sequence[int]) -> int:
             "(SELECT 1 FROM queue q WHERE q.seq = m.seq)",
             chunk,
         )
-        done += [
-            int(r[0]) for r in rows if r[1] != "commit" or r[3] is None or int(r[2]) + 1 < int(r[3])
-        ]
+        # Commits stay until the retention sweep: a committer whose answer was lost asks
+        # again later (``_accepted_again``), possibly after newer commits were accepted.
+        done += [int(r[0]) for r in rows if r[1] != "commit" or r[3] is None]
     return forget_messages(tx, done)
 
 
 def forget_old_commits(tx: Tx, group_id: bytes, before_epoch: int) -> int:
-    """A new commit was accepted: the group's earlier commits that were delivered go."""
-    rows = tx.execute(
-        "SELECT seq FROM messages m WHERE group_id = ? AND epoch < ? AND kind = 'commit' "
-        "AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.seq = m.seq)",
-        (group_id, before_epoch),
-    )
-    return forget_messages(tx, [int(r[0]) for r in rows])
+    """A new commit was accepted: nothing goes yet — earlier commits stay until the retention
+    sweep, so a committer whose answer was lost learns its commit won (``_accepted_again``)
+    even after newer commits (tests/client/test_sdk.py::
+    test_refusal_after_a_lost_answer_keeps_the_commit)."""
+    del tx, group_id, before_epoch
+    return 0
 
 
 def drop_group(tx: Tx, group_id: bytes) -> None:
