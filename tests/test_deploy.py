@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from mlspy.cli import main
-from mlspy.ds.config import load, settings_table
+from mlspy.ds.config import load, metrics_token, settings_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def _compose() -> dict[str, Any]:
     return doc
 
 
-def test_compose_runs_two_ds_nodes_on_its_postgres() -> None:
+def test_compose_runs_two_ds_nodes_on_its_postgres(tmp_path: Path) -> None:
     services = _compose()["services"]
     assert set(services) >= {"postgres", "ds1", "ds2"}
     postgres = services["postgres"]
@@ -49,6 +49,11 @@ def test_compose_runs_two_ds_nodes_on_its_postgres() -> None:
         # Every variable is a setting of the config loader, and loads.
         known = {row[1] for row in settings_table()}
         assert set(env) <= known, set(env) - known
+        # The metrics token comes from the compose secret, mounted where secrets go.
+        assert node["secrets"] == ["metrics_token"]
+        assert env["MLSPY_METRICS_TOKEN_FILE"] == "/run/secrets/metrics_token"
+        env["MLSPY_METRICS_TOKEN_FILE"] = str(tmp_path / "token")
+        (tmp_path / "token").write_text("s3cret\n")
         settings, warnings = load(environ=env)
         assert warnings == []
         url = urlsplit(settings.database)
@@ -56,7 +61,8 @@ def test_compose_runs_two_ds_nodes_on_its_postgres() -> None:
         assert url.username == pg_env["POSTGRES_USER"]
         assert url.password == pg_env["POSTGRES_PASSWORD"]
         assert url.path == "/" + pg_env["POSTGRES_DB"]
-        assert settings.metrics
+        assert settings.metrics and not settings.metrics_public
+        assert metrics_token(settings) == "s3cret"
         # Published on loopback of the host only, to the container's port 8080.
         (port,) = node["ports"]
         host_ip, host_port, container = port.split(":")
@@ -65,13 +71,20 @@ def test_compose_runs_two_ds_nodes_on_its_postgres() -> None:
     assert len(published) == 2
 
 
-def test_compose_prometheus_scrapes_both_nodes() -> None:
-    prometheus = _compose()["services"]["prometheus"]
+def test_compose_prometheus_scrapes_both_nodes_with_the_metrics_token() -> None:
+    compose = _compose()
+    prometheus = compose["services"]["prometheus"]
     (mount,) = prometheus["volumes"]
     source = mount.split(":")[0]
     config = yaml.safe_load((ROOT / source).read_text())
     (job,) = config["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
+    # Prometheus is another container, so not a loopback client: without the token the
+    # nodes would answer 403. It reads the same secret the nodes read.
+    assert prometheus["secrets"] == ["metrics_token"]
+    assert job["authorization"]["type"] == "Bearer"
+    assert job["authorization"]["credentials_file"] == "/run/secrets/metrics_token"
+    assert compose["secrets"]["metrics_token"] == {"environment": "METRICS_TOKEN"}
     assert sorted(job["static_configs"][0]["targets"]) == ["ds1:8080", "ds2:8080"]
 
 

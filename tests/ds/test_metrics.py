@@ -21,9 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlspy.ds.app import create_app
 from mlspy.ds.client import DSConflict
+from mlspy.ds.config import ConfigError, load, metrics_token
 from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.metrics import Metrics
-from mlspy.ds.server import InProcessServer
+from mlspy.ds.server import InProcessServer, build_app
 from mlspy.ds.service import DeliveryService
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -272,6 +273,32 @@ def test_a_metrics_token_is_needed_by_everyone_when_set(
         text = scrape(server.url, authorization="bearer metrics-s3cret-value")
         assert "mlspy_ds_http_requests_total" in text
         assert "metrics-s3cret-value" not in text
+
+
+def test_serve_settings_choose_who_reads_the_metrics(tmp_path: Path) -> None:
+    """What `mlspy serve` builds from its settings: a token file (compose's secret) makes
+    the token needed by every client; metrics_public opens it to all; neither: loopback."""
+    (tmp_path / "token").write_text("file-token-value\n")
+    forwarded = {"x-forwarded-for": "203.0.113.7"}  # a client that is not local
+    cases = [
+        ({"MLSPY_METRICS_TOKEN_FILE": str(tmp_path / "token")}, 401, "file-token-value"),
+        ({"MLSPY_METRICS_PUBLIC": "true"}, 200, None),
+        ({}, 403, None),
+    ]
+    for env, outsider, token in cases:
+        settings, _ = load(environ={"MLSPY_DATABASE": str(tmp_path / "ds.sqlite"), **env})
+        service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"))
+        with InProcessServer(build_app(service, settings)) as server:
+            url = f"{server.url}/metrics"
+            assert httpx.get(url, headers=forwarded).status_code == outsider, env
+            if token is not None:
+                assert httpx.get(url).status_code == 401  # loopback needs it too
+                headers = {"authorization": f"Bearer {token}", **forwarded}
+                assert httpx.get(url, headers=headers).status_code == 200
+    (tmp_path / "empty").write_text("\n")
+    settings, _ = load(environ={"MLSPY_METRICS_TOKEN_FILE": str(tmp_path / "empty")})
+    with pytest.raises(ConfigError, match=r"metrics_token_file: .* is empty"):
+        metrics_token(settings)
 
 
 def test_metrics_can_be_turned_off(tmp_path: Path) -> None:

@@ -97,8 +97,16 @@ class Settings:
     registration: str = "invite"
     # PEM file of trust anchors: X.509 credentials they issue are accepted.
     ca: str | None = None
-    # GET /metrics (Prometheus text format).
+    # GET /metrics (Prometheus text format). Who may read it: loopback clients only, unless
+    # a bearer token is set (then every client that sends it, and no other) or
+    # metrics_public (anyone who reaches the port).
     metrics: bool = True
+    # Bearer token Prometheus sends (`authorization: credentials` in prometheus.yml).
+    metrics_token: str | None = None
+    # File holding that token (a container secret), instead of metrics_token.
+    metrics_token_file: str | None = None
+    # Serve /metrics to anyone: only when the network already keeps it private.
+    metrics_public: bool = False
     # Seconds between two retention sweeps (deleting what `retention` says).
     sweep_interval: float = 300.0
     # Seconds an unacknowledged message is kept (acknowledged ones go at once).
@@ -121,6 +129,8 @@ SECTIONS: dict[str, type[Any]] = {
 }
 # Settings whose values are secret in part (shown masked by --print-config).
 SECRET_URLS = ("database",)
+# Settings that are secret whole.
+SECRETS = ("metrics_token",)
 
 
 # --- Reading ---------------------------------------------------------------------------------
@@ -321,7 +331,11 @@ def check(s: Settings) -> None:
         )
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigError("tls_cert and tls_key go together (--tls-cert and --tls-key)")
-    for key in ("tls_cert", "tls_key", "ca"):
+    if s.metrics_token is not None and s.metrics_token_file is not None:
+        raise ConfigError("metrics_token and metrics_token_file: give one of them")
+    if s.metrics_token is not None and not s.metrics_token.strip():
+        raise ConfigError("metrics_token: expected a non-empty token")
+    for key in ("tls_cert", "tls_key", "ca", "metrics_token_file"):
         value = getattr(s, key)
         if value and not Path(value).is_file():
             raise ConfigError(f"{key}: no such file: {value}")
@@ -343,6 +357,17 @@ def check(s: Settings) -> None:
             raise ConfigError(f"{key}: expected a number above 0, got {value}")
     if not s.database:
         raise ConfigError("database: expected a SQLite path or a postgresql:// URL")
+
+
+def metrics_token(s: Settings) -> str | None:
+    """The /metrics bearer token: ``metrics_token``, or the first line of
+    ``metrics_token_file`` (which must not be empty)."""
+    if s.metrics_token_file is None:
+        return s.metrics_token
+    token = Path(s.metrics_token_file).read_text().strip()
+    if not token:
+        raise ConfigError(f"metrics_token_file: {s.metrics_token_file} is empty")
+    return token
 
 
 def is_loopback(host: str) -> bool:
@@ -391,6 +416,8 @@ def to_toml(s: Settings) -> str:
             value = getattr(obj, name)
             if name in SECRET_URLS:
                 value = mask_url(value)
+            if name in SECRETS and value is not None:
+                value = "***"
             if value is None:
                 lines.append(f"# {name} = (not set)")
             else:
@@ -412,6 +439,7 @@ __all__ = [
     "is_loopback",
     "load",
     "mask_url",
+    "metrics_token",
     "read_env",
     "read_file",
     "settings_table",

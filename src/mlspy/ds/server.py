@@ -19,10 +19,11 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mlspy.ds.app import create_app
-from mlspy.ds.config import Settings, default_database, is_loopback, mask_url
+from mlspy.ds.config import Settings, default_database, is_loopback, mask_url, metrics_token
 from mlspy.ds.db import open_database
 from mlspy.ds.limits import Limits
 from mlspy.ds.logs import configure_logging, install_redaction
+from mlspy.ds.metrics import Metrics
 from mlspy.ds.service import DeliveryService
 from mlspy.errors import StorageError
 
@@ -193,11 +194,14 @@ def build_service(settings: Settings) -> DeliveryService:
 
 
 def build_app(service: DeliveryService, settings: Settings) -> Any:
-    """``create_app`` with the operator's limits, metrics switch and sweep interval."""
+    """``create_app`` with the operator's limits, metrics exposure and sweep interval."""
+    metrics: bool | Metrics = False
+    if settings.metrics:
+        metrics = Metrics(service.db, token=metrics_token(settings), public=settings.metrics_public)
     return create_app(
         service,
         limits=settings.limits,
-        metrics=settings.metrics,
+        metrics=metrics,
         sweep_interval=settings.sweep_interval,
     )
 
