@@ -203,6 +203,13 @@ Exit status: 0 after a clean stop, 1 on a runtime error, 2 on a bad setting."""
     help="Log lines as JSON objects (for collectors) or text.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Server processes sharing the port and the database (one per core).",
+)
+@click.option(
     "--print-config",
     is_flag=True,
     help="Print the effective configuration (TOML, secrets masked) and exit.",
@@ -218,6 +225,7 @@ def serve_command(
     ca: str | None,
     log_level: str | None,
     log_format: str | None,
+    workers: int | None,
     print_config: bool,
 ) -> None:
     """Run the Delivery Service and Authentication Service (HTTP + WebSocket)."""
@@ -241,6 +249,7 @@ def serve_command(
         "ca": ca,
         "log.level": log_level,
         "log.format": log_format,
+        "workers": workers,
     }
     settings = _load_settings(
         config_file,

@@ -291,7 +291,14 @@ def test_sqlite_locked_by_another_process_is_503_not_500(tmp_path: Path) -> None
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # e.g. a backup or an admin command writing
         try:
-            locked = _queue(server.url, bob.client.token)
+            # Reads do not wait for writers (WAL, a read connection per thread).
+            assert _queue(server.url, bob.client.token).status_code == 200
+            locked = httpx.post(
+                f"{server.url}/v1/queue/ack",
+                json={"seqs": [1]},
+                headers={"authorization": f"Bearer {bob.client.token}"},
+                timeout=30,
+            )
             assert locked.status_code == 503, locked.text
             assert locked.headers["retry-after"] == "1"
             assert httpx.get(f"{server.url}/healthz").status_code == 200

@@ -34,6 +34,7 @@ from mlspy.ds.codes import normalized as _normalized
 from mlspy.ds.db import Database, Tx
 from mlspy.ds.devices import Devices, account_of
 from mlspy.ds.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
+from mlspy.ds.token_cache import TokenCache
 from mlspy.errors import DecodeError, MLSError
 from mlspy.messages import Credential, CredentialType
 from mlspy.users import same_user
@@ -162,6 +163,8 @@ class AuthenticationService(Devices):
     # The key challenges are MAC'd with (``challenges.py``); every node of a deployment must
     # share it. None: one made once and kept in the database (shared through it).
     challenge_secret: bytes | None = field(default=None, repr=False)
+    # Tokens looked up recently (``token_cache.py``): most requests skip the database.
+    token_cache: TokenCache[ClientInfo] = field(default_factory=TokenCache, repr=False)
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
     _mac_key: bytes | None = field(default=None, repr=False)
 
@@ -379,6 +382,7 @@ class AuthenticationService(Devices):
         # A wrong secret is refused after the transaction, which keeps its count.
         if done is None:
             raise Forbidden("wrong recovery secret for this name (or the name has none)")
+        self.token_cache.invalidate()  # the old devices' tokens ended
         return done
 
     def _check_recovery_secret(self, tx: Tx, identity: bytes, secret: str) -> bool:
@@ -479,6 +483,7 @@ class AuthenticationService(Devices):
             tx.execute(
                 "INSERT INTO client_aliases (old_id, new_id) VALUES (?, ?)", (client.id, new.id)
             )
+        self.token_cache.invalidate()  # its tokens now name the new key
         return new
 
     def rate_limit_recovery(self, peer: str) -> None:
@@ -520,19 +525,36 @@ class AuthenticationService(Devices):
         return token
 
     def authenticate(self, token: str | None) -> ClientInfo:
+        """The client of a live bearer token (and one request of its rate)."""
+        client = self.authenticate_cached(token)
+        if client is not None:
+            return client
         if not token:
             raise Unauthorized("missing bearer token")
-        with self.db.transaction() as tx:
+        generation = self.token_cache.generation  # before the read (``token_cache.py``)
+        with self.db.read() as tx:
             rows = tx.execute(
                 "SELECT c.id, c.identity, c.signature_key, c.cipher_suite, t.expires "
                 "FROM tokens t JOIN clients c ON c.id = t.client_id WHERE t.token = ?",
                 (token,),
             )
-        if not rows or float(rows[0][4]) < self.clock():
+        now = self.clock()
+        if not rows or float(rows[0][4]) < now:
             raise Unauthorized("invalid or expired token: authenticate again")
         r = rows[0]
         client = ClientInfo(str(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]))
+        self.token_cache.put(token, client, float(r[4]), now, generation)
         self._rate_limit(client.id)
+        return client
+
+    def authenticate_cached(self, token: str | None) -> ClientInfo | None:
+        """:meth:`authenticate` when the token is in the cache (no database, so callers on
+        an event loop can call it directly), else None."""
+        if not token:
+            return None
+        client = self.token_cache.get(token, self.clock())
+        if client is not None:
+            self._rate_limit(client.id)
         return client
 
     def rate_limit_anonymous(self, peer: str) -> None:

@@ -39,6 +39,7 @@ from mlspy.ds.push import CrossNodeListener, Push, Wakeups, bearer, item
 from mlspy.ds.routing import Call, Endpoint, decode_body, decode_query, encode, openapi
 from mlspy.ds.service import DeliveryService
 from mlspy.ds.throttle import Buckets, SocketCounts, retry_after
+from mlspy.ds.wakebus import TOKENS, WAKE, WakeBus
 
 log = logging.getLogger("mlspy.ds")
 
@@ -60,6 +61,7 @@ def create_app(
     metrics: bool | Metrics = True,
     max_body: int | None = None,
     sweep_interval: float = 300.0,
+    wake_dir: str | None = None,
 ) -> Starlette:
     install_redaction()
     # The per-client request rate is checked where the token is (``authenticate``); without
@@ -72,10 +74,16 @@ def create_app(
     service.rate_burst = limits.request_burst
     wakeups = Wakeups()
     previous = service.on_queued
+    # Worker processes of one server (``wakebus.py``): tell the others what we queued.
+    bus = WakeBus(wake_dir) if wake_dir is not None else None
+    if bus is not None:
+        service.token_cache.on_invalidate = lambda: bus.publish(TOKENS)
 
     def on_queued(ids: set[str]) -> None:
         previous(ids)
         wakeups.wake(ids)
+        if bus is not None:
+            bus.publish(WAKE, ids)
 
     service.on_queued = on_queued
     limit = max_body or service.max_message * 3
@@ -139,7 +147,10 @@ def create_app(
                         )
                 if endpoint.auth:
                     token = bearer(request.headers.get("authorization", ""))
-                    client = await sync(service.authenticate, token)
+                    # A token seen lately costs no database read and no thread hand-off.
+                    client = service.authenticate_cached(token) or await sync(
+                        service.authenticate, token
+                    )
                 value: Any = None
                 if endpoint.body is not None:
                     payer = client.id if client else f"peer:{peer}"
@@ -201,7 +212,9 @@ def create_app(
 
     async def logout(call: Call[api.Logout]) -> api.LoggedOut:
         only = None if call.body.everywhere else call.token
-        return api.LoggedOut(await sync(tokens.revoke, service.db, call.me.id, only))
+        ended = await sync(tokens.revoke, service.db, call.me.id, only)
+        service.token_cache.invalidate()
+        return api.LoggedOut(ended)
 
     async def create_invite(call: Call[None]) -> api.CodeIssued:
         code, expires = await sync(service.create_invite, call.me)
@@ -539,7 +552,12 @@ def create_app(
         wakeups.loop = asyncio.get_running_loop()
         listener.start()
         sweeper.start()
+        if bus is not None:
+            wakeups.loop = asyncio.get_running_loop()
+            bus.start(wakeups.loop, wakeups.wake, service.token_cache.forget)
         yield
+        if bus is not None:
+            bus.close()
         sweeper.stop()
         listener.stop()
 

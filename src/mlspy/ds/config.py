@@ -113,6 +113,9 @@ class Settings:
     retention: float = field(default_factory=lambda: float(_ds_default("retention", 30 * DAY)))
     # Connections (and requests in progress) at once, over all clients; more are answered 503.
     max_connections: int = 2000
+    # Server processes sharing the port (and the database): one per core uses the machine.
+    # Limits, caches and /metrics are per process.
+    workers: int = 1
     # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are
     # believed (comma-separated IPs or networks, or "*"): the per-address limits count the
     # client behind the proxy, not the proxy.
@@ -349,6 +352,7 @@ def check(s: Settings) -> None:
         )
     positive = [("sweep_interval", s.sweep_interval), ("retention", s.retention)]
     positive.append(("max_connections", s.max_connections))
+    positive.append(("workers", s.workers))
     for section in SECTIONS:
         sub = getattr(s, section)
         positive += [(f"{section}.{f.name}", getattr(sub, f.name)) for f in dataclasses.fields(sub)]

@@ -200,6 +200,8 @@ class Database(Protocol):
 
     def transaction(self) -> Any: ...
 
+    def read(self) -> Any: ...
+
     def ping(self) -> None: ...
 
     def close(self) -> None: ...
@@ -255,51 +257,191 @@ def _sqlite_transient(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _SQLITE_TRANSIENT
 
 
+class _Batch:
+    """The transactions that share one COMMIT (and so one sync to disk)."""
+
+    __slots__ = ("done", "error", "size")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.size = 0
+
+
 class SQLiteDatabase:
+    """SQLite in WAL mode: one writer connection with group commit, and one read connection
+    per thread.
+
+    Group commit: each :meth:`transaction` runs its body inside a SAVEPOINT of one open
+    transaction; the body of a thread that finds no other writer waiting ends it with one
+    COMMIT (one sync of the WAL, ``synchronous=FULL``) for every body run since the last
+    one. A body's context manager returns only once that COMMIT is durable, so nothing is
+    acknowledged before it is on disk; a failed COMMIT fails every body of the batch (503),
+    and a body that fails rolls back to its savepoint only. While one batch is synced, the
+    next gathers: under load, many requests share a sync instead of queueing one sync each.
+
+    Reads (:meth:`read`) use a connection of their own per thread: WAL readers see the last
+    committed state and never wait for the writer."""
+
     dialect = "sqlite"
+    # At most this many bodies share a COMMIT, so none waits long for a busy batch.
+    MAX_BATCH = 128
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._path = str(path)
+        self._busy_ms = int(busy_timeout * 1000)
+        self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         # How long a writer waits for another process's lock before it is 503.
-        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        self._db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         self._lock = threading.Lock()
+        self._count = threading.Lock()
+        self._waiting = 0  # threads waiting for ``_lock`` (guarded by ``_count``)
+        self._batch: _Batch | None = None  # the open transaction, if any (under ``_lock``)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        # Counters (``stats``): transaction bodies run, and COMMITs (syncs) they took.
+        self.bodies = 0
+        self.commits = 0
+        # A database in memory is one connection's own: reads go through the writer.
+        self._shared = self._path not in ("", ":memory:") and "mode=memory" not in self._path
         for sql in _TABLES:
             self._db.execute(sql.format(blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
 
     @contextmanager
-    def transaction(self) -> Iterator[_SQLiteTx]:
-        """One durable transaction; a locked, full or failing file is :class:`Unavailable`
-        (nothing was committed: SQLite rolls back what did not reach COMMIT)."""
-        with self._lock:
+    def _turn(self) -> Iterator[None]:
+        """Hold the writer connection; on leaving, COMMIT the open batch unless another
+        thread is waiting for its turn (then the last of them commits it)."""
+        with self._count:
+            self._waiting += 1
+        self._lock.acquire()
+        with self._count:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                if _sqlite_transient(exc):
-                    raise _unavailable(str(exc)) from None
-                raise
+                batch = self._batch
+                if batch is not None and (self._waiting == 0 or batch.size >= self.MAX_BATCH):
+                    self._commit(batch)
+            finally:
+                self._lock.release()
+
+    def _commit(self, batch: _Batch) -> None:
+        self._batch = None
+        self.commits += 1
+        try:
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # batch.error says why
+                    self._db.execute("ROLLBACK")
+            batch.error = exc
+        finally:
+            batch.done.set()
+
+    def _abort(self, batch: _Batch, exc: BaseException) -> None:
+        """The open transaction is unusable: every body of the batch fails with ``exc``."""
+        self._batch = None
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+        batch.error = exc
+        batch.done.set()
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SQLiteTx]:
+        """One durable transaction (see the class docstring); a locked, full or failing file
+        is :class:`Unavailable` (nothing of it was committed)."""
+        failure: BaseException | None = None
+        with self._turn():
+            batch = self._batch
+            if batch is None:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    if _sqlite_transient(exc):
+                        raise _unavailable(str(exc)) from None
+                    raise
+                batch = self._batch = _Batch()
+            batch.size += 1
+            self.bodies += 1
+            self._db.execute("SAVEPOINT body")
             try:
                 yield _SQLiteTx(self._db)
-                self._db.execute("COMMIT")
+                self._db.execute("RELEASE body")
             except BaseException as exc:
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):  # the error below says why
-                        self._db.execute("ROLLBACK")
-                if _sqlite_transient(exc):
-                    raise _unavailable(str(exc)) from None
-                raise
+                failure = exc
+                try:
+                    self._db.execute("ROLLBACK TO body")
+                    self._db.execute("RELEASE body")
+                except sqlite3.Error as undo:
+                    self._abort(batch, undo)
+        # Wait for the COMMIT of our batch, even after a failure: the body may have decided
+        # on what others of the batch wrote, which is only true once that is committed.
+        batch.done.wait()
+        if batch.error is not None:
+            if _sqlite_transient(batch.error):
+                raise _unavailable(str(batch.error)) from None
+            if failure is None or not isinstance(failure, Exception):
+                raise batch.error
+            raise _unavailable(f"the transaction was rolled back: {batch.error}") from None
+        if failure is not None:
+            if _sqlite_transient(failure):
+                raise _unavailable(str(failure)) from None
+            raise failure
+
+    @property
+    def waiting(self) -> int:
+        """Threads waiting for their turn at the writer connection now."""
+        return self._waiting
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._count:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def read(self) -> Iterator[_SQLiteTx]:
+        """A read-only snapshot of the last committed state, without waiting for writers."""
+        if not self._shared:
+            with self.transaction() as tx:
+                yield tx
+            return
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield _SQLiteTx(conn)
+            finally:
+                conn.execute("COMMIT")  # a read-only transaction: nothing to sync
+        except sqlite3.Error as exc:
+            if _sqlite_transient(exc):
+                raise _unavailable(str(exc)) from None
+            raise
 
     def ping(self) -> None:
         """Read the schema page (``SELECT 1`` alone would not touch the file)."""
-        with self._lock:
+        with self._turn():
             try:
                 self._db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
             except sqlite3.Error as exc:
                 raise _unavailable(str(exc)) from None
 
     def close(self) -> None:
+        with self._count:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
         self._db.close()
 
 
@@ -471,6 +613,20 @@ class PostgresDatabase:
             yield from self._run(conn)
         finally:
             self._pool.put(conn if self._usable(conn) else None)
+
+    def vacuum(self) -> None:
+        """``VACUUM`` every table (what autovacuum does in the background): the space of
+        deleted rows becomes reusable."""
+        conn = self._connect()
+        try:
+            conn.execute("VACUUM")
+        finally:
+            conn.close()
+
+    def read(self) -> Any:
+        """Reads run in a transaction of the pool like writes (PostgreSQL's MVCC readers do
+        not wait for writers)."""
+        return self.transaction()
 
     def _run(self, conn: Any) -> Iterator[_PgTx]:
         psycopg = self._psycopg

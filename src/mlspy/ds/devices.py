@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mlspy.ds import retention
 from mlspy.ds.codes import new_code, normalized
 from mlspy.ds.db import Database, Tx
 from mlspy.ds.errors import Forbidden, NotFound, RateLimited
+from mlspy.ds.token_cache import TokenCache
 from mlspy.users import split_identity
+
+if TYPE_CHECKING:
+    from mlspy.ds.accounts import ClientInfo
 
 PAIRING_TTL = 600.0
 PAIRINGS_PER_HOUR = 10
@@ -48,6 +53,7 @@ class Devices:
 
     db: Database
     clock: Callable[[], float]
+    token_cache: TokenCache[ClientInfo]
 
     def _wake(self, client_ids: set[str]) -> None:
         """Queued something for these clients (the DS wakes their sockets)."""
@@ -151,6 +157,7 @@ class Devices:
                 retention.drop_if_empty(tx, group_id)  # it was the last one on the list
             rest = {cid for cid, _ in self._device_ids(tx, account)}
             woken = self._announce(tx, "device_revoked", identity, rest)
+        self.token_cache.invalidate()  # committed: its tokens are gone
         self._wake(woken)
         return identity
 

@@ -32,6 +32,8 @@ from mlspy.ds.throttle import SocketCounts
 
 AUTH_TIMEOUT = 10.0
 RECHECK = 15.0
+# Queue items read at once for one socket.
+FETCH_LIMIT = 500
 
 
 class Wakeups:
@@ -137,6 +139,9 @@ class Push:
 
     async def _check(self, token: str) -> ClientInfo:
         try:
+            cached = self.service.authenticate_cached(token)
+            if cached is not None:
+                return cached
             return await run_in_threadpool(self.service.authenticate, token)
         except Unavailable:
             raise
@@ -148,11 +153,16 @@ class Push:
     async def _serve(self, socket: WebSocket, token: str, client: ClientInfo) -> None:
         event = asyncio.Event()
         self.wakeups.events.setdefault(client.id, set()).add(event)
-        # Sent on this socket and not yet acknowledged. The queue is read whole each time,
-        # not "after the last seq sent": on PostgreSQL, seqs of different groups can become
-        # visible out of order.
+        # Sent on this socket and not yet acknowledged here.
         sent: set[int] = set()
-        read_task = asyncio.create_task(self._reader(socket, client, event))
+        # Where the next read starts. On SQLite seqs become visible in order (one writer at
+        # a time, seqs given inside its transaction), so only what follows the last one sent
+        # is read. On PostgreSQL, seqs of different groups can become visible out of order:
+        # the queue is read whole each time and what was sent is skipped.
+        in_order = self.service.db.dialect == "sqlite"
+        after = 0
+        full = asyncio.Event()  # the last read was a full page: an ack makes room for more
+        read_task = asyncio.create_task(self._reader(socket, client, event, sent, full))
         checked = time.monotonic()
         try:
             while True:
@@ -160,12 +170,21 @@ class Push:
                     await self._check(token)  # expired or revoked: 4401
                     checked = time.monotonic()
                 event.clear()  # before reading: a wakeup during the fetch is not lost
-                queued = await run_in_threadpool(self.service.fetch, client, 0)
-                sent &= {m.seq for m in queued}  # forget what was acknowledged
+                queued = await run_in_threadpool(self.service.fetch, client, after, FETCH_LIMIT)
+                if len(queued) == FETCH_LIMIT:
+                    full.set()
+                else:
+                    full.clear()
+                if not in_order:
+                    sent &= {m.seq for m in queued}  # forget what was acknowledged elsewhere
                 items = [m for m in queued if m.seq not in sent]
-                for m in items:
-                    await socket.send_text(encode(item(m)).decode())
-                    sent.add(m.seq)
+                if items:
+                    # One frame write per item, but one event-loop pass for the batch.
+                    for m in items:
+                        await socket.send_text(encode(item(m)).decode())
+                        sent.add(m.seq)
+                    if in_order:
+                        after = max(after, items[-1].seq)
                 if read_task.done():
                     read_task.result()  # a refusal from the reader closes with its code
                     return
@@ -181,7 +200,14 @@ class Push:
             read_task.cancel()
             self.wakeups.events.get(client.id, set()).discard(event)
 
-    async def _reader(self, socket: WebSocket, client: ClientInfo, event: asyncio.Event) -> None:
+    async def _reader(
+        self,
+        socket: WebSocket,
+        client: ClientInfo,
+        event: asyncio.Event,
+        sent: set[int],
+        full: asyncio.Event,
+    ) -> None:
         while True:
             message = await socket.receive()
             if message["type"] == "websocket.disconnect":
@@ -196,7 +222,9 @@ class Push:
                 raise
             except DSError as exc:
                 raise _Refused(4400, exc.message) from None
-            event.set()
+            sent.difference_update(seqs)
+            if full.is_set():
+                event.set()  # the queue had more than one page: read on
 
 
 def _is_seq(value: object) -> bool:

@@ -193,8 +193,9 @@ def build_service(settings: Settings) -> DeliveryService:
         ) from None
 
 
-def build_app(service: DeliveryService, settings: Settings) -> Any:
-    """``create_app`` with the operator's limits, metrics exposure and sweep interval."""
+def build_app(service: DeliveryService, settings: Settings, wake_dir: str | None = None) -> Any:
+    """``create_app`` with the operator's limits, metrics exposure and sweep interval
+    (``wake_dir``: the worker processes' wake-up directory, ``workers.py``)."""
     metrics: bool | Metrics = False
     if settings.metrics:
         metrics = Metrics(service.db, token=metrics_token(settings), public=settings.metrics_public)
@@ -203,6 +204,7 @@ def build_app(service: DeliveryService, settings: Settings) -> Any:
         limits=settings.limits,
         metrics=metrics,
         sweep_interval=settings.sweep_interval,
+        wake_dir=wake_dir,
     )
 
 
@@ -237,21 +239,30 @@ def serve_settings(settings: Settings) -> None:
         file=sys.stderr,
         flush=True,
     )
-    app = build_app(service, settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ssl_certfile=settings.tls_cert,
-        ssl_keyfile=settings.tls_key,
-        log_level=settings.log.level.lower(),
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+    if settings.workers > 1:
+        service.db.close()  # each worker opens its own, after the fork
+        from mlspy.ds.workers import run_workers
+
+        run_workers(settings)
+        return
+    uvicorn.run(build_app(service, settings), **uvicorn_config(settings))
+
+
+def uvicorn_config(settings: Settings) -> dict[str, Any]:
+    """uvicorn's keywords for ``settings``."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "ssl_certfile": settings.tls_cert,
+        "ssl_keyfile": settings.tls_key,
+        "log_level": settings.log.level.lower(),
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
         **uvicorn_options(
             settings.limits,
             max_connections=settings.max_connections,
             access_log=settings.log.access_log,
         ),
-    )
+    }
 
 
 def serve(

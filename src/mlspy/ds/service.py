@@ -313,7 +313,7 @@ class DeliveryService(AuthenticationService):
         """Usable KeyPackages left: unclaimed ordinary ones, and whether a last-resort one
         is there. Expired ones do not count (the client is to replace them)."""
         check_u16(cipher_suite, "cipher_suite")
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             rows = tx.execute(
                 "SELECT last_resort, data FROM key_packages WHERE owner = ? AND "
                 "cipher_suite = ? AND claimed = 0 AND last_resort IN (0, 1)",
@@ -422,7 +422,7 @@ class DeliveryService(AuthenticationService):
         """The latest GroupInfo, for the group's members, and for anyone when the group is
         open to external joins. It names every member, so a closed group's is not shown to
         outsiders, who get the same 404 as for a group that does not exist."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             rows = tx.execute("SELECT group_info, mode FROM groups WHERE group_id = ?", (group_id,))
             members = self._members(tx, group_id) if rows else set()
         if not rows or rows[0][0] is None:
@@ -833,7 +833,7 @@ class DeliveryService(AuthenticationService):
     def fetch(self, client: ClientInfo, after: int = 0, limit: int = 500) -> list[QueuedMessage]:
         if not storable(after):
             raise BadRequest(f"after must be a sequence number (at most {MAX_STORED})")
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             rows = tx.execute(
                 "SELECT m.seq, m.kind, m.group_id, m.epoch, m.data FROM queue q "
                 "JOIN messages m ON m.seq = q.seq WHERE q.client_id = ? AND q.seq > ? "
