@@ -136,6 +136,19 @@ def bench(ctx: click.Context) -> None:
     sys.exit(bench_main(ctx.args))
 
 
+@main.command(
+    "bench-ds",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def bench_ds(ctx: click.Context) -> None:
+    """Load-test the Delivery Service, open loop (see mlspy bench-ds --help)."""
+    from mlspy.bench.ds_load import main as bench_ds_main
+
+    sys.exit(bench_ds_main(ctx.args))
+
+
 SERVE_EPILOG = """\b
 Settings come from defaults < --config FILE (TOML) < MLSPY_* environment variables <
 these options. Every setting, with its variable and default, is in docs/deploy.md and in

@@ -1,0 +1,133 @@
+"""The figures of one rate point of ``mlspy bench-ds``, its table row, and the saturation
+point."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from mlspy.bench.ds_traffic import REFUSED, TIMEOUT, TRANSPORT, Received, Sent
+
+# The saturation point: the highest offered rate served with p99 below this and no error.
+P99_GOAL_MS = 100.0
+# Sends the generator started this late (p99) may be the generator's doing, not the DS's.
+LAG_WARNING_MS = 10.0
+
+COLUMNS = (
+    ("rate/s", 8, "rate", "g"),
+    ("offered/s", 10, "offered_per_s", ".1f"),
+    ("accepted/s", 11, "accepted_per_s", ".1f"),
+    ("deliv/s", 9, "delivered_per_s", ".0f"),
+    ("p50 ms", 8, "p50_ms", ".1f"),
+    ("p99 ms", 8, "p99_ms", ".1f"),
+    ("max ms", 8, "max_ms", ".1f"),
+    ("non2xx", 7, "non_2xx", "d"),
+    ("tmout", 6, "timeouts", "d"),
+    ("conn", 5, "connection_errors", "d"),
+    ("lost", 5, "lost", "d"),
+    ("dup", 5, "duplicates", "d"),
+    ("srv cpu%", 9, "server_cpu_percent", ".0f"),
+    ("gen cpu%", 9, "generator_cpu_percent", ".0f"),
+    ("lag99 ms", 9, "send_lag_p99_ms", ".1f"),
+)
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of sorted values (None for none)."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def point(
+    rate: float,
+    window: tuple[float, float],
+    sent: Sequence[Sent],
+    received: Sequence[Received],
+    cpu: dict[str, float | None],
+) -> dict[str, Any]:
+    """One row: rates over the measured window; latencies of the messages scheduled in it
+    (every receiver's delivery); errors, losses and repeats over the whole point."""
+    start, end = window
+    seconds = end - start
+    records = [r for s in sent for r in s.records]
+    measured = [r for r in records if start <= r[1] < end]
+    latencies = sorted(x for r in received for x in r.latencies_ms)
+    lags = sorted(x * 1000 for s in sent for x in s.lags)
+    outcomes = Counter(min(r[2], 0) for r in records)
+    kinds: Counter[str] = Counter()
+    for s in sent:
+        kinds.update(s.kinds)
+    return {
+        "rate": rate,
+        "offered_per_s": len(measured) / seconds,
+        "accepted_per_s": sum(1 for r in measured if r[2] >= 0) / seconds,
+        "delivered_per_s": sum(r.delivered_in_window for r in received) / seconds,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": latencies[-1] if latencies else None,
+        "non_2xx": outcomes[REFUSED],
+        "errors_by_kind": dict(kinds),
+        "timeouts": outcomes[TIMEOUT],
+        "connection_errors": outcomes[TRANSPORT],
+        "lost": sum(r.lost for r in received),
+        "duplicates": sum(r.duplicates for r in received),
+        "messages": len(records),
+        "acknowledged": sum(1 for r in records if r[2] >= 0),
+        "deliveries_owed": sum(r.expected for r in received),
+        "reconnects": sum(r.reconnects for r in received),
+        "send_lag_p99_ms": percentile(lags, 0.99),
+        **cpu,
+    }
+
+
+def errors(row: dict[str, Any]) -> int:
+    return int(row["non_2xx"] + row["timeouts"] + row["connection_errors"] + row["lost"])
+
+
+def saturation(rows: Sequence[dict[str, Any]]) -> float | None:
+    """The highest rate offered with p99 under ``P99_GOAL_MS`` and no error at all."""
+    good = [
+        r["rate"]
+        for r in rows
+        if r["p99_ms"] is not None and r["p99_ms"] < P99_GOAL_MS and errors(r) == 0
+    ]
+    return max(good) if good else None
+
+
+def header() -> str:
+    return " ".join(f"{name:>{width}}" for name, width, _, _ in COLUMNS)
+
+
+def line(row: dict[str, Any]) -> str:
+    cells = []
+    for _, width, key, spec in COLUMNS:
+        value = row.get(key)
+        cells.append(f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}")
+    return " ".join(cells)
+
+
+def footer(rows: Sequence[dict[str, Any]]) -> list[str]:
+    best = saturation(rows)
+    out = [
+        f"saturation: {best:g} msg/s (the highest offered rate with p99 < {P99_GOAL_MS:g} ms "
+        "and no errors)"
+        if best is not None
+        else f"saturation: none of the rates had p99 < {P99_GOAL_MS:g} ms and no errors"
+    ]
+    # The generator's own lateness is part of every latency it measures: worth a word when
+    # it is a noticeable part of the p99.
+    late = [
+        r
+        for r in rows
+        if (lag := r["send_lag_p99_ms"] or 0) > LAG_WARNING_MS and lag > 0.1 * (r["p99_ms"] or 0)
+    ]
+    for r in late:
+        out.append(
+            f"note: at {r['rate']:g} msg/s the generator itself started sends up to "
+            f"{r['send_lag_p99_ms']:.0f} ms late (lag99), a noticeable part of the p99: try "
+            "--procs, or a quieter machine"
+        )
+    return out

@@ -1,0 +1,84 @@
+"""``mlspy bench-ds`` end to end at a tiny scale (a real DS process, generator processes,
+WebSockets): the output has its shape and nothing the DS acknowledged is lost, also when the
+DS is SIGKILLed and restarted midway. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlspy.bench.ds_load import parse_args
+from mlspy.bench.ds_report import COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--groups", "2", "--group-size", "3", "--duration", "1", "--warmup", "0.5"]
+
+
+def _run(*command: str) -> subprocess.CompletedProcess[str]:
+    env = dict(
+        os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    )
+    return subprocess.run(
+        [sys.executable, *command], capture_output=True, text=True, timeout=180, env=env
+    )
+
+
+def _check_point(row: dict[str, Any], rate: float) -> None:
+    assert row["rate"] == rate
+    assert row["offered_per_s"] == pytest.approx(rate, rel=0.1)
+    assert row["acknowledged"] > 0
+    # Every acknowledged message is owed to both receivers of its group, and arrived.
+    assert row["deliveries_owed"] == 2 * row["acknowledged"]
+    assert row["lost"] == 0
+    assert row["p50_ms"] is not None and 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert row["server_cpu_percent"] is not None and row["server_cpu_percent"] > 0
+
+
+def test_open_loop_points_as_json_with_two_generators() -> None:
+    cli = "from mlspy.cli import run; run()"
+    done = _run("-c", cli, "bench-ds", *TINY, "--rates", "10,20", "--procs", "2", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)  # stdout is the JSON alone
+    assert [p["rate"] for p in out["points"]] == [10, 20]
+    for point, rate in zip(out["points"], (10, 20), strict=True):
+        _check_point(point, rate)
+        assert point["non_2xx"] == point["timeouts"] == point["connection_errors"] == 0
+        assert point["duplicates"] == 0
+    assert out["lost"] == 0
+    assert out["config"]["procs"] == 2 and out["config"]["database"] == "SQLite"
+    assert "saturation" in out
+    # The table went to stderr, with the progress.
+    assert "rate/s" in done.stderr and "saturation:" in done.stderr
+
+
+def test_kill_and_restart_loses_nothing() -> None:
+    bench = str(ROOT / "benchmarks" / "ds_load.py")
+    done = _run(bench, *TINY, "--duration", "2", "--rates", "20", "--kill", "--drain", "20")
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["rate/s"])
+    row = lines[header + 1].split()
+    assert len(row) == len(COLUMNS)
+    names = [name for name, _, _, _ in COLUMNS]
+    assert row[names.index("lost")] == "0"
+    assert float(row[names.index("accepted/s")]) > 0
+    assert lines[header + 2].startswith("saturation:")
+    assert "SIGKILLed node" in done.stderr
+
+
+def test_options_that_do_not_go_together() -> None:
+    for argv in (
+        ["--url", "http://127.0.0.1:1", "--kill"],
+        ["--url", "https://example.org"],
+        ["--postgres", "postgresql://x/y", "--database-dir", "/tmp"],
+        ["--rates", "10,x"],
+        ["--group-size", "1"],
+    ):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
