@@ -237,7 +237,7 @@ def _servers(
                 "PostgreSQL carries wake-ups between nodes): expect latencies of seconds"
             )
     progress(f"starting {args.nodes} DS node(s) on {kind}")
-    nodes = start_nodes(args.nodes, database, scratch)
+    nodes = start_nodes(args.nodes, database, scratch, args.workers)
     stack.callback(stop_nodes, nodes)
     return [n.url for n in nodes], nodes, kind
 
@@ -297,6 +297,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "several SQLite nodes)",
     )
     add("--nodes", type=int, default=1, help="DS processes on one database (default 1)")
+    add(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of each node (mlspy serve --workers; default 1)",
+    )
     add("--postgres", metavar="URL", help="run the DS nodes on this PostgreSQL database")
     add("--database-dir", metavar="DIR", help="where the SQLite file goes (default: a temp dir)")
     add("--url", help="use running DS node(s) (comma-separated URLs; open registration)")
@@ -312,7 +318,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("need at least one group of at least two members")
     if args.duration <= 0 or args.warmup < 0 or args.timeout <= 0 or args.payload < 0:
         p.error("--duration and --timeout must be positive, --warmup and --payload not negative")
-    if args.procs < 1 or args.nodes < 1 or args.connections < 1:
+    if args.procs < 1 or args.nodes < 1 or args.connections < 1 or args.workers < 1:
         p.error("--procs, --nodes and --connections must be at least 1")
     if args.url and (args.postgres or args.database_dir or args.nodes > 1 or args.kill):
         p.error("--url uses running servers: no --postgres, --database-dir, --nodes or --kill")
@@ -373,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _describe(args: argparse.Namespace, kind: str, nodes: int) -> str:
     return (
-        f"DS: {kind}, {nodes} node(s) | {args.groups} groups x {args.group_size} members "
+        f"DS: {kind}, {nodes} node(s) x {args.workers} worker(s) | {args.groups} groups x "
+        f"{args.group_size} members "
         f"(1 sender, {args.group_size - 1} receivers), {args.payload} B messages | "
         f"{args.procs} generator process(es) | {args.duration:g}s per rate after "
         f"{args.warmup:g}s warm-up | {os.cpu_count()} CPUs"

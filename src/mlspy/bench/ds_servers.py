@@ -44,6 +44,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (``mlspy serve --workers``' workers)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """:func:`cpu_seconds` of ``pid`` and its children."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(cpu_seconds(c) or 0.0 for c in children(pid))
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User plus system CPU seconds of a process (all its threads), or None when it is gone
     or there is no ``/proc``."""
@@ -60,8 +76,9 @@ class Node:
     """One ``mlspy serve`` process on a fixed port and database; it can be killed and started
     again on both."""
 
-    def __init__(self, port: int, database: str, config: Path, log: Path) -> None:
+    def __init__(self, port: int, database: str, config: Path, log: Path, workers: int = 1) -> None:
         self.port, self.database, self.config, self.log_path = port, database, config, log
+        self.workers = workers
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -71,6 +88,8 @@ class Node:
         code = "from mlspy.cli import main; main()"
         args = ["serve", "--config", str(self.config), "--port", str(self.port)]
         args += ["--database", self.database, "--registration", "open"]
+        if self.workers > 1:
+            args += ["--workers", str(self.workers)]
         self._log = self._log or self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, *args], stdout=self._log, stderr=self._log
@@ -90,14 +109,17 @@ class Node:
 
     def cpu_seconds(self) -> float:
         """CPU seconds of this node since it first started, killed processes included."""
-        now = cpu_seconds(self.proc.pid) if self.proc is not None else None
+        now = tree_cpu_seconds(self.proc.pid) if self.proc is not None else None
         return self._dead_cpu + (now or 0.0)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush, as a power cut or the OOM killer."""
         if self.proc is None:
             return
-        self._dead_cpu += cpu_seconds(self.proc.pid) or 0.0
+        self._dead_cpu += tree_cpu_seconds(self.proc.pid) or 0.0
+        for worker in children(self.proc.pid):  # the whole server, workers and all
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self.proc = None
@@ -116,7 +138,7 @@ class Node:
             self._log = None
 
 
-def start_nodes(count: int, database: str, scratch: Path) -> list[Node]:
+def start_nodes(count: int, database: str, scratch: Path, workers: int = 1) -> list[Node]:
     """``count`` nodes on ``database`` (a SQLite path or a PostgreSQL URL), started one after
     the other so the first creates the schema alone."""
     config = scratch / "serve.toml"
@@ -124,7 +146,7 @@ def start_nodes(count: int, database: str, scratch: Path) -> list[Node]:
     nodes: list[Node] = []
     try:
         for i in range(count):
-            node = Node(free_port(), database, config, scratch / f"node{i}.log")
+            node = Node(free_port(), database, config, scratch / f"node{i}.log", workers)
             nodes.append(node)
             node.start()
     except BaseException:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from mlspy.credentials import CredentialError, X509Validator
 from mlspy.crypto import suite
 from mlspy.ds import challenges
+from mlspy.ds.client_info import ClientInfo
 from mlspy.ds.codes import new_code
 from mlspy.ds.codes import normalized as _normalized
 from mlspy.ds.db import Database, Tx
@@ -73,14 +74,6 @@ def recovery_hash(identity: bytes, secret: str) -> bytes:
     return hashlib.sha256(
         _RECOVERY_LABEL + len(identity).to_bytes(4, "big") + identity + _normalized(secret)
     ).digest()
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    id: str
-    identity: bytes
-    signature_key: bytes
-    cipher_suite: int
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from mlspy.ds import retention
+from mlspy.ds.client_info import ClientInfo
 from mlspy.ds.codes import new_code, normalized
 from mlspy.ds.db import Database, Tx
 from mlspy.ds.errors import Forbidden, NotFound, RateLimited
 from mlspy.ds.token_cache import TokenCache
 from mlspy.users import split_identity
-
-if TYPE_CHECKING:
-    from mlspy.ds.accounts import ClientInfo
 
 PAIRING_TTL = 600.0
 PAIRINGS_PER_HOUR = 10

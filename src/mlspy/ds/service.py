@@ -18,7 +18,7 @@ one user may keep is ``quotas.py``'s.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -861,6 +861,23 @@ class DeliveryService(AuthenticationService):
             for seq in seqs:
                 tx.execute("DELETE FROM queue WHERE client_id = ? AND seq = ?", (client.id, seq))
             retention.forget_delivered(tx, seqs)
+
+    def ack_many(self, acks: Mapping[str, Sequence[int]]) -> None:
+        """:meth:`ack` for many clients (client id → seqs) in one transaction: the acks of
+        every WebSocket of a node, gathered while the previous batch was written."""
+        for seqs in acks.values():
+            for seq in seqs:
+                if isinstance(seq, bool) or not storable(seq):
+                    raise BadRequest(f"seqs must be sequence numbers (at most {MAX_STORED})")
+        with self.db.transaction() as tx:
+            everything: list[int] = []
+            for client_id, seqs in acks.items():
+                for seq in seqs:
+                    tx.execute(
+                        "DELETE FROM queue WHERE client_id = ? AND seq = ?", (client_id, seq)
+                    )
+                everything += seqs
+            retention.forget_delivered(tx, everything)
 
     def sweep(self, now: float | None = None) -> dict[str, int]:
         """Delete what retention says is due (``retention.py``); returns rows deleted per

@@ -18,6 +18,8 @@ are each worker's own (a client spread over N workers gets up to N times the rat
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -27,6 +29,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -37,6 +40,7 @@ log = logging.getLogger("mlspy.ds.workers")
 
 # A worker that dies this soon after its start is failing at start-up: wait before the next.
 QUICK_DEATH = 2.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -50,30 +54,43 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(settings: Settings, wake_dir: str) -> None:
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the supervisor dies (even by SIGKILL), so no worker
+    outlives it holding the port."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+# Builds one worker's ASGI app and uvicorn keywords from the settings and the wake directory
+# (passed in by ``server.py``, which this module does not import).
+AppFactory = Callable[[Settings, str], tuple[Any, dict[str, Any]]]
+
+
+def _worker(settings: Settings, wake_dir: str, make_app: AppFactory) -> None:
     """One worker: its own socket, service and app, serving until told to stop (uvicorn
     handles SIGINT/SIGTERM)."""
-    from mlspy.ds.server import build_app, build_service, uvicorn_config
-
+    _die_with_parent()
     sock = bind(settings.host, settings.port)
-    service = build_service(settings)
-    app = build_app(service, settings, wake_dir=wake_dir)
-    options = uvicorn_config(settings)
+    app, options = make_app(settings, wake_dir)
     for key in ("host", "port"):
         options.pop(key)
     server = uvicorn.Server(uvicorn.Config(app, **options))
     server.run(sockets=[sock])
 
 
-def run_workers(settings: Settings) -> None:
-    """Supervise ``settings.workers`` workers until SIGINT/SIGTERM."""
+def run_workers(settings: Settings, make_app: AppFactory) -> None:
+    """Supervise ``settings.workers`` workers until SIGINT/SIGTERM; each builds its app with
+    ``make_app`` after the fork."""
     wake_dir = tempfile.mkdtemp(prefix="mlspy-workers-")
     context = multiprocessing.get_context("fork")
     procs: dict[int, tuple[Any, float]] = {}
     stopping = False
 
     def start(slot: int) -> None:
-        proc = context.Process(target=_worker, args=(settings, wake_dir), name=f"mlspy-ds-{slot}")
+        proc = context.Process(
+            target=_worker, args=(settings, wake_dir, make_app), name=f"mlspy-ds-{slot}"
+        )
         proc.start()
         procs[slot] = (proc, time.monotonic())
 
@@ -117,4 +134,4 @@ def run_workers(settings: Settings) -> None:
         shutil.rmtree(wake_dir, ignore_errors=True)
 
 
-__all__ = ["bind", "run_workers"]
+__all__ = ["AppFactory", "bind", "run_workers"]
