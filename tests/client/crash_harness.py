@@ -4,7 +4,8 @@ for the crash-loop test and ``benchmarks/crash_loop.py``.
 A *zygote* subprocess imports mlspy once and forks one child per command, so a run costs a
 fork, not an interpreter start. A child opens the actor's SQLite store with a write hook,
 starts the :class:`~mlspy.client.Client` without receiving, receives what is queued (unless
-the command is the receive itself), then *arms* the hook and performs the command, taking
+the command is a receive itself: ``sync`` over HTTP, ``push`` over the WebSocket), then
+*arms* the hook and performs the command, taking
 the events it produced like an application (``async for event in client.events()``). Armed,
 the hook kills the child at the ``k``-th write's ``begin``/``written``/``committed`` point;
 or a timer kills it at a random moment.
@@ -149,7 +150,7 @@ def _child(cmd: dict[str, Any]) -> None:  # pragma: no cover - runs in a forked 
             threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
         await client.start(receive=False)
         op, args = cmd["op"], cmd.get("args", [])
-        if op != "sync":
+        if op not in ("sync", "push"):
             await client.sync()
             await drain(client)
         armed = True
@@ -187,6 +188,8 @@ async def _op(client: Any, op: str, args: list[Any], note: Any) -> dict[str, Any
     gid = bytes.fromhex(args[0]) if args and op not in ("invite_to",) else b""
     if op == "sync":
         await client.sync()
+    elif op == "push":
+        await _push(client)
     elif op == "send":
         await client.send(gid, args[1])
         note({"t": "sent", "gid": args[0], "text": args[1]})
@@ -209,6 +212,24 @@ async def _op(client: Any, op: str, args: list[Any], note: Any) -> dict[str, Any
     else:
         raise SystemExit(f"unknown op {op}")
     return {}
+
+
+async def _push(client: Any) -> None:
+    """Receive over the WebSocket alone (no HTTP fetch, no HTTP ack) until the DS's queue for
+    us is empty: our acks on the socket took effect. A socket that ends is an error."""
+    session = asyncio.create_task(client._push_session())
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while await asyncio.to_thread(client.ds.fetch, 0):  # looks, acknowledges nothing
+            if session.done():
+                raise RuntimeError(f"the WebSocket ended: {session.result()}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError("the queue never emptied")
+            await asyncio.sleep(0.05)
+    finally:
+        session.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await session
 
 
 def zygote() -> None:  # pragma: no cover - the subprocess's main loop

@@ -1,6 +1,8 @@
 """The crash loop: an SDK client (bob, in a subprocess with a SQLite store) is killed with
 SIGKILL at every store-write point — ``begin``, ``written`` and ``committed`` of the 1st,
 2nd, … write — of every SDK operation, over a real DS on loopback, and restarted each time.
+Receiving is enumerated on both delivery paths: an HTTP fetch (``sync``) and the WebSocket
+(``push``: the messages and the acks on the socket).
 Its peers (alice, carol) run in this process and are never killed.
 
 Asserted at the end (issue 16): every message whose ``send()`` returned reached the other
@@ -148,13 +150,17 @@ async def _scenario(url: str, tmp: Path, mode: str) -> None:
         return []
 
     await w.enumerate("receive a message", "sync", message_for_bob)
+    await w.enumerate("receive a message on the WebSocket", "push", message_for_bob)
     await w.enumerate("send", "send", bob_says)
     await w.enumerate("receive a commit", "sync", commit_for_bob)
+    await w.enumerate("receive a commit on the WebSocket", "push", commit_for_bob)
     await w.enumerate("update", "update", lambda: asyncio.sleep(0, [g1]))
     await w.enumerate("invite", "invite", carol_out)
     await w.enumerate("remove", "remove", carol_in)
     await w.enumerate("join by Welcome", "sync", welcome_for_bob)
+    await w.enumerate("join by Welcome on the WebSocket", "push", welcome_for_bob)
     await w.enumerate("removed by a commit", "sync", removal_for_bob)
+    await w.enumerate("removed by a commit on the WebSocket", "push", removal_for_bob)
     await w.enumerate("leave", "leave", group_to_leave)
     await w.enumerate("join by external commit", "join_external", open_group)
     await w.enumerate("create a group", "create", nothing)

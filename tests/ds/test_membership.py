@@ -133,6 +133,9 @@ def test_a_join_request_waits_for_approval(ds: Cluster, rules: str) -> None:
             assert set(bob.members(gid)) == {"alice", "bob"}
             assert await alice.approve(gid, "eve")
             await until(eve, "joined")
+            # bob speaks once he has processed the commit that added eve: a message of the
+            # epoch before it is one she cannot read (she joined after it).
+            assert (await until(bob, "member_joined")).user == "eve"  # type: ignore[attr-defined]
             await talk(bob, eve, gid, "welcome eve")
 
     asyncio.run(scenario())

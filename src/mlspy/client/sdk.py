@@ -3,9 +3,20 @@
 Theory of operation. A client registers its identity with the Authentication Service, keeps a
 pool of KeyPackages on the DS (topping it up and replacing a used last-resort one), and holds
 its groups in a :class:`~mlspy.storage.GroupStore`, so every state transition is durable. One
-background task receives: it wakes on the DS's WebSocket push (and polls as a fallback),
-fetches the queue in order, processes each message (joining from Welcomes, merging commits,
-decrypting application messages), and acknowledges it to the DS.
+background task receives, and processes each queued message in order (joining from Welcomes,
+merging commits, decrypting application messages, recording notices), then acknowledges it.
+
+Delivery. The messages and the acks travel on the DS's WebSocket (``/v1/ws``,
+``mlspy.client.push``): the DS sends every queued message as it is queued, and again on a
+later socket while it is not acknowledged; each batch that arrives is processed and
+acknowledged in one ``{"ack": [...]}`` frame, so a delivered message costs no HTTP round trip.
+HTTP is the fallback: ``sync()`` fetches the queue and acknowledges over HTTP; the client does
+so at start and whenever the socket ends (catching up), and every poll interval while it is
+down. The socket is opened again with growing pauses (1013: the DS's database is away), at
+once after logging in again when the DS refused an expired token (4401). Both paths process
+what they bring with the same code, under the lock that commits and sends take too. While the
+socket is quiet, the work a receive leaves (confirming a removal, topping up KeyPackages,
+committing pending proposals, settling our commits) is done every poll interval.
 
 Nothing is lost across a crash. What the application is told goes into an inbox in the
 client's store (``client.inbox``), in the same write as the state change that produced it: a
@@ -47,6 +58,13 @@ Every step that writes and talks, in order (W: one atomic store write; DS: a cal
 - receive a queued message: W(state + events + processed mark) → DS ack → W(drop mark).
   Before W: the message comes again. Between W and the ack: it comes again, is marked
   processed, skipped. After the ack: the stale mark is dropped at the next acknowledgement.
+  On the WebSocket the ack is a frame the DS does not answer, so it may be lost with the
+  socket: the mark stays after it, and is dropped only once an HTTP ack (at the next
+  ``sync``, or once ``CONFIRM_EVERY`` marks have gathered) confirmed it — until then the
+  message, if it comes again (on the next socket, or over HTTP), is skipped. An HTTP ack made
+  while a socket is open may cross that socket's copy of the message, sent before it: the
+  copy comes after the mark is dropped, and is skipped as one the socket's ledger
+  (``push.Ledger``) knows was acknowledged meanwhile.
 - commit (invite, remove, update, approve, committing pending proposals): [invite: DS claim
   of a KeyPackage] → W(pending commit + outbox) → DS submit → W(merge + outbox dropped +
   events). Before the first W nothing was sent (a claimed KeyPackage is wasted; its owner's
@@ -86,8 +104,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -96,6 +114,7 @@ from typing import Any
 
 import httpx
 
+from mlspy.client import push
 from mlspy.client import records as rec
 from mlspy.client.events import (
     Event,
@@ -165,6 +184,11 @@ _KEY_GONE = frozenset({"ST-01", "ST-03"})
 # How long a replaced last-resort KeyPackage's private keys are kept: someone may have claimed
 # it just before, and their Welcome still needs them. Then they go (forward secrecy, §16.8).
 LAST_RESORT_GRACE = 3600.0
+# The WebSocket never confirms an ack: processed marks of messages acknowledged on it are
+# kept, and confirmed by one HTTP ack once this many have gathered (or at the next sync).
+CONFIRM_EVERY = 256
+ACK_CHUNK = 5000  # seqs per HTTP ack (the DS takes at most 10,000)
+RECONNECT_MAX = 30.0  # the longest wait before opening the WebSocket again, in seconds
 
 
 def _name(credential: Credential) -> str:
@@ -281,7 +305,9 @@ class Client:
     ) -> None:
         """A device of user ``name``: ``device`` names it among the user's devices (``""``:
         the user's one device, named by the bare user name). A further device of an existing
-        user registers with a ``pairing_code`` from one of the others (``pairing_code()``)."""
+        user registers with a ``pairing_code`` from one of the others (``pairing_code()``).
+        ``poll_interval`` (seconds): how often the queue is fetched over HTTP while the
+        WebSocket is down, and the first pause before it is opened again."""
         self.server = server.rstrip("/")
         self.name = name  # the user
         self.device = device
@@ -314,7 +340,11 @@ class Client:
         self.new_recovery_secret: str | None = None
         self.inbox = Inbox(self.store)
         self._task: asyncio.Task[None] | None = None
+        # Held by whatever processes the queue or changes a group: the socket's batches,
+        # sync(), commits, sending.
         self._lock = asyncio.Lock()
+        self._ledger = push.Ledger()
+        self._socket: push.PushSocket | None = None  # open and accepted: messages come on it
         self._committing = 0  # nesting depth of _commit_locked (no auto-commits inside one)
         self._replenish_due = False
         # Open handles on stored groups: loading a group decodes its whole state (O(n)), so
@@ -403,10 +433,16 @@ class Client:
         return rejoined
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        task, self._task = self._task, None
+        if task is not None:
+            # Cancelled again until it ends: a cancel can be lost in code we await (Python
+            # 3.11's asyncio.wait_for swallows one that lands as the awaited thing completes,
+            # gh-86296), and then stop() would wait for the receive loop forever.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+            if not task.cancelled() and task.exception() is not None:
+                log.info("%s: the receive loop ended: %r", self.name, task.exception())
         await asyncio.to_thread(self.ds.close)
 
     async def __aenter__(self) -> Client:
@@ -438,7 +474,8 @@ class Client:
     async def next_event(self, timeout: float | None = 10.0, *, ack: bool = True) -> Event:
         """The next event (waiting at most ``timeout`` seconds). With ``ack=False`` it stays
         in the inbox until :meth:`ack`: delivered again after a restart."""
-        event = await asyncio.wait_for(self.inbox.get(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: it may swallow a cancel (3.11)
+            event = await self.inbox.get()
         if ack:
             self.inbox.ack(event)
         return event
@@ -459,7 +496,8 @@ class Client:
                 if event.kind == kind and group_id in (None, event.group_id):
                     return event
 
-        return await asyncio.wait_for(find(), timeout)
+        async with asyncio.timeout(timeout):
+            return await find()
 
     def _publish(self, events: list[Event], more: Mapping[str, Write] | None = None) -> None:
         """Store events (and ``more``) in one write of their own, then hand them out."""
@@ -526,6 +564,10 @@ class Client:
         )
         self.identity = new
         self.ds.identity = new
+        if self._socket is not None:
+            # The DS names a device by its key: the queue moved to the new key's client id,
+            # while a socket open now keeps serving the old one (empty from now on).
+            await self._socket.close("key rotated")
 
     def _rotation_for(self, group: Group) -> SigningIdentity | None:
         """Our identity, if the group's leaf still has an older key of ours."""
@@ -1113,22 +1155,58 @@ class Client:
                 self.store.write({key: (None, entry.version)})
 
     async def _sync_locked(self) -> None:
-        self._purge_retired()
-        await self._flush_outbox()
+        """Receive over HTTP: fetch the queue, process it, acknowledge (the answer confirms
+        the ack), until it is empty; then confirm the acks made on the WebSocket."""
+        await self._before_receive()
         proposals_for: set[bytes] = set()
         while True:
             items = await asyncio.to_thread(self.ds.fetch, 0)
             if not items:
                 break
-            done = self._processed()
-            for item in items:
-                if item["seq"] in done:
-                    continue
-                if await self._handle(item):
-                    proposals_for.add(item["group_id"])
-            seqs = [i["seq"] for i in items]
-            await asyncio.to_thread(self.ds.ack, seqs)
-            self._drop_marks([rec.processed_key(s) for s in seqs] + [rec.OLD_PROCESSED])
+            await self._receive(items, proposals_for)
+            await self._confirm_acks([i["seq"] for i in items])
+        # Marks left: messages acknowledged on the WebSocket, which never says whether an
+        # ack took effect (or processed before a crash). Acknowledged again here (acks are
+        # idempotent), then dropped.
+        left = sorted(self._processed())
+        if left:
+            await self._confirm_acks(left)
+        await self._after_receive(proposals_for)
+
+    async def _before_receive(self) -> None:
+        """What must be settled before anything is received: our undecided commits (every
+        message after an accepted commit of ours needs it merged; raises while undecided)."""
+        self._purge_retired()
+        await self._flush_outbox()
+
+    async def _receive(
+        self, items: list[dict[str, Any]], proposals_for: set[bytes], *, pushed: bool = False
+    ) -> None:
+        """Process queued messages in order, whatever brought them (an HTTP fetch, or the
+        WebSocket when ``pushed``): each is marked processed in the write of its effect, and
+        one already marked is skipped. Adds to ``proposals_for`` the groups that received
+        proposals to be committed. The caller holds the lock and acknowledges them after."""
+        done = self._processed()
+        for item in items:
+            seq = item["seq"]
+            if pushed and self._ledger.stale(seq):
+                continue  # acknowledged over HTTP after the socket sent it: processed then
+            if seq not in done and await self._handle(item):
+                proposals_for.add(item["group_id"])
+            if pushed:
+                self._ledger.received(seq)
+
+    async def _confirm_acks(self, seqs: list[int]) -> None:
+        """Acknowledge over HTTP, whose answer says the DS dropped them; only then drop their
+        processed marks."""
+        for i in range(0, len(seqs), ACK_CHUNK):
+            chunk = seqs[i : i + ACK_CHUNK]
+            await asyncio.to_thread(self.ds.ack, chunk)
+            self._drop_marks([rec.processed_key(s) for s in chunk] + [rec.OLD_PROCESSED])
+            self._ledger.dropped(chunk)
+
+    async def _after_receive(self, proposals_for: set[bytes]) -> None:
+        """What a receive may have left to do, and what earlier ones could not finish."""
         await self._confirm_removals()
         await self._replenish_if_due()
         if not self._committing:
@@ -1396,26 +1474,99 @@ class Client:
         finally:
             staged.done()
 
+    # --- The delivery path: the WebSocket, with HTTP as the fallback ----------------------
+
     async def _receive_loop(self) -> None:
-        base = self.server.replace("http", "ws", 1)
+        """Receive over the DS's WebSocket; whenever it ends, over HTTP (catching up, and
+        confirming the acks made on the socket) until it is open again."""
+        failures = 0
+        while True:
+            token = self.ds.token
+            healthy, code = await self._push_session()
+            failures = 0 if healthy else min(failures + 1, 16)
+            delay = min(RECONNECT_MAX, self.poll_interval * 2**failures)
+            delay *= 0.5 + random.random() / 2  # clients dropped together come back spread
+            if code == push.TOKEN_REFUSED:
+                # Our token expired (or was revoked): log in again. After a socket that was
+                # accepted, reconnect at once; refused from the start, back off.
+                try:
+                    await asyncio.to_thread(self.ds.renew_token, token)
+                    if healthy:
+                        delay = 0.0
+                except (DSRequestError, httpx.HTTPError) as exc:
+                    log.info("%s: cannot log in again: %s", self.name, exc)
+            await self._poll(delay)
+
+    async def _push_session(self) -> tuple[bool, int | None]:
+        """Receive over one WebSocket until it ends. Returns whether it was healthy (the DS
+        accepted it, and it did not end because processing failed) and the code it was closed
+        with (1013: the DS's database is away; 4401: our token)."""
+        url = push.ws_url(self.server)
+        # Open before the connection: an HTTP ack from now on may race the socket's copy.
+        self._ledger.open()
+        try:
+            async with push.PushSocket(url, self.ds.token, verify=self.ds.verify) as sock:
+                self._socket = sock
+                while not self._ledger.overflowing:
+                    items = await sock.batch(self.poll_interval)
+                    if items:
+                        await self._receive_pushed(sock, items)
+                    else:
+                        await self._housekeeping()
+            return True, None  # renewed, to forget the seqs it never sent
+        except push.Closed as closed:
+            log.info("%s: %s", self.name, closed)
+            return closed.ready, closed.code
+        except Exception as exc:
+            # Processing stopped (e.g. a commit of ours is undecided): nothing after the
+            # failure is marked or acknowledged; the next socket sends it again. Not healthy:
+            # reconnecting at once would fail the same way.
+            log.info("%s: receiving on the WebSocket stopped: %r", self.name, exc)
+            return False, None
+        finally:
+            self._socket = None
+            self._ledger.close()
+
+    async def _receive_pushed(self, sock: push.PushSocket, items: list[dict[str, Any]]) -> None:
+        """A batch from the socket: processed as a fetched one, acknowledged in one frame."""
+        async with self._lock:
+            await self._before_receive()  # raises while a commit of ours is undecided
+            proposals_for: set[bytes] = set()
+            await self._receive(items, proposals_for, pushed=True)
+            # Every item is marked processed now (or was acknowledged over HTTP already).
+            await sock.ack([i["seq"] for i in items])
+            try:
+                if len(self._ledger.delivered) >= CONFIRM_EVERY:
+                    await self._confirm_acks(sorted(self._processed()))
+                await self._after_receive(proposals_for)
+            except (MLSError, httpx.HTTPError) as exc:
+                # Tried again at the next batch or housekeeping.
+                log.info("%s: after a receive: %s", self.name, exc)
+
+    async def _housekeeping(self) -> None:
+        """While the socket is quiet: what earlier receives could not finish (what the
+        receive of a message would do), without fetching the queue."""
+        async with self._lock:
+            try:
+                await self._before_receive()
+                await self._after_receive(set())
+            except (MLSError, httpx.HTTPError) as exc:
+                log.info("%s: housekeeping: %s", self.name, exc)
+
+    async def _poll(self, duration: float) -> None:
+        """The socket is down: receive over HTTP now, then every poll interval until
+        ``duration`` seconds have passed."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + duration
         while True:
             try:
-                import websockets
-
-                # The token of the moment (the client logs in again when one expires), in
-                # the first message: never in the URL, where logs would keep it.
-                async with websockets.connect(f"{base}/v1/ws") as sock:
-                    await sock.send(json.dumps({"token": self.ds.token}))
-                    while True:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(sock.recv(), timeout=self.poll_interval)
-                        await self.sync()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                await asyncio.sleep(self.poll_interval)
-                with contextlib.suppress(Exception):
-                    await self.sync()
+                await self.sync()
+            except Exception as exc:
+                log.info("%s: receiving over HTTP: %r", self.name, exc)
+            left = end - loop.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(self.poll_interval, left))
 
 
 def _events_of(

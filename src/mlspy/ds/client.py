@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import ssl
 import threading
 import time
@@ -26,6 +27,7 @@ __all__ = [
     "DSConflict",
     "DSRequestError",
     "new_recovery_secret",
+    "queue_item",
     "recovery_hash",
 ]
 
@@ -52,6 +54,23 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def queue_item(raw: Any) -> dict[str, Any]:
+    """A queued message as the DS's JSON carries it (``api.QueueItem``: the group id in hex,
+    the data in base64), over HTTP or the WebSocket alike, with its bytes decoded: ``seq``,
+    ``kind``, ``group_id`` and ``data`` (bytes), ``epoch``. ValueError when it is not one."""
+    try:
+        seq, kind, epoch = raw["seq"], raw["kind"], raw["epoch"]
+        group_id = bytes.fromhex(raw["group_id"])
+        data = base64.b64decode(raw["data"], validate=True)
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise ValueError(f"not a queued message: {exc!r}") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (seq, epoch)):
+        raise ValueError("not a queued message: seq and epoch must be integers")
+    if not isinstance(kind, str):
+        raise ValueError("not a queued message: kind must be a string")
+    return {"seq": seq, "kind": kind, "group_id": group_id, "epoch": epoch, "data": data}
+
+
 class DSClient:
     def __init__(
         self, base_url: str, identity: SigningIdentity, *, verify: bool | str = True
@@ -61,6 +80,7 @@ class DSClient:
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         )
         self.http = httpx.Client(base_url=base_url, verify=context, timeout=30)
+        self.verify = context  # the same trust for the WebSocket (``mlspy.client.push``)
         self.token: str | None = None
         self.recovery_set = False
         self._login_lock = threading.Lock()
@@ -91,10 +111,8 @@ class DSClient:
         response = self._request(method, path, headers, **kwargs)
         if response.status_code == 401 and sent and not path.startswith("/v1/auth/"):
             # Bearer tokens are short-lived: prove possession of the key again and retry
-            # once. Concurrent callers share one new login (the first one makes it).
-            with self._login_lock:
-                if self.token == sent:
-                    self.login()
+            # once.
+            self.renew_token(sent)
             headers = {"authorization": f"Bearer {self.token}"}
             response = self._request(method, path, headers, **kwargs)
         data: dict[str, Any] = response.json() if response.content else {}
@@ -200,6 +218,13 @@ class DSClient:
         """A single-use invite code for someone new (a few a day)."""
         return str(self._call("POST", "/v1/invites")["code"])
 
+    def renew_token(self, stale: str | None) -> None:
+        """Log in again because ``stale`` was refused (expired). Concurrent callers share one
+        new login: the first one makes it, the others find the token changed."""
+        with self._login_lock:
+            if self.token == stale:
+                self.login()
+
     def login(self) -> None:
         challenge, sig = self._signed_challenge()
         self.token = str(
@@ -298,10 +323,7 @@ class DSClient:
 
     def fetch(self, after: int = 0) -> list[dict[str, Any]]:
         items = self._call("GET", "/v1/queue", params={"after": after})["messages"]
-        for item in items:
-            item["data"] = base64.b64decode(item["data"])
-            item["group_id"] = bytes.fromhex(item["group_id"])
-        return list(items)
+        return [queue_item(item) for item in items]
 
     def ack(self, seqs: Sequence[int]) -> None:
         self._call("POST", "/v1/queue/ack", json={"seqs": list(seqs)})
