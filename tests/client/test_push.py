@@ -309,6 +309,9 @@ def test_a_database_away_closes_the_socket_and_the_client_backs_off(ds: DS) -> N
 
         before = Counter(ds.counting.seen)
         ds.service.authenticate = away  # type: ignore[method-assign]
+        # Tokens looked up before are cached (``ds/token_cache.py``) and the test's clock
+        # stands still: drop them, as they would expire, so the next check asks the database.
+        ds.service.token_cache.invalidate()
         await asyncio.sleep(3.0)
         attempts = (ds.counting.seen - before)[SOCKET]
         # A fixed pause of one poll interval (0.2 s) would make 15 attempts in 3 s.

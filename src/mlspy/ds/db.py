@@ -192,6 +192,11 @@ _TABLES = [
 class Tx(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for many rows (no result): a message's queue rows, a batch of
+        acks. On PostgreSQL one round trip (psycopg pipelines it), not one per row."""
+        ...
+
     def insert_returning_seq(self, sql: str, params: Sequence[Any]) -> int: ...
 
     def lock_group(self, group_id: bytes) -> Row | None: ...
@@ -225,6 +230,10 @@ class _SQLiteTx:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self._db.execute(sql, tuple(params)).fetchall()
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._db.executemany(sql, rows)
 
     def insert_returning_seq(self, sql: str, params: Sequence[Any]) -> int:
         cur = self._db.execute(sql, tuple(params))
@@ -488,6 +497,11 @@ class _PgTx:
             tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
             for row in cur.fetchall()
         ]
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with self._conn.cursor() as cur:
+                cur.executemany(sql.replace("?", "%s"), rows)
 
     def insert_returning_seq(self, sql: str, params: Sequence[Any]) -> int:
         rows = self.execute(sql + " RETURNING seq", params)

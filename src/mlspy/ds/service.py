@@ -506,8 +506,9 @@ class DeliveryService(AuthenticationService):
             )
             quotas.record_message(tx, account, seq, len(message))
             recipients = members - {client.id}
-            for member in recipients:
-                tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (member, seq))
+            tx.executemany(
+                "INSERT INTO queue (client_id, seq) VALUES (?, ?)", [(m, seq) for m in recipients]
+            )
             notify |= recipients
             self._touch(tx, group_id)
             if not h.is_commit and h.epoch == g.epoch:
@@ -766,8 +767,9 @@ class DeliveryService(AuthenticationService):
                 "VALUES (?, ?, 'rollback', ?, ?, ?)",
                 (group_id, epoch, client.id, b"", self.clock()),
             )
-            for cid in everyone:
-                tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (cid, seq))
+            tx.executemany(
+                "INSERT INTO queue (client_id, seq) VALUES (?, ?)", [(c, seq) for c in everyone]
+            )
             notify |= everyone
         self.on_queued(notify)
         return int(seq)
@@ -823,8 +825,9 @@ class DeliveryService(AuthenticationService):
             (group_id, epoch, welcome, self.clock()),
         )
         quotas.record_message(tx, account, seq, len(welcome))
-        for owner in owners:
-            tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (owner, seq))
+        tx.executemany(
+            "INSERT INTO queue (client_id, seq) VALUES (?, ?)", [(o, seq) for o in owners]
+        )
         notify |= owners
         return owners
 
@@ -854,13 +857,7 @@ class DeliveryService(AuthenticationService):
     def ack(self, client: ClientInfo, seqs: Sequence[int]) -> None:
         """Drop acknowledged messages from the client's queue (idempotent); a message every
         recipient acknowledged is deleted in the same transaction (``retention.py``)."""
-        for seq in seqs:
-            if isinstance(seq, bool) or not storable(seq):
-                raise BadRequest(f"seqs must be sequence numbers (at most {MAX_STORED})")
-        with self.db.transaction() as tx:
-            for seq in seqs:
-                tx.execute("DELETE FROM queue WHERE client_id = ? AND seq = ?", (client.id, seq))
-            retention.forget_delivered(tx, seqs)
+        self.ack_many({client.id: seqs})
 
     def ack_many(self, acks: Mapping[str, Sequence[int]]) -> None:
         """:meth:`ack` for many clients (client id → seqs) in one transaction: the acks of
@@ -870,14 +867,13 @@ class DeliveryService(AuthenticationService):
                 if isinstance(seq, bool) or not storable(seq):
                     raise BadRequest(f"seqs must be sequence numbers (at most {MAX_STORED})")
         with self.db.transaction() as tx:
-            everything: list[int] = []
-            for client_id, seqs in acks.items():
-                for seq in seqs:
-                    tx.execute(
-                        "DELETE FROM queue WHERE client_id = ? AND seq = ?", (client_id, seq)
-                    )
-                everything += seqs
-            retention.forget_delivered(tx, everything)
+            # In one order everywhere: two nodes deleting rows of the same client (its sockets
+            # on both) then lock them in the same order, never in a deadlock.
+            tx.executemany(
+                "DELETE FROM queue WHERE client_id = ? AND seq = ?",
+                sorted((client_id, seq) for client_id, seqs in acks.items() for seq in seqs),
+            )
+            retention.forget_delivered(tx, [seq for seqs in acks.values() for seq in seqs])
 
     def sweep(self, now: float | None = None) -> dict[str, int]:
         """Delete what retention says is due (``retention.py``); returns rows deleted per
