@@ -401,7 +401,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--timeout",
         type=float,
         default=10.0,
-        help="seconds after its scheduled time a submission counts as timed out (default 10)",
+        help="seconds after its scheduled time a submission counts as timed out (default 10; "
+        "a commit is awaited 6 times as long, and counted late)",
     )
     add(
         "--drain",

@@ -88,7 +88,8 @@ def point(
         **cpu,
     }
     if commits:
-        row["commits"] = commit_figures(window, records, kinds, received)
+        late = sum(s.late_commits for s in sent)
+        row["commits"] = commit_figures(window, records, kinds, received, late)
     return row
 
 
@@ -97,9 +98,11 @@ def commit_figures(
     records: Sequence[tuple[int, float, int, bool]],
     kinds: Counter[str],
     received: Sequence[Received],
+    late: int = 0,
 ) -> dict[str, Any]:
-    """The commits of a point: how many were submitted and accepted, refusals (409s apart:
-    the epoch moved under the sender), lost deliveries, receipts filed under the wrong kind;
+    """The commits of a point: how many were submitted and accepted (``late``: answered
+    after the timeout, though accepted), refusals (409s apart: the epoch moved under the
+    sender), lost deliveries, receipts filed under the wrong kind;
     and the latencies of those scheduled in the window — ``to_all``: per commit, its latest
     receiver's (commit-to-all-delivered), of the commits every receiver got; ``delivery``:
     every receiver's."""
@@ -116,6 +119,7 @@ def commit_figures(
         "submitted": len(ours),
         "in_window": sum(1 for r in ours if start <= r[1] < end),
         "acknowledged": sum(1 for r in ours if r[2] >= 0),
+        "late": late,
         "refused": sum(1 for r in ours if r[2] == REFUSED),
         "conflicts": kinds["commit 409"],
         "timeouts": sum(1 for r in ours if r[2] == TIMEOUT),
@@ -167,7 +171,8 @@ def commit_line(row: dict[str, Any]) -> str:
         return "-" if value is None else f"{value:.1f}"
 
     return (
-        f"{'commits':>8}: {c['submitted']} submitted, {c['acknowledged']} accepted, "
+        f"{'commits':>8}: {c['submitted']} submitted, {c['acknowledged']} accepted "
+        f"({c['late']} late), "
         f"{c['refused']} refused ({c['conflicts']} x 409), {c['timeouts']} timed out, "
         f"{c['lost']} deliveries lost | to all receivers (n={c['to_all_count']}) "
         f"p50 {ms('to_all_p50_ms')} p99 {ms('to_all_p99_ms')} max {ms('to_all_max_ms')} | "

@@ -61,6 +61,11 @@ WS_MAX_SIZE = 64 << 20  # setup items carry whole commits and Welcomes
 # Base64 characters of an item's data enough for its MLS header (a multiple of 4): the
 # header is a few dozen bytes, a commit of a large group a hundred kilobytes.
 HEADER_CHARS = 512
+# A commit is awaited this many times ``timeout``: given up (unsent, or its answer not
+# awaited), it would leave its sender an epoch ahead of the DS and every later message of
+# its group refused (409), so a slow commit shows as a late one (counted apart, its
+# deliveries still measured) rather than as a cascade of refusals.
+COMMIT_PATIENCE = 6.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ class Sent:
     # Failures: HTTP status or error, prefixed "commit " for commits.
     kinds: Counter[str] = field(default_factory=Counter)
     cpu: tuple[float, float] = (0.0, 0.0)  # CPU seconds, wall seconds in the window
+    late_commits: int = 0  # accepted, but answered more than ``timeout`` after their time
 
 
 @dataclass(frozen=True)
@@ -328,8 +334,10 @@ class Worker:
     ) -> None:
         path, headers = self.requests[sender.index]
         # The timeout runs from the scheduled time: a submission still queued by then is
-        # given up unsent, so a point ends at most ``timeout`` after its last due time.
-        left = due + self.spec.timeout - time.monotonic()
+        # given up unsent, so a point ends at most ``timeout`` after its last due time
+        # (``COMMIT_PATIENCE`` times that for a commit).
+        patience = COMMIT_PATIENCE if commit else 1.0
+        left = due + self.spec.timeout * patience - time.monotonic()
         prefix = "commit " if commit else ""
         try:
             if left <= 0:
@@ -346,6 +354,8 @@ class Worker:
                 outcome = _seq_of(content)
                 if outcome < 0:
                     sent.kinds[f"{prefix}{status} without a seq"] += 1
+                elif commit and time.monotonic() > due + self.spec.timeout:
+                    sent.late_commits += 1
             else:
                 outcome = REFUSED
                 sent.kinds[f"{prefix}{status}"] += 1
