@@ -4,6 +4,7 @@ per rate. ``--help`` lists the options; for example::
 
     .venv/bin/python benchmarks/ds_load.py --rates 50,100,200,400 --duration 10
     .venv/bin/python benchmarks/ds_load.py --groups 1 --group-size 1000 --rates 1,2,5
+    .venv/bin/python benchmarks/ds_load.py --groups 1 --group-size 1000 --rates 10 --commit-every 10
     .venv/bin/python benchmarks/ds_load.py --kill --rates 100 --duration 10
 
 Exit status 1 if any message the DS acknowledged did not reach every receiver of its group.

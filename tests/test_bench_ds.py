@@ -57,6 +57,39 @@ def test_open_loop_points_as_json_with_two_generators() -> None:
     assert "rate/s" in done.stderr and "saturation:" in done.stderr
 
 
+def test_commits_reach_every_receiver_and_are_reported_apart() -> None:
+    cli = "from mlspy.cli import run; run()"
+    tiny = ["--groups", "1", "--group-size", "4", "--duration", "1.5", "--warmup", "0.5"]
+    done = _run("-c", cli, "bench-ds", *tiny, "--rates", "10", "--commit-every", "3", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    (point,) = out["points"]
+    commits = point["commits"]
+    # 20 messages in 2 s, every third a commit: six, all accepted (one sender per group, so
+    # the epoch never moves under it), and the application messages in each commit's new
+    # epoch accepted too.
+    assert commits["submitted"] == 6
+    assert commits["acknowledged"] == commits["submitted"]
+    assert commits["refused"] == commits["conflicts"] == commits["timeouts"] == 0
+    assert point["non_2xx"] == point["timeouts"] == point["connection_errors"] == 0
+    assert point["acknowledged"] == point["messages"] == 20
+    # Every commit reached all three receivers, each filed as a commit on receipt.
+    assert commits["lost"] == point["lost"] == out["lost"] == out["commits_lost"] == 0
+    assert commits["misfiled"] == 0
+    assert point["deliveries_owed"] == 3 * point["acknowledged"]
+    assert commits["to_all_count"] == commits["in_window"] > 0
+    for kind in ("to_all", "delivery"):
+        p50, p99, most = (commits[f"{kind}_{p}_ms"] for p in ("p50", "p99", "max"))
+        assert 0 < p50 <= p99 <= most
+    # Commit-to-all is each commit's latest receiver's latency: the worst of them is the
+    # worst delivery.
+    assert commits["to_all_max_ms"] == commits["delivery_max_ms"]
+    assert commits["message_bytes"] > 0
+    assert point["p50_ms"] is not None  # the application messages' latencies, apart
+    assert out["config"]["commit_every"] == 3
+    assert "commits:" in done.stderr  # the table's second line
+
+
 def test_kill_and_restart_loses_nothing() -> None:
     bench = str(ROOT / "benchmarks" / "ds_load.py")
     done = _run(bench, *TINY, "--duration", "2", "--rates", "20", "--kill", "--drain", "20")
@@ -79,6 +112,7 @@ def test_options_that_do_not_go_together() -> None:
         ["--postgres", "postgresql://x/y", "--database-dir", "/tmp"],
         ["--rates", "10,x"],
         ["--group-size", "1"],
+        ["--commit-every", "-1"],
     ):
         with pytest.raises(SystemExit):
             parse_args(argv)

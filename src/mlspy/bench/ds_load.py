@@ -10,6 +10,12 @@ them on a fixed schedule whatever the answers, and latency runs from each messag
 time to its receipt by each receiver — a DS that falls behind shows as growing latency, not as
 a slower generator. ``--kill`` SIGKILLs a node in the middle of each point and restarts it;
 every message the DS acknowledged must still reach every receiver of its group.
+
+``--commit-every N`` makes every N-th message of each sender a commit: an empty commit with a
+path (a self-update), sent with its GroupInfo as the SDK sends its commits. The parent makes
+it while encrypting, merges it at once (with one sender per group, the DS takes its commits
+in order) and encrypts what follows in the new epoch; the report gives the commits' latencies
+apart, among them commit-to-all-delivered (a commit's latest receiver).
 """
 
 from __future__ import annotations
@@ -21,15 +27,17 @@ import json
 import math
 import multiprocessing
 import os
+import resource
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mlspy.bench import ds_report
 from mlspy.bench.ds_servers import Node, start_nodes, stop_nodes
@@ -42,9 +50,15 @@ from mlspy.bench.ds_traffic import (
     WorkerSpec,
     worker_main,
 )
+from mlspy.group import Group
+
+T = TypeVar("T")
 
 START_DELAY = 1.0  # seconds between handing a point's messages over and its first send
 READY_TIMEOUT = 600.0
+# File descriptors beyond the sockets counted in ``_raise_fd_limit``: files, pipes, the DS's
+# database and logs, the Python runtime's own.
+FD_MARGIN = 1024
 
 
 class Generators:
@@ -118,23 +132,65 @@ def worker_specs(
     ]
 
 
+@dataclass(frozen=True)
+class Bodies:
+    """A point's request bodies, encrypted beforehand."""
+
+    step: float
+    interval: float
+    bodies: dict[int, list[bytes]]  # by sender
+    commits: dict[int, frozenset[int]]  # by sender: the positions in ``bodies`` of commits
+    commit_bytes: int  # the commits' MLS messages, in all (not their GroupInfos)
+
+
 def encrypt(
-    groups: Sequence[BenchGroup], rate: float, seconds: float, payload: int
-) -> tuple[float, float, dict[int, list[bytes]]]:
+    groups: Sequence[BenchGroup],
+    rate: float,
+    seconds: float,
+    payload: int,
+    commit_every: int = 0,
+) -> Bodies:
     """Every sender's messages for ``seconds`` at ``rate`` in all, as request bodies; the
     senders' slots interleave evenly: sender ``j``'s ``k``-th is due ``j·step + k·interval``
-    after the start. Returns step, interval and the bodies by sender."""
+    after the start. With ``commit_every`` N, each sender's N-th, 2N-th, ... message is a
+    commit, merged at once: what follows is in its new epoch."""
     step = 1.0 / rate
     interval = len(groups) / rate
     bodies: dict[int, list[bytes]] = {}
+    commits: dict[int, frozenset[int]] = {}
+    commit_bytes = 0
     for j, g in enumerate(groups):
         # Slots k = 0, 1, ... with j·step + k·interval < seconds.
         count = max(0, math.ceil((seconds - j * step) / interval))
-        bodies[g.index] = [
-            b'{"message":"%s"}' % base64.b64encode(g.group.encrypt_application(os.urandom(payload)))
-            for _ in range(count)
-        ]
-    return step, interval, bodies
+        positions = frozenset(
+            k for k in range(count) if commit_every and (k + 1) % commit_every == 0
+        )
+        out = bodies[g.index] = []
+        for k in range(count):  # in order: a commit changes the epoch of what follows
+            if k in positions:
+                message, body = _self_update(g.group)
+                commit_bytes += len(message)
+                out.append(body)
+            else:
+                application = g.group.encrypt_application(os.urandom(payload))
+                out.append(b'{"message":"%s"}' % base64.b64encode(application))
+        commits[g.index] = positions
+    return Bodies(step, interval, bodies, commits, commit_bytes)
+
+
+def _self_update(group: Group) -> tuple[bytes, bytes]:
+    """An empty commit with a path (fresh keys for the sender and its direct path: each of
+    the other members gets a path secret encrypted to it), merged; the message and the
+    request body that carries it with the new epoch's GroupInfo (the DS keeps the latest
+    for joiners, and the SDK sends one with every commit)."""
+    out = group.commit(force_path=True)
+    group.merge_pending_commit()
+    assert out.group_info is not None  # every commit comes with one
+    body = b'{"message":"%s","group_info":"%s"}' % (
+        base64.b64encode(out.commit),
+        base64.b64encode(out.group_info),
+    )
+    return out.commit, body
 
 
 def run_point(
@@ -146,11 +202,31 @@ def run_point(
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     """Send at ``rate`` for the warm-up and the measured window, drain, and tally."""
-    step, interval, bodies = encrypt(groups, rate, args.warmup + args.duration, args.payload)
+    began = time.monotonic()
+    made = encrypt(groups, rate, args.warmup + args.duration, args.payload, args.commit_every)
+    made_commits = sum(len(c) for c in made.commits.values())
+    if made_commits:
+        progress(
+            f"  encrypted, {made_commits} commits among them ({made.commit_bytes // made_commits}"
+            f" B each on average), in {time.monotonic() - began:.1f}s"
+        )
     start = time.monotonic() + START_DELAY
     window = (start + args.warmup, start + args.warmup + args.duration)
     gens.send(
-        [("run", Run(start, step, interval, window, _own(bodies, spec))) for spec in gens.specs]
+        [
+            (
+                "run",
+                Run(
+                    start,
+                    made.step,
+                    made.interval,
+                    window,
+                    _own(made.bodies, spec),
+                    _own(made.commits, spec),
+                ),
+            )
+            for spec in gens.specs
+        ]
     )
     killed: dict[str, float] | None = None
     _sleep_until(window[0])
@@ -162,14 +238,25 @@ def run_point(
     after = _cpu_sample(nodes)
     sent = gens.gather("sent")
     owed: dict[int, dict[int, float]] = {g.index: {} for g in groups}
+    commits: set[int] = set()
     for s in sent:
-        for group, due, seq in s.records:
+        for group, due, seq, commit in s.records:
             if seq >= 0:
                 owed[group][seq] = due
+                if commit:
+                    commits.add(seq)
     deadline = time.monotonic() + args.drain
     gens.send(
         [
-            ("expect", Expect({r.group: owed[r.group] for r in spec.receivers}, window, deadline))
+            (
+                "expect",
+                Expect(
+                    {r.group: owed[r.group] for r in spec.receivers},
+                    window,
+                    deadline,
+                    frozenset(commits),
+                ),
+            )
             for spec in gens.specs
         ]
     )
@@ -181,14 +268,32 @@ def run_point(
         "server_cpu_percent": None if server is None else 100 * server / wall,
         "generator_cpu_percent": 100 * generator / wall,
     }
-    row = ds_report.point(rate, window, sent, received, cpu)
+    row = ds_report.point(rate, window, sent, received, cpu, args.commit_every > 0)
+    if made_commits:
+        row["commits"]["message_bytes"] = made.commit_bytes / made_commits
     if killed is not None:
         row["kill"] = killed
     return row
 
 
-def _own(bodies: dict[int, list[bytes]], spec: WorkerSpec) -> dict[int, list[bytes]]:
-    return {s.index: bodies[s.index] for s in spec.senders}
+def _own(by_sender: dict[int, T], spec: WorkerSpec) -> dict[int, T]:
+    """What belongs to the senders of one generator process."""
+    return {s.index: by_sender[s.index] for s in spec.senders}
+
+
+def _raise_fd_limit(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
+    """Raise this process's soft limit on open files so that the generators (which hold a
+    WebSocket per receiver plus their HTTP connections) and the DS nodes we start (a socket
+    per receiver too) do not run out: they inherit it. A large group needs thousands where
+    the usual soft limit is 1024; the hard limit is the ceiling."""
+    sockets = args.groups * args.group_size + args.connections * args.nodes
+    need = sockets + FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < need:
+            progress(f"note: open files limited to {new} (hard limit): {need} would be safe")
 
 
 def _sleep_until(moment: float) -> None:
@@ -277,6 +382,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--groups", type=int, default=20, help="groups, one sender each (default 20)")
     add("--group-size", type=int, default=10, help="members per group (default 10)")
     add("--payload", type=int, default=100, help="application data bytes (default 100)")
+    add(
+        "--commit-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="make every N-th message of each sender a commit (a self-update with a path) "
+        "and report the commits' latencies apart (default 0: no commits)",
+    )
     add("--procs", type=int, default=1, help="generator processes (default 1)")
     add(
         "--connections",
@@ -288,7 +401,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--timeout",
         type=float,
         default=10.0,
-        help="seconds after its scheduled time a submission counts as timed out (default 10)",
+        help="seconds after its scheduled time a submission counts as timed out (default 10; "
+        "a commit is awaited 6 times as long, and counted late)",
     )
     add(
         "--drain",
@@ -318,6 +432,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("need at least one group of at least two members")
     if args.duration <= 0 or args.warmup < 0 or args.timeout <= 0 or args.payload < 0:
         p.error("--duration and --timeout must be positive, --warmup and --payload not negative")
+    if args.commit_every < 0:
+        p.error("--commit-every must not be negative")
     if args.procs < 1 or args.nodes < 1 or args.connections < 1 or args.workers < 1:
         p.error("--procs, --nodes and --connections must be at least 1")
     if args.url and (args.postgres or args.database_dir or args.nodes > 1 or args.kill):
@@ -343,6 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     table = sys.stderr if args.json else sys.stdout
     rows: list[dict[str, Any]] = []
+    _raise_fd_limit(args, progress)
     with contextlib.ExitStack() as stack:
         urls, nodes, kind = _servers(args, stack, progress)
         began = time.monotonic()
@@ -361,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             row = run_point(rate, groups, gens, nodes, args, progress)
             rows.append(row)
             print(ds_report.line(row), file=table, flush=True)
+            if "commits" in row:
+                print(ds_report.commit_line(row), file=table, flush=True)
         for text in ds_report.footer(rows):
             print(text, file=table)
     if args.json:
@@ -373,6 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "saturation": ds_report.saturation(rows),
             "lost": sum(r["lost"] for r in rows),
         }
+        if args.commit_every:
+            out["commits_lost"] = sum(r["commits"]["lost"] for r in rows)
+            out["commits_refused"] = sum(r["commits"]["refused"] for r in rows)
         print(json.dumps(out, indent=2))
     return 1 if any(r["lost"] for r in rows) else 0
 
@@ -384,4 +506,11 @@ def _describe(args: argparse.Namespace, kind: str, nodes: int) -> str:
         f"(1 sender, {args.group_size - 1} receivers), {args.payload} B messages | "
         f"{args.procs} generator process(es) | {args.duration:g}s per rate after "
         f"{args.warmup:g}s warm-up | {os.cpu_count()} CPUs"
+        + (
+            f"\ncommits: every {args.commit_every}th message of each sender is a self-update "
+            "(with a path and GroupInfo); the latency columns are the application messages', "
+            "the commits' are on the line under each row"
+            if args.commit_every
+            else ""
+        )
     )

@@ -1,5 +1,9 @@
 """The figures of one rate point of ``mlspy bench-ds``, its table row, and the saturation
-point."""
+point.
+
+With commits (``--commit-every``) the row's counts (offered, accepted, errors, losses) cover
+every submission, commits included, while its latencies are the application messages' alone;
+the commits' own figures go in the row's ``commits`` and on a second line under it."""
 
 from __future__ import annotations
 
@@ -47,9 +51,11 @@ def point(
     sent: Sequence[Sent],
     received: Sequence[Received],
     cpu: dict[str, float | None],
+    commits: bool = False,
 ) -> dict[str, Any]:
-    """One row: rates over the measured window; latencies of the messages scheduled in it
-    (every receiver's delivery); errors, losses and repeats over the whole point."""
+    """One row: rates over the measured window; latencies of the application messages
+    scheduled in it (every receiver's delivery); errors, losses and repeats over the whole
+    point; with ``commits``, the commits' figures (:func:`commit_figures`)."""
     start, end = window
     seconds = end - start
     records = [r for s in sent for r in s.records]
@@ -60,7 +66,7 @@ def point(
     kinds: Counter[str] = Counter()
     for s in sent:
         kinds.update(s.kinds)
-    return {
+    row: dict[str, Any] = {
         "rate": rate,
         "offered_per_s": len(measured) / seconds,
         "accepted_per_s": sum(1 for r in measured if r[2] >= 0) / seconds,
@@ -80,6 +86,53 @@ def point(
         "reconnects": sum(r.reconnects for r in received),
         "send_lag_p99_ms": percentile(lags, 0.99),
         **cpu,
+    }
+    if commits:
+        late = sum(s.late_commits for s in sent)
+        row["commits"] = commit_figures(window, records, kinds, received, late)
+    return row
+
+
+def commit_figures(
+    window: tuple[float, float],
+    records: Sequence[tuple[int, float, int, bool]],
+    kinds: Counter[str],
+    received: Sequence[Received],
+    late: int = 0,
+) -> dict[str, Any]:
+    """The commits of a point: how many were submitted and accepted (``late``: answered
+    after the timeout, though accepted), refusals (409s apart: the epoch moved under the
+    sender), lost deliveries, receipts filed under the wrong kind;
+    and the latencies of those scheduled in the window — ``to_all``: per commit, its latest
+    receiver's (commit-to-all-delivered), of the commits every receiver got; ``delivery``:
+    every receiver's."""
+    start, end = window
+    ours = [r for r in records if r[3]]
+    incomplete = set().union(*(r.commits_incomplete for r in received))
+    last: dict[int, float] = {}
+    for r in received:
+        for seq, ms in r.commit_last_ms.items():
+            last[seq] = max(ms, last.get(seq, ms))
+    to_all = sorted(ms for seq, ms in last.items() if seq not in incomplete)
+    each = sorted(x for r in received for x in r.commit_latencies_ms)
+    return {
+        "submitted": len(ours),
+        "in_window": sum(1 for r in ours if start <= r[1] < end),
+        "acknowledged": sum(1 for r in ours if r[2] >= 0),
+        "late": late,
+        "refused": sum(1 for r in ours if r[2] == REFUSED),
+        "conflicts": kinds["commit 409"],
+        "timeouts": sum(1 for r in ours if r[2] == TIMEOUT),
+        "connection_errors": sum(1 for r in ours if r[2] == TRANSPORT),
+        "lost": sum(r.commits_lost for r in received),
+        "misfiled": sum(r.misfiled for r in received),
+        "to_all_count": len(to_all),
+        "to_all_p50_ms": percentile(to_all, 0.50),
+        "to_all_p99_ms": percentile(to_all, 0.99),
+        "to_all_max_ms": to_all[-1] if to_all else None,
+        "delivery_p50_ms": percentile(each, 0.50),
+        "delivery_p99_ms": percentile(each, 0.99),
+        "delivery_max_ms": each[-1] if each else None,
     }
 
 
@@ -107,6 +160,25 @@ def line(row: dict[str, Any]) -> str:
         value = row.get(key)
         cells.append(f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}")
     return " ".join(cells)
+
+
+def commit_line(row: dict[str, Any]) -> str:
+    """The second line of a point with commits: counts, then latencies in ms."""
+    c = row["commits"]
+
+    def ms(key: str) -> str:
+        value = c[key]
+        return "-" if value is None else f"{value:.1f}"
+
+    return (
+        f"{'commits':>8}: {c['submitted']} submitted, {c['acknowledged']} accepted "
+        f"({c['late']} late), "
+        f"{c['refused']} refused ({c['conflicts']} x 409), {c['timeouts']} timed out, "
+        f"{c['lost']} deliveries lost | to all receivers (n={c['to_all_count']}) "
+        f"p50 {ms('to_all_p50_ms')} p99 {ms('to_all_p99_ms')} max {ms('to_all_max_ms')} | "
+        f"per delivery p50 {ms('delivery_p50_ms')} p99 {ms('delivery_p99_ms')} "
+        f"max {ms('delivery_max_ms')}"
+    )
 
 
 def footer(rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -8,11 +8,18 @@ backlog has drained. Then, per rate point:
 1. ``run``: the senders it owns submit their pre-encrypted messages at fixed times (the
    schedule never waits for an answer, so requests pile up in flight when the DS falls
    behind); it answers with one record per message — its scheduled time, how late the
-   generator started it, and the DS's sequence number or the error.
+   generator started it, whether it is a commit, and the DS's sequence number or the error.
+   One exception to "never waits": a sender's messages due after one of its commits are
+   held until the DS answered the commit, since they are encrypted in the commit's new
+   epoch and the DS refuses (409) an application message of an epoch it has not reached —
+   a real client cannot send in the new epoch before its commit is accepted either. They
+   keep their scheduled times, so the wait counts in their latency.
 2. ``expect``: the parent hands it, per group, the sequence numbers the DS acknowledged and
    their scheduled times; it waits until every receiver has them all (or a deadline) and
    answers with the latencies (scheduled send → receipt) and counts of lost and repeated
-   deliveries.
+   deliveries, application messages and commits apart (each receiver tells them by the
+   content type in the clear in each MLS message's header), with each commit's latest
+   receipt over its receivers.
 
 Receivers note every item's arrival time by sequence number, whatever its order relative to
 the sender's answer: the two are joined only in step 2. They acknowledge on the socket (acks
@@ -26,11 +33,13 @@ Times are ``time.monotonic()``: one clock (CLOCK_MONOTONIC) for all processes of
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import time
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -40,12 +49,23 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from mlspy.bench.http1 import Connection as HTTPConnection
 from mlspy.bench.http1 import HTTPError
+from mlspy.codec import Reader
+from mlspy.errors import DecodeError
+from mlspy.messages import ContentType, SenderType, WireFormat
 
 # Outcome of a submission that got no sequence number.
 TIMEOUT, TRANSPORT, REFUSED = -1, -2, -3
 RECONNECT_PAUSE = 0.2
 QUIET = 0.5  # the setup's backlog has drained when no item arrived for this long
 WS_MAX_SIZE = 64 << 20  # setup items carry whole commits and Welcomes
+# Base64 characters of an item's data enough for its MLS header (a multiple of 4): the
+# header is a few dozen bytes, a commit of a large group a hundred kilobytes.
+HEADER_CHARS = 512
+# A commit is awaited this many times ``timeout``: given up (unsent, or its answer not
+# awaited), it would leave its sender an epoch ahead of the DS and every later message of
+# its group refused (409), so a slow commit shows as a late one (counted apart, its
+# deliveries still measured) rather than as a cascade of refusals.
+COMMIT_PATIENCE = 6.0
 
 
 @dataclass(frozen=True)
@@ -81,16 +101,20 @@ class Run:
     interval: float
     window: tuple[float, float]  # the measured part (after the warm-up)
     bodies: dict[int, list[bytes]]  # sender index -> JSON request bodies, in order
+    # sender index -> the positions ``k`` in its bodies that are commits
+    commits: dict[int, frozenset[int]] = field(default_factory=dict)
 
 
 @dataclass
 class Sent:
-    # (group, scheduled time, seq or TIMEOUT/TRANSPORT/REFUSED)
-    records: list[tuple[int, float, int]] = field(default_factory=list)
+    # (group, scheduled time, seq or TIMEOUT/TRANSPORT/REFUSED, a commit?)
+    records: list[tuple[int, float, int, bool]] = field(default_factory=list)
     # How late the generator put each submission up for sending (s): its own lateness.
     lags: array[float] = field(default_factory=lambda: array("d"))
-    kinds: Counter[str] = field(default_factory=Counter)  # failures: HTTP status or error
+    # Failures: HTTP status or error, prefixed "commit " for commits.
+    kinds: Counter[str] = field(default_factory=Counter)
     cpu: tuple[float, float] = (0.0, 0.0)  # CPU seconds, wall seconds in the window
+    late_commits: int = 0  # accepted, but answered more than ``timeout`` after their time
 
 
 @dataclass(frozen=True)
@@ -98,14 +122,25 @@ class Expect:
     groups: dict[int, dict[int, float]]  # group -> acknowledged seq -> scheduled time
     window: tuple[float, float]
     deadline: float
+    commits: frozenset[int] = frozenset()  # which of the acknowledged seqs are commits
 
 
 @dataclass
 class Received:
+    # Every delivery of the messages scheduled in the window: application messages...
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
+    # ... and commits, as the receivers told them apart.
+    commit_latencies_ms: array[float] = field(default_factory=lambda: array("d"))
+    # Per commit scheduled in the window: its latest delivery to this process's receivers
+    # (ms); a commit some receiver here never got is in ``commits_incomplete`` instead.
+    commit_last_ms: dict[int, float] = field(default_factory=dict)
+    commits_incomplete: set[int] = field(default_factory=set)
     delivered_in_window: int = 0  # first receipts that happened within the window
     expected: int = 0  # deliveries owed: acknowledged messages x receivers of their group
     lost: int = 0
+    commits_lost: int = 0  # of ``lost``, deliveries of commits
+    # Receipts whose ``kind`` (commit or not) is not what the sender submitted.
+    misfiled: int = 0
     duplicates: int = 0
     reconnects: int = 0
 
@@ -117,6 +152,7 @@ class Receiver:
         self.spec = spec
         self.worker = worker
         self.first: dict[int, float] = {}
+        self.commits: set[int] = set()  # seqs the DS delivered as commits
         self.repeats: Counter[int] = Counter()
         self.missing: set[int] = set()
         self.complete = asyncio.Event()
@@ -156,8 +192,9 @@ class Receiver:
         try:
             async for text in sock:
                 now = time.monotonic()
-                seq = int(json.loads(text)["seq"])
-                self.note(seq, now)
+                item = json.loads(text)
+                seq = int(item["seq"])
+                self.note(seq, now, is_commit(item.get("data", "")))
                 acks.append(seq)
                 wake.set()
         finally:
@@ -165,20 +202,22 @@ class Receiver:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await acker
 
-    def note(self, seq: int, now: float) -> None:
+    def note(self, seq: int, now: float, commit: bool = False) -> None:
         self.worker.last_item = now
         if seq in self.first:
             self.repeats[seq] += 1
             return
         self.first[seq] = now
+        if commit:
+            self.commits.add(seq)
         if seq in self.missing:
             self.missing.discard(seq)
             if not self.missing:
                 self.complete.set()
 
 
-# A submission waiting for a connection: sender, body, scheduled time, results.
-Job = tuple[SenderSpec, bytes, float, Sent]
+# A submission waiting for a connection: sender, body, scheduled time, results, a commit?
+Job = tuple[SenderSpec, bytes, float, Sent, bool]
 
 
 class Worker:
@@ -188,6 +227,9 @@ class Worker:
         self.last_item = time.monotonic()
         self.receivers = [Receiver(r, self) for r in spec.receivers]
         self.queues: dict[str, asyncio.Queue[Job]] = {}
+        # Sender index -> its submissions due since its commit in flight, in order; a
+        # sender is here exactly while one of its commits awaits the DS's answer.
+        self.held: dict[int, deque[Job]] = {}
         self.requests = {
             s.index: (
                 f"/v1/groups/{s.group_id.hex()}/messages",
@@ -227,6 +269,7 @@ class Worker:
     async def send(self, run: Run) -> Sent:
         sent = Sent()
         senders = {s.index: s for s in self.spec.senders}
+        no_commits: frozenset[int] = frozenset()
         schedule = sorted(
             (run.start + j * run.step + k * run.interval, j, k)
             for j, bodies in run.bodies.items()
@@ -238,11 +281,34 @@ class Worker:
             if delay > 0:
                 await asyncio.sleep(delay)
             sent.lags.append(time.monotonic() - due)
-            self.queues[senders[j].url].put_nowait((senders[j], run.bodies[j][k], due, sent))
+            commit = k in run.commits.get(j, no_commits)
+            self._put((senders[j], run.bodies[j][k], due, sent, commit))
         for queue in self.queues.values():
             await queue.join()
         sent.cpu = await cpu
         return sent
+
+    def _put(self, job: Job) -> None:
+        """Queue a submission for a connection, unless its sender awaits a commit's answer."""
+        sender, commit = job[0], job[4]
+        waiting = self.held.get(sender.index)
+        if waiting is not None:
+            waiting.append(job)
+            return
+        if commit:
+            self.held[sender.index] = deque()
+        self.queues[sender.url].put_nowait(job)
+
+    def _release(self, sender: SenderSpec) -> None:
+        """The DS answered ``sender``'s commit (whatever the answer: a refused commit leaves
+        the rest to be refused, and counted): queue what it held, up to its next commit."""
+        waiting = self.held.pop(sender.index)
+        while waiting:
+            job = waiting.popleft()
+            self.queues[sender.url].put_nowait(job)
+            if job[4]:
+                self.held[sender.index] = waiting
+                return
 
     async def _lane(self, url: str, queue: asyncio.Queue[Job]) -> None:
         connection = HTTPConnection(url)
@@ -251,15 +317,28 @@ class Worker:
             try:
                 await self._submit(connection, *job)
             finally:
+                if job[4]:
+                    # Before ``task_done``: what it releases is queued before ``send``'s
+                    # ``join`` can see the queue empty.
+                    self._release(job[0])
                 queue.task_done()
 
     async def _submit(
-        self, connection: HTTPConnection, sender: SenderSpec, body: bytes, due: float, sent: Sent
+        self,
+        connection: HTTPConnection,
+        sender: SenderSpec,
+        body: bytes,
+        due: float,
+        sent: Sent,
+        commit: bool,
     ) -> None:
         path, headers = self.requests[sender.index]
         # The timeout runs from the scheduled time: a submission still queued by then is
-        # given up unsent, so a point ends at most ``timeout`` after its last due time.
-        left = due + self.spec.timeout - time.monotonic()
+        # given up unsent, so a point ends at most ``timeout`` after its last due time
+        # (``COMMIT_PATIENCE`` times that for a commit).
+        patience = COMMIT_PATIENCE if commit else 1.0
+        left = due + self.spec.timeout * patience - time.monotonic()
+        prefix = "commit " if commit else ""
         try:
             if left <= 0:
                 raise TimeoutError
@@ -269,16 +348,18 @@ class Worker:
             outcome = TIMEOUT
         except HTTPError as exc:
             outcome = TRANSPORT
-            sent.kinds[str(exc)] += 1
+            sent.kinds[f"{prefix}{exc}"] += 1
         else:
             if 200 <= status < 300:
                 outcome = _seq_of(content)
                 if outcome < 0:
-                    sent.kinds[f"{status} without a seq"] += 1
+                    sent.kinds[f"{prefix}{status} without a seq"] += 1
+                elif commit and time.monotonic() > due + self.spec.timeout:
+                    sent.late_commits += 1
             else:
                 outcome = REFUSED
-                sent.kinds[str(status)] += 1
-        sent.records.append((sender.group, due, outcome))
+                sent.kinds[f"{prefix}{status}"] += 1
+        sent.records.append((sender.group, due, outcome, commit))
 
     async def expect(self, expect: Expect) -> Received:
         for r in self.receivers:
@@ -300,11 +381,27 @@ class Worker:
             out.expected += len(owed)
             for seq, due in owed.items():
                 got = r.first.get(seq)
+                sent_commit = seq in expect.commits
+                measured = start <= due < end
                 if got is None:
                     out.lost += 1
+                    if sent_commit:
+                        out.commits_lost += 1
+                        if measured:
+                            out.commits_incomplete.add(seq)
                     continue
-                if start <= due < end:
-                    out.latencies_ms.append((got - due) * 1000)
+                # Filed as the receiver saw it; a disagreement with the sender is counted.
+                commit = seq in r.commits
+                if commit != sent_commit:
+                    out.misfiled += 1
+                if measured:
+                    latency = (got - due) * 1000
+                    if commit:
+                        out.commit_latencies_ms.append(latency)
+                        last = out.commit_last_ms.get(seq, latency)
+                        out.commit_last_ms[seq] = max(last, latency)
+                    else:
+                        out.latencies_ms.append(latency)
                 if start <= got < end:
                     out.delivered_in_window += 1
                 out.duplicates += r.repeats.get(seq, 0)
@@ -312,10 +409,44 @@ class Worker:
             # Forget this point (and the setup's items): a late repeat of one of its
             # messages is not one of the next point's.
             r.first.clear()
+            r.commits.clear()
             r.repeats.clear()
             r.missing = set()
             r.reconnects = 0
+        for seq in out.commits_incomplete:
+            out.commit_last_ms.pop(seq, None)
         return out
+
+
+def is_commit(data: str) -> bool:
+    """Whether a queue item's data (base64 of an MLSMessage) is a commit. The DS calls every
+    MLS message "message"; the content type is in the clear in both PublicMessages and
+    PrivateMessages (RFC 9420 §6.2, §6.3), after a few header fields: read from a prefix,
+    without decoding (or base64-decoding) the whole of a large commit."""
+    with contextlib.suppress(DecodeError, binascii.Error, ValueError):
+        return _content_type(base64.b64decode(data[:HEADER_CHARS])) == ContentType.commit
+    if len(data) <= HEADER_CHARS:
+        return False  # not a message of a group: not a commit
+    # A header longer than the prefix (a long group id or authenticated data).
+    with contextlib.suppress(DecodeError, binascii.Error, ValueError):
+        return _content_type(base64.b64decode(data)) == ContentType.commit
+    return False
+
+
+def _content_type(head: bytes) -> int:
+    r = Reader(head)
+    r.uint16()  # version
+    wire = r.uint16()
+    r.opaque()  # group_id
+    r.uint64()  # epoch
+    if wire == WireFormat.mls_public_message:
+        sender = r.uint8()
+        if sender in (SenderType.member, SenderType.external):
+            r.uint32()  # leaf index, or external sender index
+        r.opaque()  # authenticated_data
+    elif wire != WireFormat.mls_private_message:
+        return 0  # a Welcome, GroupInfo, KeyPackage: no content
+    return r.uint8()
 
 
 def _seq_of(content: bytes) -> int:
