@@ -309,3 +309,23 @@ def test_sqlite_locked_by_another_process_is_503_not_500(tmp_path: Path) -> None
         bob.sync()
         assert bob.group is not None
     service.db.close()
+
+
+def test_reads_on_their_own_replace_killed_connections(pg: EmbeddedPostgres) -> None:
+    """``query`` (a read without a transaction: a socket's queue, a token) finds a pooled
+    connection the server ended and runs on a new one, as ``BEGIN`` does for transactions."""
+    db = PostgresDatabase(pg.url, pool_size=3)
+    try:
+        with db.transaction() as tx:
+            tx.execute("DELETE FROM groups WHERE group_id = ?", (b"query-test",))
+        with psycopg.connect(pg.url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+        for _ in range(6):  # twice around the pool: every stale slot is met and refilled
+            assert db.query("SELECT COUNT(*) FROM groups WHERE group_id = ?", (b"query-test",)) == [
+                (0,)
+            ]
+    finally:
+        db.close()

@@ -525,12 +525,11 @@ class AuthenticationService(Devices):
         if not token:
             raise Unauthorized("missing bearer token")
         generation = self.token_cache.generation  # before the read (``token_cache.py``)
-        with self.db.read() as tx:
-            rows = tx.execute(
-                "SELECT c.id, c.identity, c.signature_key, c.cipher_suite, t.expires "
-                "FROM tokens t JOIN clients c ON c.id = t.client_id WHERE t.token = ?",
-                (token,),
-            )
+        rows = self.db.query(
+            "SELECT c.id, c.identity, c.signature_key, c.cipher_suite, t.expires "
+            "FROM tokens t JOIN clients c ON c.id = t.client_id WHERE t.token = ?",
+            (token,),
+        )
         now = self.clock()
         if not rows or float(rows[0][4]) < now:
             raise Unauthorized("invalid or expired token: authenticate again")

@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -208,6 +208,11 @@ class Database(Protocol):
     def transaction(self) -> Any: ...
 
     def read(self) -> Any: ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """One read-only statement on its own (no explicit transaction): the hot reads —
+        a socket's queue, a token — in one round trip."""
+        ...
 
     def ping(self) -> None: ...
 
@@ -465,6 +470,19 @@ class SQLiteDatabase:
                 raise _unavailable(str(exc)) from None
             raise
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """One statement in autocommit mode: SQLite reads it from one snapshot anyway, so
+        the BEGIN and COMMIT of :meth:`read` are two calls saved."""
+        if not self._shared:
+            with self.transaction() as tx:
+                return tx.execute(sql, params)
+        try:
+            return self._reader().execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            if _sqlite_transient(exc):
+                raise _unavailable(str(exc)) from None
+            raise
+
     def ping(self) -> None:
         """Read the schema page (``SELECT 1`` alone would not touch the file)."""
         with self._turn():
@@ -612,6 +630,13 @@ class PostgresDatabase:
     def _begin(self, conn: Any) -> Any:
         """A connection with a transaction open on it: the pooled one if it answers ``BEGIN``,
         else new ones, a bounded number of times. Nothing has run yet, so retrying is safe."""
+        conn, _ = self._first(conn, lambda c: c.execute("BEGIN"))
+        return conn
+
+    def _first(self, conn: Any, statement: Callable[[Any], Any]) -> tuple[Any, Any]:
+        """Run ``statement`` (safe to repeat: a ``BEGIN``, or a read on its own) on the
+        pooled connection, else on new ones, a bounded number of times; the connection it
+        ran on and its result."""
         start = time.monotonic()
         pause = self._backoff
         last: BaseException | None = None
@@ -631,8 +656,7 @@ class PostgresDatabase:
                         raise _unavailable("it was unreachable a moment ago")
                     conn = self._connect()
                     self._down_until = 0.0
-                conn.execute("BEGIN")
-                return conn
+                return conn, statement(conn)
             except self._psycopg.Error as exc:
                 if not self._transient(exc):
                     self._discard(conn)
@@ -672,6 +696,22 @@ class PostgresDatabase:
         """Reads run in a transaction of the pool like writes (PostgreSQL's MVCC readers do
         not wait for writers)."""
         return self.transaction()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """One read on its own in autocommit mode: one round trip, where a transaction takes
+        four (``BEGIN``, the read, the transaction id, ``COMMIT``). A read is safe to
+        repeat, so a stale pooled connection is replaced just as at ``BEGIN``."""
+        try:
+            conn = self._pool.get(timeout=self._checkout_timeout)
+        except queue.Empty:
+            raise _unavailable("every connection is busy") from None
+        try:
+            conn, rows = self._first(conn, lambda c: _PgTx(c).execute(sql, params))
+        except BaseException:
+            self._pool.put(None)
+            raise
+        self._pool.put(conn if self._usable(conn) else None)
+        return list(rows)
 
     def _run(self, conn: Any) -> Iterator[_PgTx]:
         psycopg = self._psycopg

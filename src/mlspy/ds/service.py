@@ -836,13 +836,12 @@ class DeliveryService(AuthenticationService):
     def fetch(self, client: ClientInfo, after: int = 0, limit: int = 500) -> list[QueuedMessage]:
         if not storable(after):
             raise BadRequest(f"after must be a sequence number (at most {MAX_STORED})")
-        with self.db.read() as tx:
-            rows = tx.execute(
-                "SELECT m.seq, m.kind, m.group_id, m.epoch, m.data FROM queue q "
-                "JOIN messages m ON m.seq = q.seq WHERE q.client_id = ? AND q.seq > ? "
-                "ORDER BY q.seq LIMIT ?",
-                (client.id, after, limit),
-            )
+        rows = self.db.query(
+            "SELECT m.seq, m.kind, m.group_id, m.epoch, m.data FROM queue q "
+            "JOIN messages m ON m.seq = q.seq WHERE q.client_id = ? AND q.seq > ? "
+            "ORDER BY q.seq LIMIT ?",
+            (client.id, after, limit),
+        )
         return [
             QueuedMessage(
                 int(r[0]),
