@@ -776,10 +776,11 @@ class PostgresDatabase:
     def notify(self, channel: str, payload: str) -> None:
         """Best effort: it runs after the request's own transaction committed, so a failure
         here must not turn a done request into an error (the client would send it again).
-        A node that missed it reconnects its listener and wakes all its sockets."""
+        A node that missed it reconnects its listener and wakes all its sockets. On its own in
+        autocommit (one round trip, not a transaction's four); sent twice if a stale connection
+        made it run again, which only wakes sockets twice."""
         try:
-            with self.transaction() as tx:
-                tx.execute("SELECT pg_notify(?, ?)", (channel, payload))
+            self.query("SELECT pg_notify(?, ?)", (channel, payload))
         except (Unavailable, self._psycopg.Error) as exc:
             log.warning("NOTIFY lost (%s); other nodes' sockets will poll", _reason(exc))
 

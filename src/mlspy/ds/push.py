@@ -88,6 +88,46 @@ class AckBatcher:
                         w.set_result(None)
 
 
+class FetchBatcher:
+    """The queue reads of every socket of this node woken together, in one statement on a
+    worker thread (PostgreSQL: ``DeliveryService.fetch_many``), where one read per socket
+    costs a thread hand-off and a database round trip each — most of a delivery's cost
+    there. Reads asked for while one batch runs gather for the next."""
+
+    def __init__(self, service: DeliveryService) -> None:
+        self.service = service
+        self._pending: dict[str, tuple[int, list[asyncio.Future[list[QueuedMessage]]]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def fetch(self, client_id: str, after: int) -> list[QueuedMessage]:
+        done: asyncio.Future[list[QueuedMessage]] = asyncio.get_running_loop().create_future()
+        earlier = self._pending.get(client_id)
+        if earlier is None:
+            self._pending[client_id] = (after, [done])
+        else:  # the same client's other socket: one read serves both
+            self._pending[client_id] = (min(earlier[0], after), [*earlier[1], done])
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read())
+        return await done
+
+    async def _read(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            afters = {cid: after for cid, (after, _) in batch.items()}
+            try:
+                found = await run_in_threadpool(self.service.fetch_many, afters, FETCH_LIMIT)
+            except Exception as exc:  # each waiting socket decides what it means
+                for _, waiters in batch.values():
+                    for w in waiters:
+                        if not w.done():
+                            w.set_exception(exc)
+            else:
+                for cid, (_, waiters) in batch.items():
+                    for w in waiters:
+                        if not w.done():
+                            w.set_result(found[cid])
+
+
 def item(m: QueuedMessage) -> api.QueueItem:
     return api.QueueItem(
         seq=m.seq, kind=m.kind, group_id=m.group_id.hex(), epoch=m.epoch, data=m.data
@@ -121,6 +161,7 @@ class Push:
         self.recheck = recheck
         self.service = service
         self.acks = AckBatcher(service)
+        self.fetches = FetchBatcher(service)
         self.wakeups = wakeups
         self.sockets = sockets
 
@@ -199,7 +240,9 @@ class Push:
         in_order = self.service.db.dialect == "sqlite"
         after = 0
         full = asyncio.Event()  # the last read was a full page: an ack makes room for more
-        read_task = asyncio.create_task(self._reader(socket, client, event, sent, full))
+        read_task = asyncio.create_task(
+            self._reader(socket, client, event, sent if in_order else None, full)
+        )
         checked = time.monotonic()
         try:
             while True:
@@ -214,13 +257,21 @@ class Push:
                     # the server's CPU).
                     queued = self.service.fetch(client, after, FETCH_LIMIT)
                 else:
-                    queued = await run_in_threadpool(self.service.fetch, client, after, FETCH_LIMIT)
+                    queued = await self.fetches.fetch(client.id, after)
                 if len(queued) == FETCH_LIMIT:
                     full.set()
                 else:
                     full.clear()
                 if not in_order:
-                    sent &= {m.seq for m in queued}  # forget what was acknowledged elsewhere
+                    # Forget what was acknowledged (here or elsewhere): what a read that
+                    # began after the ack was durable no longer returns. Only here, never when
+                    # the ack is made: a read that began before it may still return the seq,
+                    # which must then not go out again. Beyond a full page nothing is known.
+                    seen = {m.seq for m in queued}
+                    top = queued[-1].seq if len(queued) == FETCH_LIMIT else None
+                    sent.difference_update(
+                        [s for s in sent if s not in seen and (top is None or s < top)]
+                    )
                 items = [m for m in queued if m.seq not in sent]
                 if items:
                     # One frame write per item, but one event-loop pass for the batch.
@@ -232,9 +283,11 @@ class Push:
                 if read_task.done():
                     read_task.result()  # a refusal from the reader closes with its code
                     return
-                if not items:
+                if not items or not full.is_set():
                     # Sleep until new messages are queued, the client goes away, or it is
-                    # time to check the token again.
+                    # time to check the token again. Not read again right after a send that
+                    # left no page full: whatever was queued since the read set the event
+                    # (cleared before it), so the wait ends at once (one read per wake).
                     waiter = asyncio.ensure_future(event.wait())
                     await asyncio.wait(
                         {waiter, read_task}, timeout=self.recheck, return_when="FIRST_COMPLETED"
@@ -249,9 +302,12 @@ class Push:
         socket: WebSocket,
         client: ClientInfo,
         event: asyncio.Event,
-        sent: set[int],
+        sent: set[int] | None,
         full: asyncio.Event,
     ) -> None:
+        """Take the client's ack frames. ``sent``: the seqs sent on this socket, to forget
+        once acknowledged (SQLite, where reads follow a cursor; None on PostgreSQL, where
+        the next read forgets them)."""
         while True:
             message = await socket.receive()
             if message["type"] == "websocket.disconnect":
@@ -266,7 +322,8 @@ class Push:
                 raise
             except DSError as exc:
                 raise _Refused(4400, exc.message) from None
-            sent.difference_update(seqs)
+            if sent is not None:
+                sent.difference_update(seqs)
             if full.is_set():
                 event.set()  # the queue had more than one page: read on
 

@@ -96,6 +96,13 @@ class QueuedMessage:
     data: bytes
 
 
+def _queued(r: Sequence[Any]) -> QueuedMessage:
+    """A queue row (seq, kind, group_id, epoch, data) as the client sees it."""
+    return QueuedMessage(
+        int(r[0]), str(r[1]) if r[1] in _NOTICES else "message", bytes(r[2]), int(r[3]), bytes(r[4])
+    )
+
+
 @dataclass
 class DeliveryService(AuthenticationService):
     """The Delivery Service (RFC 9750 §5) on the AS's database.
@@ -836,22 +843,47 @@ class DeliveryService(AuthenticationService):
     def fetch(self, client: ClientInfo, after: int = 0, limit: int = 500) -> list[QueuedMessage]:
         if not storable(after):
             raise BadRequest(f"after must be a sequence number (at most {MAX_STORED})")
+        return self._read_queue(client.id, after, limit)
+
+    def fetch_many(
+        self, afters: Mapping[str, int], limit: int = 500
+    ) -> dict[str, list[QueuedMessage]]:
+        """:meth:`fetch` for many clients (client id → the seq after which to read) at once:
+        the sockets of a node woken together. On PostgreSQL one statement (a lateral join,
+        ``limit`` per client), where one read per socket costs a thread hand-off and a round
+        trip each."""
+        for after in afters.values():
+            if not storable(after):
+                raise BadRequest(f"after must be a sequence number (at most {MAX_STORED})")
+        found: dict[str, list[QueuedMessage]] = {cid: [] for cid in afters}
+        if not afters:
+            return found
+        if self.db.dialect != "postgresql":
+            for cid, after in afters.items():
+                found[cid] = self._read_queue(cid, after, limit)
+            return found
+        ids = list(afters)
+        rows = self.db.query(
+            "SELECT c.id, m.seq, m.kind, m.group_id, m.epoch, m.data "
+            "FROM unnest(?::text[], ?::bigint[]) AS c(id, after) CROSS JOIN LATERAL ("
+            "SELECT m.seq, m.kind, m.group_id, m.epoch, m.data FROM queue q "
+            "JOIN messages m ON m.seq = q.seq WHERE q.client_id = c.id AND q.seq > c.after "
+            "ORDER BY q.seq LIMIT ?) m ORDER BY c.id, m.seq",
+            (ids, [afters[c] for c in ids], limit),
+        )
+        for r in rows:
+            found[str(r[0])].append(_queued(r[1:]))
+        return found
+
+    def _read_queue(self, client_id: str, after: int, limit: int) -> list[QueuedMessage]:
+        """The queue of ``client_id`` after ``after``, at most ``limit`` messages."""
         rows = self.db.query(
             "SELECT m.seq, m.kind, m.group_id, m.epoch, m.data FROM queue q "
             "JOIN messages m ON m.seq = q.seq WHERE q.client_id = ? AND q.seq > ? "
             "ORDER BY q.seq LIMIT ?",
-            (client.id, after, limit),
+            (client_id, after, limit),
         )
-        return [
-            QueuedMessage(
-                int(r[0]),
-                str(r[1]) if r[1] in _NOTICES else "message",
-                bytes(r[2]),
-                int(r[3]),
-                bytes(r[4]),
-            )
-            for r in rows
-        ]
+        return [_queued(r) for r in rows]
 
     def ack(self, client: ClientInfo, seqs: Sequence[int]) -> None:
         """Drop acknowledged messages from the client's queue (idempotent); a message every
