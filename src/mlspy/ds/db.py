@@ -201,6 +201,11 @@ class Tx(Protocol):
 
     def lock_group(self, group_id: bytes) -> Row | None: ...
 
+    def lock_messages(self, seqs: Sequence[int]) -> None:
+        """Hold the rows of these messages until the transaction ends (in seq order, so two
+        transactions never wait for each other in a cycle)."""
+        ...
+
 
 class Database(Protocol):
     dialect: str
@@ -243,6 +248,9 @@ class _SQLiteTx:
     def insert_returning_seq(self, sql: str, params: Sequence[Any]) -> int:
         cur = self._db.execute(sql, tuple(params))
         return int(cur.lastrowid or 0)
+
+    def lock_messages(self, seqs: Sequence[int]) -> None:
+        del seqs  # BEGIN IMMEDIATE already holds the single writer lock
 
     def lock_group(self, group_id: bytes) -> Row | None:
         # BEGIN IMMEDIATE already holds the single writer lock.
@@ -524,6 +532,13 @@ class _PgTx:
     def insert_returning_seq(self, sql: str, params: Sequence[Any]) -> int:
         rows = self.execute(sql + " RETURNING seq", params)
         return int(rows[0][0])
+
+    def lock_messages(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            self.execute(
+                "SELECT seq FROM messages WHERE seq = ANY(?) ORDER BY seq FOR UPDATE",
+                (sorted(seqs),),
+            )
 
     def lock_group(self, group_id: bytes) -> Row | None:
         rows = self.execute(

@@ -61,6 +61,11 @@ def forget_delivered(tx: Tx, seqs: Sequence[int]) -> int:
     """Of ``seqs``, delete the messages no queue holds any more (everyone acknowledged them,
     or they had no recipient) — but a group's latest commit (see the module docstring)."""
     done: list[int] = []
+    # Acks of the same message's last receivers may commit at once on two PostgreSQL nodes;
+    # each would still see the other's queue row (READ COMMITTED) and leave the message to
+    # the sweep. Taking the message rows first makes the second wait for the first and then
+    # read after it (a new snapshot per statement), so one of them deletes it.
+    tx.lock_messages(sorted(set(seqs)))
     for chunk in _chunks(sorted(set(seqs))):
         marks = ", ".join("?" for _ in chunk)
         rows = tx.execute(
