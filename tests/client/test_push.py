@@ -140,6 +140,37 @@ def test_messages_and_acks_travel_on_the_websocket(ds: DS) -> None:
     asyncio.run(scenario())
 
 
+def test_what_a_client_sends_goes_on_its_websocket(ds: DS) -> None:
+    """Messages and commits go on the open socket: no HTTP POST of a message, and the others
+    receive them in order; a submission too large for a frame still goes over HTTP."""
+
+    def posts(seen: Counter[tuple[str, str]]) -> int:  # POST /v1/groups/{id}/messages
+        return sum(n for (m, p), n in seen.items() if m == "POST" and p.endswith("/messages"))
+
+    async def scenario() -> None:
+        alice, bob, gid = await _pair(ds.url)
+        await _eventually(lambda: alice._socket is not None and alice._socket.max_frame is not None)
+        before = Counter(ds.counting.seen)
+        for i in range(10):
+            await alice.send(gid, f"m{i}")
+        await alice.update(gid)  # a commit with a path and a GroupInfo
+        await alice.send(gid, "after the commit")
+        assert await _texts(bob, 11) == [*(f"m{i}" for i in range(10)), "after the commit"]
+        assert posts(ds.counting.seen - before) == 0
+        assert alice.group(gid).group.epoch == bob.group(gid).group.epoch
+        # A frame the DS would not take (as if its max_frame were tiny) goes over HTTP.
+        assert alice._socket is not None
+        alice._socket.max_frame = 10
+        before = Counter(ds.counting.seen)
+        await alice.send(gid, "too big for the socket")
+        assert await _texts(bob, 1) == ["too big for the socket"]
+        assert posts(ds.counting.seen - before) == 1
+        await alice.stop()
+        await bob.stop()
+
+    asyncio.run(scenario())
+
+
 def test_marks_of_socket_acks_are_confirmed_in_batches(
     ds: DS, monkeypatch: pytest.MonkeyPatch
 ) -> None:

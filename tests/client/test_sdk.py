@@ -166,21 +166,22 @@ def test_last_resort_key_package_is_rotated(server: InProcessServer) -> None:
 
 def _lose_answers(client: Client, count: int, *, deliver_first: bool = True) -> list[str]:
     """Make the next ``count`` submissions fail with a timeout; with ``deliver_first`` the
-    first of them still reaches the DS (only its answer is lost)."""
-    real = client.ds.submit
+    first of them still reaches the DS (only its answer is lost). Whether they go on the
+    WebSocket or over HTTP (``Client._post`` chooses)."""
+    real = client._post
     calls: list[str] = []
 
-    def submit(*args: Any, **kwargs: Any) -> int:
+    async def submit(*args: Any, **kwargs: Any) -> int:
         if len(calls) < count:
             reached = deliver_first and not calls
             calls.append("delivered" if reached else "lost")
             if reached:
-                real(*args, **kwargs)
+                await real(*args, **kwargs)
             raise httpx.ReadTimeout("answer lost")
         calls.append("ok")
-        return real(*args, **kwargs)
+        return await real(*args, **kwargs)
 
-    client.ds.submit = submit  # type: ignore[method-assign]
+    client._post = submit  # type: ignore[method-assign]
     return calls
 
 
@@ -277,17 +278,17 @@ def test_refusal_after_a_lost_answer_keeps_the_commit(server: InProcessServer) -
         ):
             gid = await alice.create_group()
             await _invite(alice, gid, bob)
-            real = alice.ds.submit
+            real = alice._post
             attempts: list[int] = []
 
-            def submit(*args: Any, **kwargs: Any) -> int:
+            async def submit(*args: Any, **kwargs: Any) -> int:
                 attempts.append(1)
                 if len(attempts) == 1:
-                    real(*args, **kwargs)
+                    await real(*args, **kwargs)
                     raise httpx.ReadTimeout("answer lost")
                 raise DSRequestError(429, {"error": "slow down"})
 
-            alice.ds.submit = submit  # type: ignore[method-assign]
+            alice._post = submit  # type: ignore[method-assign]
             with pytest.raises(DSRequestError):
                 await alice.update(gid)
             assert alice.group(gid).group.pending_commit is not None
@@ -299,7 +300,7 @@ def test_refusal_after_a_lost_answer_keeps_the_commit(server: InProcessServer) -
             # needs it merged first.
             with pytest.raises(DSRequestError):
                 await alice.sync()
-            alice.ds.submit = real  # type: ignore[method-assign]
+            alice._post = real  # type: ignore[method-assign]
             await alice.sync()
             assert alice.store.keys("outbox/") == []
             a, b = alice.group(gid).group, bob.group(gid).group

@@ -51,13 +51,13 @@ async def _enrol(server: str, existing: Client, device: str) -> Client:
 def _recording(client: Client) -> list[bytes]:
     """The messages ``client`` submits from now on, as they leave it."""
     sent: list[bytes] = []
-    real = client.ds.submit
+    real = client._post  # on the WebSocket or over HTTP
 
-    def submit(group_id: bytes, message: bytes, **kwargs: Any) -> int:
+    async def submit(group_id: bytes, message: bytes, **kwargs: Any) -> int:
         sent.append(message)
-        return real(group_id, message, **kwargs)
+        return await real(group_id, message, **kwargs)
 
-    client.ds.submit = submit  # type: ignore[method-assign]
+    client._post = submit  # type: ignore[method-assign]
     return sent
 
 

@@ -127,7 +127,7 @@ def worker_specs(
         ws_url = urls[r.node].replace("http", "ws", 1)
         receivers[i % args.procs].append(ReceiverSpec(group, ws_url, r.token))
     return [
-        WorkerSpec(senders[p], receivers[p], args.timeout, args.connections)
+        WorkerSpec(senders[p], receivers[p], args.timeout, args.connections, args.submit)
         for p in range(args.procs)
     ]
 
@@ -392,10 +392,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add("--procs", type=int, default=1, help="generator processes (default 1)")
     add(
+        "--submit",
+        choices=("ws", "http"),
+        default="ws",
+        help="how senders submit: on a WebSocket each, as the SDK does (ws, the default), "
+        "or as HTTP POSTs (http)",
+    )
+    add(
         "--connections",
         type=int,
         default=256,
-        help="HTTP connections per generator process and node (default 256)",
+        help="HTTP connections per generator process and node, with --submit http (default 256)",
     )
     add(
         "--timeout",
@@ -516,7 +523,8 @@ def _describe(args: argparse.Namespace, kind: str, nodes: int) -> str:
     return (
         f"DS: {kind}, {nodes} node(s) x {args.workers} worker(s) | {args.groups} groups x "
         f"{args.group_size} members "
-        f"(1 sender, {args.group_size - 1} receivers), {args.payload} B messages | "
+        f"(1 sender, {args.group_size - 1} receivers), {args.payload} B messages submitted "
+        f"{'on WebSockets' if args.submit == 'ws' else 'over HTTP'} | "
         f"{args.procs} generator process(es) | {args.duration:g}s per rate after "
         f"{args.warmup:g}s warm-up | {os.cpu_count()} CPUs"
         + (

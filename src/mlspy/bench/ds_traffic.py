@@ -47,6 +47,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from mlspy.bench.ds_socket_submit import SocketGone, SocketLane
 from mlspy.bench.http1 import Connection as HTTPConnection
 from mlspy.bench.http1 import HTTPError
 from mlspy.codec import Reader
@@ -90,6 +91,8 @@ class WorkerSpec:
     receivers: list[ReceiverSpec]
     timeout: float  # seconds after its scheduled time a submission counts as timed out
     connections: int  # HTTP connections of this process to each DS node
+    # "ws": senders submit on a WebSocket each, as the SDK does; "http": POST requests
+    submit: str = "ws"
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,13 @@ class Worker:
         self.last_item = time.monotonic()
         self.receivers = [Receiver(r, self) for r in spec.receivers]
         self.queues: dict[str, asyncio.Queue[Job]] = {}
+        # With ``submit="ws"``: each sender's socket, and the submissions awaiting answers.
+        self.lanes = (
+            {s.index: SocketLane(_ws(s.url), s.token, s.group_id) for s in spec.senders}
+            if spec.submit == "ws"
+            else {}
+        )
+        self.inflight: set[asyncio.Task[None]] = set()
         # Sender index -> its submissions due since its commit in flight, in order; a
         # sender is here exactly while one of its commits awaits the DS's answer.
         self.held: dict[int, deque[Job]] = {}
@@ -242,13 +252,16 @@ class Worker:
         tasks = [asyncio.create_task(r.run()) for r in self.receivers]
         # Per DS node, ``connections`` connections each take the next submission due: many
         # requests in flight, and a queue (counted in the latency) once they are all busy.
-        for url in {s.url for s in self.spec.senders}:
+        # With WebSocket submissions, one socket per sender instead.
+        tasks += [asyncio.create_task(lane.run()) for lane in self.lanes.values()]
+        for url in {s.url for s in self.spec.senders} if not self.lanes else ():
             queue = self.queues[url] = asyncio.Queue()
             tasks += [
                 asyncio.create_task(self._lane(url, queue)) for _ in range(self.spec.connections)
             ]
         try:
             await asyncio.gather(*(r.connected.wait() for r in self.receivers))
+            await asyncio.gather(*(lane.connected.wait() for lane in self.lanes.values()))
             while time.monotonic() - self.last_item < QUIET:
                 await asyncio.sleep(QUIET / 5)
             self.conn.send(("ready", None))
@@ -285,6 +298,8 @@ class Worker:
             self._put((senders[j], run.bodies[j][k], due, sent, commit))
         for queue in self.queues.values():
             await queue.join()
+        while self.inflight:  # a commit's answer releases what it held: wait for those too
+            await asyncio.gather(*self.inflight, return_exceptions=True)
         sent.cpu = await cpu
         return sent
 
@@ -297,7 +312,15 @@ class Worker:
             return
         if commit:
             self.held[sender.index] = deque()
-        self.queues[sender.url].put_nowait(job)
+        self._dispatch(job)
+
+    def _dispatch(self, job: Job) -> None:
+        if self.lanes:
+            task = asyncio.create_task(self._submit_on_socket(*job))
+            self.inflight.add(task)
+            task.add_done_callback(self.inflight.discard)
+        else:
+            self.queues[job[0].url].put_nowait(job)
 
     def _release(self, sender: SenderSpec) -> None:
         """The DS answered ``sender``'s commit (whatever the answer: a refused commit leaves
@@ -305,7 +328,7 @@ class Worker:
         waiting = self.held.pop(sender.index)
         while waiting:
             job = waiting.popleft()
-            self.queues[sender.url].put_nowait(job)
+            self._dispatch(job)
             if job[4]:
                 self.held[sender.index] = waiting
                 return
@@ -350,16 +373,44 @@ class Worker:
             outcome = TRANSPORT
             sent.kinds[f"{prefix}{exc}"] += 1
         else:
-            if 200 <= status < 300:
-                outcome = _seq_of(content)
-                if outcome < 0:
-                    sent.kinds[f"{prefix}{status} without a seq"] += 1
-                elif commit and time.monotonic() > due + self.spec.timeout:
-                    sent.late_commits += 1
-            else:
-                outcome = REFUSED
-                sent.kinds[f"{prefix}{status}"] += 1
+            outcome = self._outcome(status, content, due, sent, commit)
         sent.records.append((sender.group, due, outcome, commit))
+
+    async def _submit_on_socket(
+        self, sender: SenderSpec, body: bytes, due: float, sent: Sent, commit: bool
+    ) -> None:
+        """``_submit`` on the sender's WebSocket."""
+        patience = COMMIT_PATIENCE if commit else 1.0
+        left = due + self.spec.timeout * patience - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(left):
+                status, content = await self.lanes[sender.index].submit(body)
+        except TimeoutError:
+            outcome = TIMEOUT
+        except SocketGone:
+            outcome = TRANSPORT
+            sent.kinds[f"{'commit ' if commit else ''}socket closed"] += 1
+        else:
+            outcome = self._outcome(status, content, due, sent, commit)
+        finally:
+            if commit:
+                self._release(sender)
+        sent.records.append((sender.group, due, outcome, commit))
+
+    def _outcome(self, status: int, content: bytes, due: float, sent: Sent, commit: bool) -> int:
+        """The seq of an answer, or REFUSED (counted by status)."""
+        prefix = "commit " if commit else ""
+        if 200 <= status < 300:
+            outcome = _seq_of(content)
+            if outcome < 0:
+                sent.kinds[f"{prefix}{status} without a seq"] += 1
+            elif commit and time.monotonic() > due + self.spec.timeout:
+                sent.late_commits += 1
+            return outcome
+        sent.kinds[f"{prefix}{status}"] += 1
+        return REFUSED
 
     async def expect(self, expect: Expect) -> Received:
         for r in self.receivers:
@@ -447,6 +498,10 @@ def _content_type(head: bytes) -> int:
     elif wire != WireFormat.mls_private_message:
         return 0  # a Welcome, GroupInfo, KeyPackage: no content
     return r.uint8()
+
+
+def _ws(url: str) -> str:
+    return url.replace("http", "ws", 1)
 
 
 def _seq_of(content: bytes) -> int:

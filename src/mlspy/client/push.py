@@ -5,7 +5,9 @@ The DS sends ``{"ready": true, "client_id": …}``, then every queued message as
 each once per socket; a message not acknowledged is sent again on the next socket. The client
 acknowledges with ``{"ack": [seq, …]}`` frames. The DS does not answer an ack frame, so the
 client never learns on the socket that an ack took effect (``Client`` keeps its processed
-marks until an HTTP ack confirms it).
+marks until an HTTP ack confirms it). Submissions go on the socket too when the DS takes
+them ("ready" gives a ``max_frame``): ``{"submit": …}``, answered ``{"answer": id, …}``
+(:meth:`PushSocket.submit`).
 
 :class:`PushSocket` is one connection: it reads frames in a task of its own and hands out
 the items that have arrived as batches. :class:`Ledger` remembers, for the socket open now,
@@ -24,7 +26,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from mlspy.ds.client import queue_item
+from mlspy.ds.client import queue_item, refusal
 
 __all__ = ["Closed", "Ledger", "PushSocket", "ws_url", "ws_ssl"]
 
@@ -84,6 +86,10 @@ class PushSocket:
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._end: Closed | None = None
         self._reader: asyncio.Task[None] | None = None
+        # The largest frame the DS takes; None: it takes no submissions on the socket.
+        self.max_frame: int | None = None
+        self._answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
 
     async def __aenter__(self) -> PushSocket:
         # The token goes in the upgrade's Authorization header, never in the URL (which
@@ -114,6 +120,8 @@ class PushSocket:
             await self._conn.close(4400, "expected ready")
             raise Closed(None, f"expected ready, got {first!r:.80}", ready=False)
         self.client_id = str(hello.get("client_id", ""))
+        most = hello.get("max_frame")
+        self.max_frame = most if isinstance(most, int) and not isinstance(most, bool) else None
         self._reader = asyncio.create_task(self._read(self._conn))
         return self
 
@@ -141,7 +149,9 @@ class PushSocket:
                     data = json.loads(frame)
                 except ValueError:
                     raise Closed(None, "a frame that is not JSON", ready=True) from None
-                if isinstance(data, dict) and "seq" in data:
+                if isinstance(data, dict) and "answer" in data:
+                    self._answered(data)
+                elif isinstance(data, dict) and "seq" in data:
                     try:
                         self._queue.put_nowait(queue_item(data))
                     except ValueError as exc:
@@ -155,6 +165,48 @@ class PushSocket:
             await conn.close(4400, "malformed frame")
         finally:
             self._queue.put_nowait(None)  # the end, after every item received
+            answers, self._answers = self._answers, {}
+            end = self._end or Closed(None, "the connection broke", ready=True)
+            for waiter in answers.values():
+                if not waiter.done():
+                    waiter.set_exception(end)
+
+    def _answered(self, data: dict[str, Any]) -> None:
+        ident = data["answer"]
+        waiter = self._answers.pop(ident, None) if isinstance(ident, int) else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(data)
+
+    async def submit(self, group_id: bytes, body: dict[str, Any]) -> int | None:
+        """Submit ``body`` (``ds.client.submit_body``) for ``group_id`` on the socket: its
+        seq once the DS accepted it; None if the DS takes no submissions here or the frame
+        would be too large (send it over HTTP). A refusal raises what the HTTP request
+        would (``DSConflict``, ``DSRequestError``); a socket that ends before the answer
+        raises :class:`Closed` — the submission may or may not have been taken."""
+        if self._conn is None or self.max_frame is None or self._reader is None:
+            return None
+        if self._reader.done():
+            raise self._end or Closed(None, "the connection broke", ready=True)
+        ident = self._next_id
+        self._next_id += 1
+        frame = json.dumps({"submit": {"id": ident, "group_id": group_id.hex(), **body}})
+        if len(frame) > self.max_frame:
+            return None
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._answers[ident] = waiter
+        try:
+            try:
+                await self._conn.send(frame)
+            except ConnectionClosed as exc:
+                raise _closed(exc, ready=True) from None
+            answer = await waiter
+        finally:
+            self._answers.pop(ident, None)
+        status = answer.get("status")
+        if status == 200 and isinstance(answer.get("seq"), int):
+            return int(answer["seq"])
+        details = {k: v for k, v in answer.items() if k not in ("answer", "status")}
+        raise refusal(status if isinstance(status, int) else 502, details)
 
     async def batch(self, timeout: float) -> list[dict[str, Any]]:
         """The items received (waiting up to ``timeout`` seconds for one; [] if none came),

@@ -7,16 +7,18 @@ background task receives, and processes each queued message in order (joining fr
 merging commits, decrypting application messages, recording notices), then acknowledges it.
 
 Delivery. The messages and the acks travel on the DS's WebSocket (``/v1/ws``,
-``mlspy.client.push``): the DS sends every queued message as it is queued, and again on a
-later socket while it is not acknowledged; each batch that arrives is processed and
-acknowledged in one ``{"ack": [...]}`` frame, so a delivered message costs no HTTP round trip.
-HTTP is the fallback: ``sync()`` fetches the queue and acknowledges over HTTP; the client does
-so at start and whenever the socket ends (catching up), and every poll interval while it is
-down. The socket is opened again with growing pauses (1013: the DS's database is away), at
-once after logging in again when the DS refused an expired token (4401). Both paths process
-what they bring with the same code, under the lock that commits and sends take too. While the
-socket is quiet, the work a receive leaves (confirming a removal, topping up KeyPackages,
-committing pending proposals, settling our commits) is done every poll interval.
+``mlspy.client.push``): the DS sends every queued message as it is queued, and again on a later
+socket while it is not acknowledged; each batch that arrives is processed and acknowledged in
+one ``{"ack": [...]}`` frame, so a delivered message costs no HTTP round trip. What we send
+(messages, commits, proposals) goes on the socket too while it is open, and over HTTP when it
+is not or a frame would be too large (``_post``). HTTP is the fallback: ``sync()`` fetches the
+queue and acknowledges over HTTP; the client does so at start and whenever the socket ends
+(catching up), and every poll interval while it is down. The socket is opened again with
+growing pauses (1013: the DS's database is away), at once after logging in again when the DS
+refused an expired token (4401). Both paths process what they bring with the same code, under
+the lock that commits and sends take too. While the socket is quiet, the work a receive leaves
+(confirming a removal, topping up KeyPackages, committing pending proposals, settling our
+commits) is done every poll interval.
 
 Nothing is lost across a crash. What the application is told goes into an inbox in the
 client's store (``client.inbox``), in the same write as the state change that produced it: a
@@ -108,7 +110,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -136,6 +138,7 @@ from mlspy.ds.client import (
     DSRequestError,
     new_recovery_secret,
     recovery_hash,
+    submit_body,
 )
 from mlspy.errors import MLSError, SecretTreeError, StorageError, UsageError
 from mlspy.group import (
@@ -763,7 +766,7 @@ class Client:
                 group_id, epoch, bundle.key_package, self.identity.signature_private_key
             )
             try:
-                await asyncio.to_thread(self.ds.submit, group_id, request)
+                await self._post(group_id, request)
                 return
             except DSConflict as exc:  # the group is at another epoch: ask again there
                 if exc.epoch is None:
@@ -803,6 +806,40 @@ class Client:
             self._committing -= 1
         raise UsageError(f"could not win a commit after {COMMIT_RETRIES} races")
 
+    async def _post(
+        self,
+        group_id: bytes,
+        message: bytes,
+        *,
+        welcome: bytes | None = None,
+        group_info: bytes | None = None,
+        adds: Sequence[bytes] = (),
+    ) -> int:
+        """Submit to the DS: on the WebSocket while it is open (no HTTP round trip; the
+        DS judges it by the same rules), else — or when it does not fit in a frame — over
+        HTTP. A socket that ends before the answer raises ``httpx.TransportError``, which
+        the callers' retries already treat as "may or may not have arrived"."""
+        sock = self._socket
+        if sock is not None:
+            body = submit_body(message, welcome=welcome, group_info=group_info, adds=adds)
+            try:
+                seq = await sock.submit(group_id, body)
+            except push.Closed as closed:
+                raise httpx.TransportError(
+                    f"the WebSocket ended before the DS answered: {closed}"
+                ) from None
+            except DSRequestError as exc:
+                # Our token expired since the socket opened: HTTP logs in again and
+                # retries (the DS closes this socket with 4401 at its next check).
+                if exc.status != 401:
+                    raise
+                seq = None
+            if seq is not None:
+                return seq
+        return await asyncio.to_thread(
+            self.ds.submit, group_id, message, welcome=welcome, group_info=group_info, adds=adds
+        )
+
     # --- The outbox of our commits ----------------------------------------------------
 
     def _outbox_entry(self, stored: StoredGroup) -> Callable[[CommitOutput], dict[str, Write]]:
@@ -832,8 +869,7 @@ class Client:
         uncertain = not known_fresh
         for attempt in range(SUBMIT_ATTEMPTS):
             try:
-                await asyncio.to_thread(
-                    self.ds.submit,
+                await self._post(
                     group_id,
                     outgoing.commit,
                     welcome=outgoing.welcome,
@@ -1000,7 +1036,7 @@ class Client:
         leaving = Leaving.decode(entry.value)
         with contextlib.suppress(DSConflict):  # the epoch moved on: proposed again there
             for proposal in leaving.proposals:
-                await asyncio.to_thread(self.ds.submit, group_id, proposal)
+                await self._post(group_id, proposal)
             self.store.write({key: (replace(leaving, sent=True).encode(), entry.version)})
 
     async def _renew_leaves(self) -> None:
@@ -1041,7 +1077,7 @@ class Client:
             )
             for attempt in range(SUBMIT_ATTEMPTS):
                 try:
-                    await asyncio.to_thread(self.ds.submit, group_id, data)
+                    await self._post(group_id, data)
                     return
                 except httpx.TransportError:
                     # Sent again with the same bytes: a copy that did arrive twice is

@@ -217,6 +217,15 @@ class Submitted(Model, frozen=True):
     seq: int
 
 
+class SocketSubmit(Submit, frozen=True, kw_only=True):
+    """A submission on the WebSocket (``{"submit": …}``): the body of ``POST
+    /v1/groups/{group_id}/messages`` with the group id, and an ``id`` of the client's choosing
+    that the answer (``{"answer": id, "status": …}``) carries back."""
+
+    id: Annotated[int, Meta(ge=0, le=2**63 - 1)]
+    group_id: Annotated[str, Meta(max_length=512)]
+
+
 class GroupInfo(Model, frozen=True):
     group_info: B64
 

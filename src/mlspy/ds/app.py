@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -32,12 +31,13 @@ from starlette.routing import Route, WebSocketRoute
 from mlspy.ds import api, tokens
 from mlspy.ds.accounts import TOKEN_TTL, ClientInfo
 from mlspy.ds.errors import BadRequest, DSError, NotFound, RateLimited, TooLarge
-from mlspy.ds.limits import Limits
+from mlspy.ds.limits import WS_MAX_FRAME, Limits
 from mlspy.ds.logs import install_redaction
-from mlspy.ds.metrics import Metrics
+from mlspy.ds.metrics import Metrics, submission_kinds
 from mlspy.ds.push import CrossNodeListener, Push, Wakeups, bearer, item
 from mlspy.ds.routing import Call, Endpoint, decode_body, decode_query, encode, openapi
 from mlspy.ds.service import DeliveryService
+from mlspy.ds.threads import to_thread
 from mlspy.ds.throttle import Buckets, SocketCounts, retry_after
 from mlspy.ds.wakebus import TOKENS, WAKE, WakeBus
 
@@ -92,7 +92,7 @@ def create_app(
     sockets = SocketCounts(limits.max_sockets_per_client)
 
     def sync(fn: Callable[..., R], *args: Any, **kwargs: Any) -> Awaitable[R]:
-        return run_in_threadpool(fn, *args, **kwargs)
+        return to_thread(fn, *args, **kwargs)
 
     async def read_body(request: Request, payer: str, most: int) -> bytes:
         # Refuse an announced oversized body before reading it, and stop reading as soon as
@@ -528,7 +528,9 @@ def create_app(
             "get": {
                 "summary": "WebSocket push of queued messages: authenticate with an "
                 'Authorization header or a first message {"token": ...}; items are '
-                'QueueItem; acknowledge with {"ack": [seq, ...]}',
+                'QueueItem; acknowledge with {"ack": [seq, ...]}; submit with '
+                '{"submit": SocketSubmit}, answered {"answer": id, "status": ..., "seq" or '
+                '"error": ...}; "ready" gives max_frame',
                 "responses": {"101": {"description": "switching protocols"}},
             }
         }
@@ -538,10 +540,47 @@ def create_app(
     async def openapi_json(request: Request) -> Response:
         return Response(document, media_type="application/json")
 
+    # ``metrics``: True (exposure from MLSPY_METRICS_TOKEN / MLSPY_METRICS_PUBLIC), False
+    # (no /metrics), or a Metrics object the caller configured.
+    meter: Metrics | None = None
+    if metrics:
+        meter = metrics if isinstance(metrics, Metrics) else Metrics.from_env(service.db)
+
+    async def submit_on_socket(token: str, body: api.SocketSubmit, size: int) -> int:
+        """A ``{"submit": …}`` frame: what ``POST /v1/groups/{group_id}/messages`` does,
+        with the same token check, request rate, byte rate and metrics."""
+        with submission_kinds() as kinds:
+            try:
+                me = service.authenticate_cached(token)
+                if me is None:
+                    fresh: ClientInfo = await sync(service.authenticate, token)
+                    me = fresh
+                _charge(me.id, size)
+                call = Call[api.Submit](body, me, {"group_id": body.group_id}, "websocket")
+                seq = (await submit(call)).seq
+            except DSError as exc:
+                log.info("WebSocket submit -> %d %s", exc.status, exc.message)
+                if meter is not None:
+                    meter.count_submission(kinds, exc.status)
+                raise
+        if meter is not None:
+            meter.count_submission(kinds, 200)
+        return seq
+
     routes: list[Any] = [Route(e.path, handler(e), methods=[e.method]) for e in endpoints]
     routes.append(Route("/openapi.json", openapi_json))
     routes.append(
-        WebSocketRoute("/v1/ws", Push(service, wakeups, sockets, limits.token_recheck).endpoint)
+        WebSocketRoute(
+            "/v1/ws",
+            Push(
+                service,
+                wakeups,
+                sockets,
+                limits.token_recheck,
+                submit=submit_on_socket,
+                max_frame=WS_MAX_FRAME,
+            ).endpoint,
+        )
     )
 
     listener = CrossNodeListener(service, wakeups)
@@ -565,10 +604,9 @@ def create_app(
     app.state.endpoints = endpoints
     app.state.sockets = sockets
     # Last, so the metrics middleware is the outermost and sees every answer; it serves
-    # /metrics. ``metrics``: True (exposure from MLSPY_METRICS_TOKEN / MLSPY_METRICS_PUBLIC),
-    # False (no /metrics), or a Metrics object the caller configured.
-    if metrics:
-        (metrics if isinstance(metrics, Metrics) else Metrics.from_env(service.db)).install(app)
+    # /metrics.
+    if meter is not None:
+        meter.install(app)
     return app
 
 

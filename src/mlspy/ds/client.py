@@ -29,6 +29,8 @@ __all__ = [
     "new_recovery_secret",
     "queue_item",
     "recovery_hash",
+    "refusal",
+    "submit_body",
 ]
 
 
@@ -69,6 +71,32 @@ def queue_item(raw: Any) -> dict[str, Any]:
     if not isinstance(kind, str):
         raise ValueError("not a queued message: kind must be a string")
     return {"seq": seq, "kind": kind, "group_id": group_id, "epoch": epoch, "data": data}
+
+
+def submit_body(
+    message: bytes,
+    *,
+    welcome: bytes | None = None,
+    group_info: bytes | None = None,
+    adds: Sequence[bytes] = (),
+    removes: Sequence[bytes] = (),
+) -> dict[str, Any]:
+    """The JSON of a submission (``api.Submit``), over HTTP or on the WebSocket alike."""
+    body: dict[str, Any] = {"message": _b64(message)}
+    if welcome is not None:
+        body["welcome"] = _b64(welcome)
+    if group_info is not None:
+        body["group_info"] = _b64(group_info)
+    if adds:
+        body["adds"] = [_b64(a) for a in adds]
+    if removes:
+        body["removes"] = [_b64(r) for r in removes]
+    return body
+
+
+def refusal(status: int, body: dict[str, Any]) -> DSRequestError:
+    """The error of a refused request: DSConflict for a 409."""
+    return (DSConflict if status == 409 else DSRequestError)(status, body)
 
 
 class DSClient:
@@ -116,10 +144,8 @@ class DSClient:
             headers = {"authorization": f"Bearer {self.token}"}
             response = self._request(method, path, headers, **kwargs)
         data: dict[str, Any] = response.json() if response.content else {}
-        if response.status_code == 409:
-            raise DSConflict(409, data)
         if response.status_code >= 400:
-            raise DSRequestError(response.status_code, data)
+            raise refusal(response.status_code, data)
         return data
 
     def _signed_challenge(self) -> tuple[bytes, bytes]:
@@ -296,15 +322,9 @@ class DSClient:
         adds: Sequence[bytes] = (),
         removes: Sequence[bytes] = (),
     ) -> int:
-        body: dict[str, Any] = {"message": _b64(message)}
-        if welcome is not None:
-            body["welcome"] = _b64(welcome)
-        if group_info is not None:
-            body["group_info"] = _b64(group_info)
-        if adds:
-            body["adds"] = [_b64(a) for a in adds]
-        if removes:
-            body["removes"] = [_b64(r) for r in removes]
+        body = submit_body(
+            message, welcome=welcome, group_info=group_info, adds=adds, removes=removes
+        )
         return int(self._call("POST", f"/v1/groups/{group_id.hex()}/messages", json=body)["seq"])
 
     def leave_group(self, group_id: bytes) -> None:

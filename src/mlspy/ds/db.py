@@ -329,6 +329,7 @@ class SQLiteDatabase:
         self._batch: _Batch | None = None  # the open transaction, if any (under ``_lock``)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        self._closed = False
         # Counters (``stats``): transaction bodies run, and COMMITs (syncs) they took.
         self.bodies = 0
         self.commits = 0
@@ -451,6 +452,8 @@ class SQLiteDatabase:
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            if self._closed:  # a thread that never read before must not reopen the file
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             conn.execute("PRAGMA query_only=ON")
@@ -501,6 +504,7 @@ class SQLiteDatabase:
 
     def close(self) -> None:
         with self._count:
+            self._closed = True
             readers, self._readers = self._readers, []
         for conn in readers:
             with contextlib.suppress(sqlite3.Error):

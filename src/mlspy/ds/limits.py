@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The largest WebSocket frame a client may send (larger: closed with 1009). Frames carry acks
+# and submissions; a submission that does not fit (a commit with a large Welcome) goes over
+# HTTP, whose body limit is the service's ``max_message`` times three.
+WS_MAX_FRAME = 1 << 20
+
 
 @dataclass(frozen=True)
 class Limits:

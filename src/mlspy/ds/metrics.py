@@ -62,6 +62,7 @@ query string, no header, so no token or key can leak into it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import hmac
 import ipaddress
@@ -109,6 +110,18 @@ def note_submission(kind: str) -> None:
     slot = _submission.get()
     if slot is not None:
         slot.append(kind)
+
+
+@contextlib.contextmanager
+def submission_kinds() -> Iterator[list[str]]:
+    """Collect what ``note_submission`` records while the block runs (for a submission that
+    is not an HTTP request: the WebSocket's ``{"submit": …}``)."""
+    slot: list[str] = []
+    reset = _submission.set(slot)
+    try:
+        yield slot
+    finally:
+        _submission.reset(reset)
 
 
 class QueueSource(Protocol):
@@ -264,6 +277,16 @@ class Metrics:
         """Exposure from ``MLSPY_METRICS_TOKEN`` and ``MLSPY_METRICS_PUBLIC`` (``1``/``true``)."""
         public = os.environ.get("MLSPY_METRICS_PUBLIC", "").strip().lower() in {"1", "true", "yes"}
         return cls(db, token=os.environ.get("MLSPY_METRICS_TOKEN"), public=public)
+
+    def count_submission(self, kinds: list[str], status: int) -> None:
+        """A submission made on a WebSocket, counted as its HTTP twin would be."""
+        self.submissions.labels(kinds[-1] if kinds else "unknown", _outcome(status)).inc()
+        if status == 429:
+            self.refused.labels("rate_limited", _SUBMIT_ROUTE).inc()
+        elif status == 413:
+            self.refused.labels("too_large", _SUBMIT_ROUTE).inc()
+        elif status in (500, 503):
+            self.database_errors.labels(str(status)).inc()
 
     def install(self, app: Any) -> None:
         """Add the middleware to a Starlette ``app``. Call it after any other

@@ -5,10 +5,20 @@ logs): the client sends ``Authorization: Bearer <token>`` with the upgrade, or �
 cannot set headers — a first message ``{"token": "<token>"}`` within ``AUTH_TIMEOUT``
 seconds. The server answers ``{"ready": true, "client_id": …}`` and then sends every queued
 message in order (the JSON of ``api.QueueItem``); the client acknowledges with
-``{"ack": [seq, …]}`` here or over HTTP. Close codes: 4400 a malformed or unexpected
-message (1003 a binary one), 4401 no, bad, expired or revoked token (checked again at least
-every ``Limits.token_recheck`` seconds), 4429 too many sockets of this client or too many
-requests, 1013 the database is away for now (reconnect later).
+``{"ack": [seq, …]}`` here or over HTTP.
+
+A client may also submit on the socket what it would ``POST /v1/groups/{group_id}/messages``:
+``{"submit": …}`` (``api.SocketSubmit``: that body with ``group_id`` and an ``id``), answered
+by ``{"answer": id, "status": 200, "seq": …}`` or ``{"answer": id, "status": 4xx/5xx,
+"error": …}`` with the details of the HTTP error (``epoch`` of a 409, ``retry_after``). The
+same rules, rate and quotas apply; a socket's submissions are taken one at a time, in the
+order sent, so they are accepted in that order. "ready" says how large a frame may be
+(``max_frame``): a submission that does not fit goes over HTTP.
+
+Close codes: 4400 a malformed or unexpected message (1003 a binary one), 4401 no, bad,
+expired or revoked token (checked again at least every ``Limits.token_recheck`` seconds),
+4429 too many sockets of this client or too many requests, 1009 a frame larger than
+``max_frame``, 1013 the database is away for now (reconnect later).
 """
 
 from __future__ import annotations
@@ -16,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from mlspy.ds import api
@@ -28,12 +40,22 @@ from mlspy.ds.accounts import ClientInfo
 from mlspy.ds.errors import DSError, RateLimited, Unavailable
 from mlspy.ds.routing import encode
 from mlspy.ds.service import DeliveryService, QueuedMessage
+from mlspy.ds.threads import to_thread
 from mlspy.ds.throttle import SocketCounts
 
 AUTH_TIMEOUT = 10.0
 RECHECK = 15.0
 # Queue items read at once for one socket.
 FETCH_LIMIT = 500
+# Submissions of one socket received and not yet answered; more are refused (429) at once.
+MAX_PENDING_SUBMITS = 64
+
+log = logging.getLogger("mlspy.ds")
+
+# Judges one submission made on a socket (``app.py``: the HTTP route's rules, token check,
+# rate and quotas): the socket's token, the submission, the frame's size; its seq, or a
+# DSError.
+SocketSubmitter = Callable[[str, api.SocketSubmit, int], Awaitable[int]]
 
 
 class Wakeups:
@@ -77,7 +99,7 @@ class AckBatcher:
             batch, waiters = self._pending, self._waiters
             self._pending, self._waiters = {}, []
             try:
-                await run_in_threadpool(self.service.ack_many, batch)
+                await to_thread(self.service.ack_many, batch)
             except Exception as exc:  # each waiter's socket decides what it means
                 for w in waiters:
                     if not w.done():
@@ -115,7 +137,7 @@ class FetchBatcher:
             batch, self._pending = self._pending, {}
             afters = {cid: after for cid, (after, _) in batch.items()}
             try:
-                found = await run_in_threadpool(self.service.fetch_many, afters, FETCH_LIMIT)
+                found = await to_thread(self.service.fetch_many, afters, FETCH_LIMIT)
             except Exception as exc:  # each waiting socket decides what it means
                 for _, waiters in batch.values():
                     for w in waiters:
@@ -157,8 +179,12 @@ class Push:
         wakeups: Wakeups,
         sockets: SocketCounts,
         recheck: float = RECHECK,
+        submit: SocketSubmitter | None = None,
+        max_frame: int = 1 << 20,
     ) -> None:
         self.recheck = recheck
+        self.submit = submit
+        self.max_frame = max_frame
         self.service = service
         self.acks = AckBatcher(service)
         self.fetches = FetchBatcher(service)
@@ -187,7 +213,10 @@ class Push:
             )
             return
         try:
-            await socket.send_text(json.dumps({"ready": True, "client_id": client.id}))
+            hello: dict[str, object] = {"ready": True, "client_id": client.id}
+            if self.submit is not None:
+                hello["max_frame"] = self.max_frame
+            await socket.send_text(json.dumps(hello))
             await self._serve(socket, token, client)
         except _Refused as refused:
             await _close(socket, refused.code, refused.reason)
@@ -220,7 +249,7 @@ class Push:
             cached = self.service.authenticate_cached(token)
             if cached is not None:
                 return cached
-            return await run_in_threadpool(self.service.authenticate, token)
+            return await to_thread(self.service.authenticate, token)
         except Unavailable:
             raise
         except RateLimited as exc:
@@ -241,7 +270,7 @@ class Push:
         after = 0
         full = asyncio.Event()  # the last read was a full page: an ack makes room for more
         read_task = asyncio.create_task(
-            self._reader(socket, client, event, sent if in_order else None, full)
+            self._reader(socket, client, token, event, sent if in_order else None, full)
         )
         checked = time.monotonic()
         try:
@@ -301,31 +330,117 @@ class Push:
         self,
         socket: WebSocket,
         client: ClientInfo,
+        token: str,
         event: asyncio.Event,
         sent: set[int] | None,
         full: asyncio.Event,
     ) -> None:
-        """Take the client's ack frames. ``sent``: the seqs sent on this socket, to forget
-        once acknowledged (SQLite, where reads follow a cursor; None on PostgreSQL, where
-        the next read forgets them)."""
+        """Take the client's ack and submission frames. ``sent``: the seqs sent on this
+        socket, to forget once acknowledged (SQLite, where reads follow a cursor; None on
+        PostgreSQL, where the next read forgets them)."""
+        submissions: asyncio.Queue[tuple[api.SocketSubmit, int]] = asyncio.Queue()
+        submitter: asyncio.Task[None] | None = None
+        try:
+            while True:
+                message = await socket.receive()
+                data = _json_of(message)
+                if isinstance(data, dict) and "submit" in data:
+                    if submitter is None:
+                        submitter = asyncio.create_task(self._submitter(socket, token, submissions))
+                    await self._take_submission(socket, data["submit"], message, submissions)
+                    continue
+                await self._take_acks(client, data, event, sent, full)
+        finally:
+            if submitter is not None:
+                submitter.cancel()
+
+    async def _take_submission(
+        self,
+        socket: WebSocket,
+        raw: object,
+        message: Any,
+        queue: asyncio.Queue[tuple[api.SocketSubmit, int]],
+    ) -> None:
+        """Queue a ``{"submit": …}`` for the socket's submitter, or answer its refusal."""
+        ident = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(ident, int) or not _is_seq(ident):
+            raise _Refused(4400, 'a submission needs an integer "id" (0 <= id < 2^63)')
+        if self.submit is None:
+            await _answer(socket, ident, 400, "this server takes submissions over HTTP only")
+            return
+        try:
+            submission = msgspec.convert(raw, api.SocketSubmit)
+        except msgspec.ValidationError as exc:
+            await _answer(socket, ident, 400, f"invalid submission: {exc}")
+            return
+        if queue.qsize() >= MAX_PENDING_SUBMITS:
+            await _answer(
+                socket,
+                ident,
+                429,
+                f"more than {MAX_PENDING_SUBMITS} submissions unanswered on this socket: "
+                "wait for answers",
+                retry_after=1,
+            )
+            return
+        queue.put_nowait((submission, len(message.get("text") or "")))
+
+    async def _submitter(
+        self,
+        socket: WebSocket,
+        token: str,
+        queue: asyncio.Queue[tuple[api.SocketSubmit, int]],
+    ) -> None:
+        """Judge the socket's submissions one at a time, in the order they came, answering
+        each (the socket's items go out meanwhile)."""
+        assert self.submit is not None
         while True:
-            message = await socket.receive()
-            if message["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(message.get("code", 1000))
-            data = _json_of(message)
-            seqs = data.get("ack") if isinstance(data, dict) else None
-            if not isinstance(seqs, list) or not all(_is_seq(s) for s in seqs):
-                raise _Refused(4400, 'expected {"ack": [seq, ...]} with integer seqs')
+            submission, size = await queue.get()
             try:
-                await self.acks.ack(client.id, seqs)
-            except Unavailable:
-                raise
+                # The token is checked for each, as for an HTTP request: one expired or
+                # revoked since the socket opened is refused (401) at once, not at the
+                # socket's next recheck.
+                seq = await self.submit(token, submission, size)
             except DSError as exc:
-                raise _Refused(4400, exc.message) from None
-            if sent is not None:
-                sent.difference_update(seqs)
-            if full.is_set():
-                event.set()  # the queue had more than one page: read on
+                await _answer(socket, submission.id, exc.status, exc.message, **exc.details)
+            except Exception:
+                log.exception("WebSocket submission failed")
+                await _answer(socket, submission.id, 500, "internal error")
+            else:
+                await socket.send_text(
+                    json.dumps({"answer": submission.id, "status": 200, "seq": seq})
+                )
+
+    async def _take_acks(
+        self,
+        client: ClientInfo,
+        data: object,
+        event: asyncio.Event,
+        sent: set[int] | None,
+        full: asyncio.Event,
+    ) -> None:
+        """An ``{"ack": [seq, …]}`` frame, written with the node's other acks."""
+        seqs = data.get("ack") if isinstance(data, dict) else None
+        if not isinstance(seqs, list) or not all(_is_seq(s) for s in seqs):
+            raise _Refused(4400, 'expected {"ack": [seq, ...]} with integer seqs')
+        try:
+            await self.acks.ack(client.id, seqs)
+        except Unavailable:
+            raise
+        except DSError as exc:
+            raise _Refused(4400, exc.message) from None
+        if sent is not None:
+            sent.difference_update(seqs)
+        if full.is_set():
+            event.set()  # the queue had more than one page: read on
+
+
+async def _answer(
+    socket: WebSocket, ident: int, status: int, error: str, **details: object
+) -> None:
+    await socket.send_text(
+        json.dumps({"answer": ident, "status": status, "error": error, **details})
+    )
 
 
 def _is_seq(value: object) -> bool:

@@ -113,7 +113,8 @@ _STATUS_TEXT = {
 
 def openapi(endpoints: Sequence[Endpoint], extra_paths: Mapping[str, Any]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``endpoints``; schemas generated from their models."""
-    models: list[type] = [api.ErrorBody]
+    # The WebSocket's frames are described in ``extra_paths``; their models are here.
+    models: list[type] = [api.ErrorBody, api.QueueItem, api.SocketSubmit]
     for e in endpoints:
         models += [t for t in (e.body, e.query, e.response) if t is not None]
     unique = list(dict.fromkeys(models))

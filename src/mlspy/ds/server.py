@@ -21,7 +21,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from mlspy.ds.app import create_app
 from mlspy.ds.config import Settings, default_database, is_loopback, mask_url, metrics_token
 from mlspy.ds.db import open_database
-from mlspy.ds.limits import Limits
+from mlspy.ds.limits import WS_MAX_FRAME, Limits
 from mlspy.ds.logs import configure_logging, install_redaction
 from mlspy.ds.metrics import Metrics
 from mlspy.ds.service import DeliveryService
@@ -30,8 +30,6 @@ from mlspy.errors import StorageError
 
 SWITCH_INTERVAL = 0.0005
 
-# A WebSocket frame from a client carries an ack or a small control message, never MLS data.
-WS_MAX_FRAME = 1 << 20
 # A request head (request line and headers) larger than this is refused with 431: uvicorn's
 # httptools protocol sets no limit and buffers a head of any size (measured: 200 MB in 0.5 s
 # on one connection).
