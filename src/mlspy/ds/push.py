@@ -28,7 +28,6 @@ import contextlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,6 +46,8 @@ AUTH_TIMEOUT = 10.0
 RECHECK = 15.0
 # Queue items read at once for one socket.
 FETCH_LIMIT = 500
+# How early a socket's token check may run (its timer can fire a little early).
+EARLY = 0.01
 # Submissions of one socket received and not yet answered; more are refused (429) at once.
 MAX_PENDING_SUBMITS = 64
 
@@ -272,12 +273,20 @@ class Push:
         read_task = asyncio.create_task(
             self._reader(socket, client, token, event, sent if in_order else None, full)
         )
-        checked = time.monotonic()
+        # The reader's end and the token's next check wake the loop as new messages do: the
+        # wait is one Event.wait, where asyncio.wait with a timeout on every wake cost a
+        # tenth of the event loop's time under load.
+        read_task.add_done_callback(lambda _: event.set())
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + self.recheck
+        timer = loop.call_at(next_check, event.set)
         try:
             while True:
-                if time.monotonic() - checked >= self.recheck:
+                # (asyncio may run a timer up to its clock resolution early.)
+                if loop.time() >= next_check - EARLY:
                     await self._check(token)  # expired or revoked: 4401
-                    checked = time.monotonic()
+                    next_check = loop.time() + self.recheck
+                    timer = loop.call_at(next_check, event.set)
                 event.clear()  # before reading: a wakeup during the fetch is not lost
                 if in_order:
                     # SQLite: a read on this thread's own WAL connection never waits for
@@ -317,12 +326,9 @@ class Push:
                     # time to check the token again. Not read again right after a send that
                     # left no page full: whatever was queued since the read set the event
                     # (cleared before it), so the wait ends at once (one read per wake).
-                    waiter = asyncio.ensure_future(event.wait())
-                    await asyncio.wait(
-                        {waiter, read_task}, timeout=self.recheck, return_when="FIRST_COMPLETED"
-                    )
-                    waiter.cancel()
+                    await event.wait()
         finally:
+            timer.cancel()
             read_task.cancel()
             self.wakeups.events.get(client.id, set()).discard(event)
 
