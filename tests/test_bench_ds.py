@@ -41,9 +41,14 @@ def _check_point(row: dict[str, Any], rate: float) -> None:
     assert row["server_cpu_percent"] is not None and row["server_cpu_percent"] > 0
 
 
-def test_open_loop_points_as_json_with_two_generators() -> None:
+@pytest.mark.parametrize("submit", ["ws", "http"])
+def test_open_loop_points_as_json_with_two_generators(submit: str) -> None:
+    """Senders submit on their WebSockets (as the SDK does) or as HTTP POSTs."""
     cli = "from mlspy.cli import run; run()"
-    done = _run("-c", cli, "bench-ds", *TINY, "--rates", "10,20", "--procs", "2", "--json")
+    done = _run(
+        "-c", cli, "bench-ds", *TINY, "--rates", "10,20", "--procs", "2", "--json",
+        "--submit", submit,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)  # stdout is the JSON alone
     assert [p["rate"] for p in out["points"]] == [10, 20]
