@@ -18,6 +18,10 @@ the other's.
 Key formats are those of RFC 9180 §7.1.1 (``SerializePublicKey`` / ``SerializePrivateKey``):
 raw 32/56-byte strings for X25519/X448, the uncompressed SEC1 point and the big-endian scalar
 for the NIST curves.
+
+The post-quantum KEMs (ML-KEM-768, ML-KEM-1024, X-Wing) are in :mod:`mlspy.crypto.pqkem`;
+``Hpke`` runs the same key schedule over them (native single-shot where ``cryptography`` has
+it, composed for the exporter and with a non-empty ``aad``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from mlspy.crypto import pqkem
+from mlspy.crypto.pqkem import ML_KEM_768, ML_KEM_1024, X_WING, Derivation, PqKem, is_pq_kem
 from mlspy.crypto.rng import Rng, draw
 from mlspy.errors import CryptoError, InternalError
 
@@ -44,6 +50,10 @@ class KemId(IntEnum):
     DHKEM_P521_HKDF_SHA512 = 0x0012
     DHKEM_X25519_HKDF_SHA256 = 0x0020
     DHKEM_X448_HKDF_SHA512 = 0x0021
+    # draft-ietf-hpke-pq
+    ML_KEM_768 = ML_KEM_768
+    ML_KEM_1024 = ML_KEM_1024
+    X_WING = X_WING
 
 
 class KdfId(IntEnum):
@@ -157,17 +167,27 @@ class Hpke:
         "_nh",
         "_nk",
         "_nn",
+        "_pq",
         "_suite_id",
         "aead_id",
         "kdf_id",
         "kem_id",
     )
 
-    def __init__(self, kem_id: KemId, kdf_id: KdfId, aead_id: AeadId) -> None:
+    def __init__(
+        self,
+        kem_id: KemId,
+        kdf_id: KdfId,
+        aead_id: AeadId,
+        derivation: Derivation = Derivation.HPKE_PQ,
+    ) -> None:
+        """``derivation``: the ``DeriveKeyPair`` of a post-quantum KEM (``pqkem.py``)."""
         self.kem_id = kem_id
         self.kdf_id = kdf_id
         self.aead_id = aead_id
-        self._kem = _KEMS[kem_id]
+        self._pq = PqKem(kem_id, derivation) if is_pq_kem(kem_id) else None
+        # A post-quantum KEM has no DHKEM parameters; X25519's stand in, never used for it.
+        self._kem = _KEMS[KemId.DHKEM_X25519_HKDF_SHA256 if self._pq else kem_id]
         self._kem_hash = _HASHES[self._kem.kdf]()
         self._hash = _HASHES[kdf_id]()
         self._nh = self._hash.digest_size
@@ -180,7 +200,7 @@ class Hpke:
             + kdf_id.to_bytes(2, "big")
             + aead_id.to_bytes(2, "big")
         )
-        native_kem = _NATIVE_KEM.get(kem_id)
+        native_kem = self._pq.native if self._pq is not None else _NATIVE_KEM.get(kem_id)
         self._native = (
             native_hpke.Suite(native_kem, _NATIVE_KDF[kdf_id], _NATIVE_AEAD[aead_id])
             if native_kem is not None
@@ -191,7 +211,7 @@ class Hpke:
 
     @property
     def enc_size(self) -> int:
-        return self._kem.n_enc
+        return self._pq.params.n_enc if self._pq is not None else self._kem.n_enc
 
     def load_private(self, sk: bytes) -> PrivateKey:
         try:
@@ -207,7 +227,17 @@ class Hpke:
         except ValueError:
             raise CryptoError("invalid HPKE private key") from None
 
+    def check_public(self, pk: bytes) -> None:
+        """CryptoError unless ``pk`` decodes as a public key of this KEM (cheaper than
+        :meth:`validate_public`, which also rejects degenerate X25519/X448 points)."""
+        if self._pq is not None:
+            pqkem.load_public(self.kem_id, bytes(pk))
+        else:
+            self.load_public(pk)
+
     def load_public(self, pk: bytes) -> PublicKey:
+        if self._pq is not None:
+            raise InternalError("a post-quantum KEM key is not a DHKEM key")
         try:
             return _load_public(self.kem_id, bytes(pk))
         except ValueError:
@@ -216,6 +246,9 @@ class Hpke:
     def validate_public(self, pk: bytes) -> None:
         """Raise :class:`CryptoError` unless ``pk`` is a usable KEM public key: it must decode
         and, for X25519/X448, not be a small-order point (which yields no shared secret)."""
+        if self._pq is not None:
+            self._pq.validate_public(pk)
+            return
         key = self.load_public(pk)
         if self._kem.curve is None:
             self._dh(self._probe_key(), key)
@@ -237,15 +270,23 @@ class Hpke:
         return sk.private_bytes_raw()
 
     def public_key_of(self, sk: bytes) -> bytes:
+        if self._pq is not None:
+            return self._pq.public_key_of(sk)
         return self.serialize_public(self.load_private(sk).public_key())
 
     def generate_key_pair(self, *, rng: Rng | None = None) -> tuple[bytes, bytes]:
         """``GenerateKeyPair()`` (RFC 9180 §4): ``DeriveKeyPair(ikm)`` over ``Nsk`` bytes drawn
-        from ``rng`` (``os.urandom`` by default); returns serialized (sk, pk)."""
+        from ``rng`` (``os.urandom`` by default); returns serialized (sk, pk). A
+        post-quantum KEM's private key is a random seed."""
+        if self._pq is not None:
+            return self._pq.generate_key_pair(rng=rng)
         return self.derive_key_pair(draw(rng, self._kem.n_sk))
 
     def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
-        """``DeriveKeyPair(ikm)`` of RFC 9180 §7.1.3; returns serialized (sk, pk)."""
+        """``DeriveKeyPair(ikm)`` of RFC 9180 §7.1.3 (``pqkem.py`` for the post-quantum
+        KEMs); returns serialized (sk, pk)."""
+        if self._pq is not None:
+            return self._pq.derive_key_pair(ikm)
         dkp_prk = self._kem_labeled_extract(b"", b"dkp_prk", ikm)
         kem = self._kem
         if kem.curve is None:
@@ -301,11 +342,15 @@ class Hpke:
 
     def _encap(self, pk_r: bytes, rng: Rng | None = None) -> tuple[bytes, bytes]:
         """``Encap(pkR)`` (RFC 9180 §4.1) with the ephemeral pair from ``GenerateKeyPair``."""
+        if self._pq is not None:
+            return self._pq.encap(pk_r, rng)
         sk_e_bytes, enc = self.generate_key_pair(rng=rng)
         dh = self._dh(self.load_private(sk_e_bytes), self.load_public(pk_r))
         return self._extract_and_expand(dh, enc + pk_r), enc
 
     def _decap(self, enc: bytes, sk_r: bytes) -> bytes:
+        if self._pq is not None:
+            return self._pq.decap(enc, sk_r)
         sk = self.load_private(sk_r)
         dh = self._dh(sk, self.load_public(enc))
         return self._extract_and_expand(dh, enc + self.serialize_public(sk.public_key()))
@@ -339,11 +384,16 @@ class Hpke:
         the output is deterministic given the ``rng`` stream.
         """
         if rng is None and self._native is not None and not aad:
+            key = (
+                pqkem.load_public(self.kem_id, bytes(pk_r))
+                if self._pq is not None
+                else self.load_public(pk_r)
+            )
             try:
-                out = self._native.encrypt(pt, self.load_public(pk_r), info)  # type: ignore[arg-type]
+                out = self._native.encrypt(pt, key, info)  # type: ignore[arg-type]
             except ValueError:  # e.g. a small-order X25519 point: no shared secret
                 raise CryptoError("HPKE encryption failed: invalid recipient key") from None
-            n = self._kem.n_enc
+            n = self.enc_size
             return out[:n], out[n:]
         return self.seal_composed(pk_r, info, aad, pt, rng=rng)
 
@@ -359,16 +409,17 @@ class Hpke:
     def open(self, sk_r: bytes, enc: bytes, info: bytes, aad: bytes, ct: bytes) -> bytes:
         """``OpenBase(enc, skR, info, aad, ct)``; any failure is a ``CryptoError``."""
         if self._native is not None and not aad:
-            if len(enc) != self._kem.n_enc:
+            if len(enc) != self.enc_size:
                 raise CryptoError("HPKE decryption failed")
+            key = self._pq.private_key(sk_r) if self._pq is not None else self.load_private(sk_r)
             try:
-                return self._native.decrypt(enc + ct, self.load_private(sk_r), info)  # type: ignore[arg-type]
+                return self._native.decrypt(enc + ct, key, info)  # type: ignore[arg-type]
             except (InvalidTag, ValueError):
                 raise CryptoError("HPKE decryption failed") from None
         return self.open_composed(sk_r, enc, info, aad, ct)
 
     def open_composed(self, sk_r: bytes, enc: bytes, info: bytes, aad: bytes, ct: bytes) -> bytes:
-        if len(enc) != self._kem.n_enc:
+        if len(enc) != self.enc_size:
             raise CryptoError("HPKE decryption failed")
         shared_secret = self._decap(enc, sk_r)
         key, nonce, _ = self._key_schedule(shared_secret, info)
@@ -396,7 +447,7 @@ class Hpke:
         self, sk_r: bytes, enc: bytes, info: bytes, exporter_context: bytes, length: int
     ) -> bytes:
         """``SetupBaseR`` then ``Export`` (RFC 9180 §5.3)."""
-        if len(enc) != self._kem.n_enc:
+        if len(enc) != self.enc_size:
             raise CryptoError("invalid HPKE encapsulation")
         shared_secret = self._decap(enc, sk_r)
         _, _, exporter_secret = self._key_schedule(shared_secret, info)

@@ -15,6 +15,13 @@ Determinism: Ed25519 and Ed448 signatures are deterministic (RFC 8032 §5.1.6, �
 protocol run with injected randomness is byte-for-byte reproducible in the Ed25519/Ed448
 suites. ``cryptography`` randomizes ECDSA nonces, so the P-256/P-384/P-521 suites reproduce
 everything except the signature bytes (which still verify).
+
+ML-DSA (FIPS 204; the post-quantum suites, ``suite.py``) is the pure variant with an empty
+context string, as ``draft-ietf-tls-mldsa`` uses it and ts-mls signs: a private key is the
+32-byte seed ξ, a public key and a signature their raw FIPS 204 encodings (1312/2420 bytes for
+ML-DSA-44, 1952/3309 for -65, 2592/4627 for -87). ``cryptography`` signs hedged (randomized),
+so ML-DSA signatures differ from run to run, as ECDSA's do; keys are deterministic given an
+``rng``.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mlspy.crypto.hpke import P256_ORDER, P384_ORDER, P521_ORDER
@@ -43,6 +50,10 @@ class SignatureScheme(IntEnum):
     ecdsa_secp521r1_sha512 = 0x0603
     ed25519 = 0x0807
     ed448 = 0x0808
+    # draft-ietf-tls-mldsa
+    mldsa44 = 0x0904
+    mldsa65 = 0x0905
+    mldsa87 = 0x0906
 
 
 _EC: dict[SignatureScheme, tuple[ec.EllipticCurve, hashes.HashAlgorithm, int]] = {
@@ -58,11 +69,45 @@ _ORDERS: dict[SignatureScheme, int] = {
     SignatureScheme.ecdsa_secp521r1_sha512: P521_ORDER,
 }
 
-# Private key sizes of EdDSA (RFC 8032 §5.1.5, §5.2.5).
-_EDDSA_SEED_SIZE = {SignatureScheme.ed25519: 32, SignatureScheme.ed448: 57}
+# Private key sizes of EdDSA (RFC 8032 §5.1.5, §5.2.5) and ML-DSA (the seed ξ, FIPS 204 §5.1).
+_SEED_SIZE = {
+    SignatureScheme.ed25519: 32,
+    SignatureScheme.ed448: 57,
+    SignatureScheme.mldsa44: 32,
+    SignatureScheme.mldsa65: 32,
+    SignatureScheme.mldsa87: 32,
+}
 
-SigningKey = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | ec.EllipticCurvePrivateKey
-VerifyingKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | ec.EllipticCurvePublicKey
+_MLDSA: dict[
+    SignatureScheme,
+    tuple[
+        type[mldsa.MLDSA44PrivateKey]
+        | type[mldsa.MLDSA65PrivateKey]
+        | type[mldsa.MLDSA87PrivateKey],
+        type[mldsa.MLDSA44PublicKey] | type[mldsa.MLDSA65PublicKey] | type[mldsa.MLDSA87PublicKey],
+    ],
+] = {
+    SignatureScheme.mldsa44: (mldsa.MLDSA44PrivateKey, mldsa.MLDSA44PublicKey),
+    SignatureScheme.mldsa65: (mldsa.MLDSA65PrivateKey, mldsa.MLDSA65PublicKey),
+    SignatureScheme.mldsa87: (mldsa.MLDSA87PrivateKey, mldsa.MLDSA87PublicKey),
+}
+
+SigningKey = (
+    ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+    | ec.EllipticCurvePrivateKey
+    | mldsa.MLDSA44PrivateKey
+    | mldsa.MLDSA65PrivateKey
+    | mldsa.MLDSA87PrivateKey
+)
+VerifyingKey = (
+    ed25519.Ed25519PublicKey
+    | ed448.Ed448PublicKey
+    | ec.EllipticCurvePublicKey
+    | mldsa.MLDSA44PublicKey
+    | mldsa.MLDSA65PublicKey
+    | mldsa.MLDSA87PublicKey
+)
 
 
 @runtime_checkable
@@ -112,6 +157,9 @@ class Signer:
                 if not 0 < len(sk) <= size:
                     raise ValueError("bad scalar size")
                 return ec.derive_private_key(int.from_bytes(sk, "big"), curve)
+            pq = _MLDSA.get(self.scheme)
+            if pq is not None:
+                return pq[0].from_seed_bytes(sk)
             if self.scheme == SignatureScheme.ed25519:
                 return ed25519.Ed25519PrivateKey.from_private_bytes(sk)
             return ed448.Ed448PrivateKey.from_private_bytes(sk)
@@ -144,10 +192,13 @@ class Signer:
                 c = int.from_bytes(draw(rng, size + 8), "big")
                 sk = (c % (_ORDERS[self.scheme] - 1) + 1).to_bytes(size, "big")
             else:
-                sk = draw(rng, _EDDSA_SEED_SIZE[self.scheme])
+                sk = draw(rng, _SEED_SIZE[self.scheme])
             return sk, _serialize_public(self._load_private(sk).public_key())
         key: SigningKey
-        if self._ec is not None:
+        pq = _MLDSA.get(self.scheme)
+        if pq is not None:
+            key = pq[0].generate()
+        elif self._ec is not None:
             key = ec.generate_private_key(self._ec[0])
         elif self.scheme == SignatureScheme.ed25519:
             key = ed25519.Ed25519PrivateKey.generate()
@@ -227,6 +278,9 @@ def _load_public(scheme: SignatureScheme, pk: bytes) -> VerifyingKey:
         curve = _EC.get(scheme)
         if curve is not None:
             return ec.EllipticCurvePublicKey.from_encoded_point(curve[0], pk)
+        pq = _MLDSA.get(scheme)
+        if pq is not None:
+            return pq[1].from_public_bytes(pk)
         if scheme == SignatureScheme.ed25519:
             return ed25519.Ed25519PublicKey.from_public_bytes(pk)
         return ed448.Ed448PublicKey.from_public_bytes(pk)

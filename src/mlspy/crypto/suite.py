@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from mlspy.crypto.hpke import AeadId, Hpke, KdfId, KemId
+from mlspy.crypto.pq_suites import PQ_SUITES
+from mlspy.crypto.pqkem import Derivation
 from mlspy.crypto.rng import Rng
 from mlspy.crypto.signature import MessageSigner, SignatureScheme, Signer
 from mlspy.errors import CryptoError, UnsupportedCipherSuiteError
@@ -45,6 +47,28 @@ class CipherSuite(IntEnum):
     MLS_256_DHKEMP521_AES256GCM_SHA512_P521 = 0x0005
     MLS_256_DHKEMX448_CHACHA20POLY1305_SHA512_Ed448 = 0x0006
     MLS_256_DHKEMP384_AES256GCM_SHA384_P384 = 0x0007
+    # Post-quantum, experimental (``pq_suites.py``): the suites of ts-mls 1.6 under its code
+    # points (private choices, not IANA's) ...
+    MLS_256_MLKEM768_AES256GCM_SHA384_Ed25519 = 79
+    MLS_256_MLKEM768_CHACHA20POLY1305_SHA384_Ed25519 = 80
+    MLS_256_MLKEM1024_AES256GCM_SHA512_Ed25519 = 81
+    MLS_256_MLKEM1024_CHACHA20POLY1305_SHA512_Ed25519 = 82
+    MLS_256_XWING_AES256GCM_SHA512_Ed25519 = 83
+    MLS_256_XWING_CHACHA20POLY1305_SHA512_Ed25519 = 84
+    MLS_256_MLKEM1024_AES256GCM_SHA512_MLDSA87 = 85
+    MLS_256_MLKEM1024_CHACHA20POLY1305_SHA512_MLDSA87 = 86
+    MLS_256_XWING_AES256GCM_SHA512_MLDSA87 = 87
+    MLS_256_XWING_CHACHA20POLY1305_SHA512_MLDSA87 = 88
+    # ... and those of draft-ietf-mls-pq-ciphersuites-06 that ``cryptography`` can build, at
+    # 0xF000 + n for the draft's TBDn (private use, RFC 9420 §17.1) until IANA assigns them.
+    MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519 = 0xF001
+    MLS_128_MLKEM768X25519_AES256GCM_SHA384_Ed25519 = 0xF002
+    MLS_128_MLKEM768_AES256GCM_SHA384_Ed25519 = 0xF006
+    MLS_128_MLKEM768_AES256GCM_SHA384_P256 = 0xF007
+    MLS_192_MLKEM1024_AES256GCM_SHA384_P384 = 0xF008
+    MLS_128_MLKEM768X25519_CHACHA20POLY1305_SHA384_MLDSA44 = 0xF009
+    MLS_192_MLKEM768_AES256GCM_SHA384_MLDSA65 = 0xF00A
+    MLS_256_MLKEM1024_AES256GCM_SHA384_MLDSA87 = 0xF00B
 
 
 _SUITES: dict[CipherSuite, tuple[KemId, KdfId, AeadId, SignatureScheme]] = {
@@ -120,6 +144,7 @@ class CipherSuiteProvider:
         "_aead_cls",
         "_hash",
         "_hash_cls",
+        "_kdf_hash",
         "hpke",
         "id",
         "kdf_extract_size",
@@ -130,18 +155,27 @@ class CipherSuiteProvider:
     )
 
     def __init__(self, cipher_suite: CipherSuite) -> None:
-        kem, kdf, aead, scheme = _SUITES[cipher_suite]
+        pq = PQ_SUITES.get(cipher_suite)
+        if pq is not None:
+            kem, kdf, aead, scheme, hash_of, derivation = pq
+        else:
+            kem, kdf, aead, scheme = _SUITES[cipher_suite]
+            hash_of, derivation = kdf, Derivation.HPKE_PQ
         self.id = cipher_suite
-        self._hash_cls = _HASH[kdf]
+        # The suite's hash (transcripts, tree hashes, references, HMAC) and its KDF's are
+        # one in the RFC's suites; ts-mls's post-quantum ones pair HKDF-SHA512 with a
+        # shorter hash (``pq_suites.py``).
+        self._hash_cls = _HASH[hash_of]
         self._hash = self._hash_cls()
-        self.nh = self._hash.digest_size
+        self._kdf_hash = _HASH[kdf]()
+        self.nh = self._kdf_hash.digest_size  # KDF.Nh: the size of every derived secret
         self.kdf_extract_size = self.nh
         self.nk = 16 if aead == AeadId.AES_128_GCM else 32
         self.nn = 12
         self._aead_cls: type[AESGCM] | type[ChaCha20Poly1305] = (
             ChaCha20Poly1305 if aead == AeadId.CHACHA20_POLY1305 else AESGCM
         )
-        self.hpke = Hpke(kem, kdf, aead)
+        self.hpke = Hpke(kem, kdf, aead, derivation)
         self.signer = Signer(scheme)
 
     def __repr__(self) -> str:
@@ -166,12 +200,12 @@ class CipherSuiteProvider:
 
     def extract(self, salt: bytes, ikm: bytes) -> bytes:
         """``KDF.Extract(salt, ikm)``."""
-        return HKDF.extract(self._hash, salt, ikm)
+        return HKDF.extract(self._kdf_hash, salt, ikm)
 
     def expand(self, prk: bytes, info: bytes, length: int) -> bytes:
         """``KDF.Expand(prk, info, length)``."""
         try:
-            return HKDFExpand(self._hash, length, info).derive(prk)
+            return HKDFExpand(self._kdf_hash, length, info).derive(prk)
         except ValueError:
             raise CryptoError("KDF.Expand output too long") from None
 

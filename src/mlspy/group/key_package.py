@@ -168,7 +168,7 @@ def validate_key_package(
     if kp.init_key == kp.leaf_node.encryption_key:
         raise KeyPackageError("init_key equals the leaf encryption_key", rule="KP-05")
     try:
-        cs.hpke.load_public(kp.init_key)
+        cs.hpke.check_public(kp.init_key)
     except (MLSError, ValueError) as exc:
         raise KeyPackageError(
             "init_key is not a valid public key for the suite", rule="KP-06"
