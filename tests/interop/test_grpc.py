@@ -16,6 +16,7 @@ import pytest
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc_tools")
 
+from mlspy.crypto.pq_suites import PQ_SUITES  # noqa: E402
 from mlspy.group.public_group import PublicGroup  # noqa: E402
 from mlspy.interop import runner  # noqa: E402
 from mlspy.interop._proto import load  # noqa: E402
@@ -134,7 +135,8 @@ def test_no_rpc_is_unimplemented(clients: Clients) -> None:
 def test_identification(clients: Clients) -> None:
     assert clients.a.Name(pb2.NameRequest()).name == "mlspy"
     suites = clients.b.SupportedCiphersuites(pb2.SupportedCiphersuitesRequest()).ciphersuites
-    assert list(suites) == [1, 2, 3, 4, 5, 6, 7]
+    # The RFC's seven, then the post-quantum ones (ts-mls's, the draft's: ``pq_suites.py``).
+    assert list(suites) == [1, 2, 3, 4, 5, 6, 7, *PQ_SUITES]
 
 
 def test_membership_and_state(clients: Clients) -> None:
@@ -399,11 +401,12 @@ def test_runner_all_configs_all_suites(
         "reinit",
         "welcome_join",
     }
-    # 7 suites x 2 handshake modes x 2 actor rotations for every script.
+    # Every suite (the RFC's 7 and the post-quantum ones) x 2 handshake modes x 2 actor
+    # rotations for every script.
     assert out.count("PASS") == sum(
         len(json.loads(p.read_text())["scripts"]) for p in runner.builtin_configs()
     )
-    assert "(28 runs)" in out
+    assert f"({(7 + len(PQ_SUITES)) * 4} runs)" in out
 
 
 def test_runner_reports_failing_step(

@@ -210,6 +210,11 @@ class Hpke:
     # --- Key handling (RFC 9180 §7.1.1) -----------------------------------------------------
 
     @property
+    def n_sk(self) -> int:
+        """``Nsk``: the bytes ``GenerateKeyPair`` draws for ``DeriveKeyPair``."""
+        return self._pq.params.n_sk if self._pq is not None else self._kem.n_sk
+
+    @property
     def enc_size(self) -> int:
         return self._pq.params.n_enc if self._pq is not None else self._kem.n_enc
 
@@ -276,11 +281,8 @@ class Hpke:
 
     def generate_key_pair(self, *, rng: Rng | None = None) -> tuple[bytes, bytes]:
         """``GenerateKeyPair()`` (RFC 9180 §4): ``DeriveKeyPair(ikm)`` over ``Nsk`` bytes drawn
-        from ``rng`` (``os.urandom`` by default); returns serialized (sk, pk). A
-        post-quantum KEM's private key is a random seed."""
-        if self._pq is not None:
-            return self._pq.generate_key_pair(rng=rng)
-        return self.derive_key_pair(draw(rng, self._kem.n_sk))
+        from ``rng`` (``os.urandom`` by default); returns serialized (sk, pk)."""
+        return self.derive_key_pair(draw(rng, self.n_sk))
 
     def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
         """``DeriveKeyPair(ikm)`` of RFC 9180 §7.1.3 (``pqkem.py`` for the post-quantum

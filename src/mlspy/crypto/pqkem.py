@@ -131,9 +131,9 @@ class PqKem:
         return sk, self.public_key_of(sk)
 
     def generate_key_pair(self, *, rng: Rng | None = None) -> tuple[bytes, bytes]:
-        """``GenerateKeyPair()``: a random private seed (``rng`` or ``os.urandom``)."""
-        sk = draw(rng, self.params.n_sk)
-        return sk, self.public_key_of(sk)
+        """``GenerateKeyPair()``: ``DeriveKeyPair`` over ``Nsk`` random bytes (``rng`` or
+        ``os.urandom``), as RFC 9180 §7.1.3 generates DHKEM keys."""
+        return self.derive_key_pair(draw(rng, self.params.n_sk))
 
     def public_key_of(self, sk: bytes) -> bytes:
         return _public_of(self.kem_id, bytes(sk))
