@@ -202,6 +202,11 @@ Exit status: 0 after a clean stop, 1 on a runtime error, 2 on a bad setting."""
     help="PEM file of CA certificates: X.509 credentials they issue are accepted.",
 )
 @click.option(
+    "--cipher-suites",
+    help="Cipher suites devices, KeyPackages and groups may use: comma-separated numbers or "
+    "names (`mlspy suites`), or post-quantum (every post-quantum one). Default: all.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error", "critical"]),
     default="info",
@@ -236,6 +241,7 @@ def serve_command(
     tls_key: str | None,
     registration: str | None,
     ca: str | None,
+    cipher_suites: str | None,
     log_level: str | None,
     log_format: str | None,
     workers: int | None,
@@ -260,6 +266,7 @@ def serve_command(
         "tls_key": tls_key,
         "registration": registration,
         "ca": ca,
+        "cipher_suites": cipher_suites,
         "log.level": log_level,
         "log.format": log_format,
         "workers": workers,
@@ -334,11 +341,69 @@ def _check_port_free(host: str, port: int) -> None:
 
 @main.command("demo")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable transcript.")
-def demo_command(as_json: bool) -> None:
+@click.option(
+    "--suite",
+    default="1",
+    show_default=True,
+    help="Cipher suite, by number (0x53 or 83) or name (e.g. "
+    "MLS_256_XWING_AES256GCM_SHA512_Ed25519); `mlspy suites` lists them.",
+)
+def demo_command(as_json: bool, suite: str) -> None:
     """Run a narrated MLS conversation over an embedded Delivery Service."""
     from mlspy.tools.demo import run
 
-    sys.exit(run(as_json))
+    sys.exit(run(as_json, parse_suite(suite)))
+
+
+def parse_suite(text: str) -> int:
+    """A cipher suite given by number (decimal or 0x hex) or by name; a usage error (exit 2)
+    naming ``mlspy suites`` otherwise."""
+    from mlspy.crypto import CipherSuite
+
+    by_name = {cs.name.upper(): cs.value for cs in CipherSuite}
+    try:
+        value = int(text, 0) if text[:1].isdigit() else by_name[text.upper()]
+        return CipherSuite(value).value
+    except (KeyError, ValueError):
+        raise click.BadParameter(
+            f"unknown cipher suite {text!r}: `mlspy suites` lists the supported ones",
+            param_hint="--suite",
+        ) from None
+
+
+@main.command("suites")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def suites_command(as_json: bool) -> None:
+    """List the supported cipher suites (the post-quantum ones are experimental)."""
+    from mlspy.crypto import CipherSuite, suite
+    from mlspy.crypto.pq_suites import PQ_SUITES, TS_MLS_SUITES
+
+    rows = []
+    for cs in CipherSuite:
+        p = suite(cs)
+        family = (
+            "RFC 9420"
+            if cs not in PQ_SUITES
+            else (
+                "ts-mls 1.6 (experimental)"
+                if cs in TS_MLS_SUITES
+                else "draft-ietf-mls-pq-ciphersuites-06 (experimental)"
+            )
+        )
+        rows.append(
+            {
+                "value": int(cs),
+                "name": cs.name,
+                "kem": p.hpke.kem_id.name,
+                "signature": p.signer.scheme.name,
+                "family": family,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"0x{r['value']:04x}  {r['name']:<58} {r['family']}")
 
 
 @main.command("tree")
@@ -465,6 +530,13 @@ def _require_state_store(path: str) -> None:
     "recovery_secret",
     help="Your name's recovery secret: take the name over on this device (every old one lost).",
 )
+@click.option(
+    "--suite",
+    default="1",
+    show_default=True,
+    help="Cipher suite of a new device (number or name; `mlspy suites`); your groups' "
+    "members need it too. A device with --state keeps the suite it was made with.",
+)
 def chat_command(
     server: str,
     user: str,
@@ -474,6 +546,7 @@ def chat_command(
     ca: str | None,
     invite_code: str | None,
     recovery_secret: str | None,
+    suite: str,
 ) -> None:
     """An interactive end-to-end encrypted terminal chat."""
     import ssl
@@ -519,6 +592,7 @@ def chat_command(
         device=device,
         pairing_code=pairing_code,
         ca=ca,
+        cipher_suite=parse_suite(suite),
     )
 
 

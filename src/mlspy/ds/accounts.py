@@ -156,6 +156,9 @@ class AuthenticationService(Devices):
     # The key challenges are MAC'd with (``challenges.py``); every node of a deployment must
     # share it. None: one made once and kept in the database (shared through it).
     challenge_secret: bytes | None = field(default=None, repr=False)
+    # The cipher suites devices, KeyPackages and groups may use here (``mlspy serve``'s
+    # ``cipher_suites``: e.g. only post-quantum ones); None: every suite mlspy supports.
+    cipher_suites: frozenset[int] | None = None
     # Tokens looked up recently (``token_cache.py``): most requests skip the database.
     token_cache: TokenCache[ClientInfo] = field(default_factory=TokenCache, repr=False)
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
@@ -187,14 +190,24 @@ class AuthenticationService(Devices):
     def _consume_challenge(self, tx: Tx, challenge: bytes) -> None:
         challenges.consume(tx, self._challenge_key(), challenge, self.clock())
 
-    @staticmethod
+    def check_suite(self, cipher_suite: int) -> None:
+        """Forbidden unless the operator allows ``cipher_suite`` here."""
+        allowed = self.cipher_suites
+        if allowed is not None and cipher_suite not in allowed:
+            names = ", ".join(f"0x{c:04x}" for c in sorted(allowed))
+            raise Forbidden(
+                f"cipher suite 0x{cipher_suite:04x} is not allowed on this server "
+                f"(allowed: {names}): make your device, KeyPackages and groups in one of those"
+            )
+
     def _check_possession(
-        cipher_suite: int, signature_key: bytes, challenge: bytes, signature: bytes
+        self, cipher_suite: int, signature_key: bytes, challenge: bytes, signature: bytes
     ) -> None:
         try:
             cs = suite(cipher_suite)
         except MLSError as exc:
             raise BadRequest(str(exc)) from None
+        self.check_suite(cipher_suite)
         if not cs.verify_with_label(signature_key, CHALLENGE_LABEL, challenge, signature):
             raise Unauthorized("the challenge signature does not verify with this key")
 

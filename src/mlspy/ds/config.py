@@ -97,6 +97,9 @@ class Settings:
     registration: str = "invite"
     # PEM file of trust anchors: X.509 credentials they issue are accepted.
     ca: str | None = None
+    # Cipher suites devices, KeyPackages and groups may use (comma-separated numbers or
+    # names, `mlspy suites`; "post-quantum" for every post-quantum one). Empty: all.
+    cipher_suites: str | None = None
     # GET /metrics (Prometheus text format). Who may read it: loopback clients only, unless
     # a bearer token is set (then every client that sends it, and no other) or
     # metrics_public (anyone who reaches the port).
@@ -319,6 +322,30 @@ def load(
 # --- Checking --------------------------------------------------------------------------------
 
 
+def allowed_suites(text: str | None) -> frozenset[int] | None:
+    """The ``cipher_suites`` setting as suite values (None: every one)."""
+    from mlspy.crypto import CipherSuite
+    from mlspy.crypto.pq_suites import PQ_SUITES
+
+    if text is None or not text.strip():
+        return None
+    by_name = {cs.name.upper(): int(cs) for cs in CipherSuite}
+    out: set[int] = set()
+    for item in (part.strip() for part in text.split(",")):
+        if item.lower() == "post-quantum":
+            out |= set(PQ_SUITES)
+            continue
+        try:
+            value = int(item, 0) if item[:1].isdigit() else by_name[item.upper()]
+            out.add(int(CipherSuite(value)))
+        except (KeyError, ValueError):
+            raise ConfigError(
+                f"cipher_suites: unknown cipher suite {item!r} (`mlspy suites` lists them; "
+                '"post-quantum" stands for all the post-quantum ones)'
+            ) from None
+    return frozenset(out)
+
+
 def check(s: Settings) -> None:
     """Values that are well typed but cannot work together, or out of range."""
     if not 0 <= s.port <= 65535:
@@ -332,6 +359,8 @@ def check(s: Settings) -> None:
             "registration 'x509' needs ca: the CA's certificates (--ca, MLSPY_CA or `ca` in "
             "the configuration file)"
         )
+    if s.cipher_suites is not None:
+        allowed_suites(s.cipher_suites)  # a ConfigError names what is wrong
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigError("tls_cert and tls_key go together (--tls-cert and --tls-key)")
     if s.metrics_token is not None and s.metrics_token_file is not None:

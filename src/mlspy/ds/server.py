@@ -19,7 +19,14 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mlspy.ds.app import create_app
-from mlspy.ds.config import Settings, default_database, is_loopback, mask_url, metrics_token
+from mlspy.ds.config import (
+    Settings,
+    allowed_suites,
+    default_database,
+    is_loopback,
+    mask_url,
+    metrics_token,
+)
 from mlspy.ds.db import open_database
 from mlspy.ds.limits import WS_MAX_FRAME, Limits
 from mlspy.ds.logs import configure_logging, install_redaction
@@ -180,6 +187,7 @@ def build_service(settings: Settings) -> DeliveryService:
         "quota_bytes": settings.quotas.bytes,
         "quota_groups": settings.quotas.groups,
         "quota_key_packages": settings.quotas.key_packages,
+        "cipher_suites": allowed_suites(settings.cipher_suites),
     }
     try:
         return service_for(

@@ -179,6 +179,7 @@ class DeliveryService(AuthenticationService):
             kp = msg.key_package
             if kp is None:
                 raise BadRequest("expected MLSMessage(KeyPackage)")
+            self.check_suite(kp.cipher_suite)
             try:
                 validate_key_package(kp, now=now)
             except ValidationError as exc:
@@ -362,6 +363,7 @@ class DeliveryService(AuthenticationService):
         # The tree's shape is checked before any work proportional to its width, and before
         # the transaction (the validation below runs inside one, for the AS's registry).
         gi = _checked_group_info(group_info, ratchet_tree)
+        self.check_suite(gi.group_context.cipher_suite)
         try:
             with self.db.transaction() as tx:
                 public = PublicGroup.from_group_info(

@@ -195,6 +195,7 @@ class ChatApp(App[None]):
         pairing_code: str | None = None,
         verify: bool | str = True,
         history: str | Path | None = None,
+        cipher_suite: int = 1,
     ) -> None:
         """A chat as ``user``'s ``device`` (``""``: the user's first device, named by the
         bare user name; a further one registers with a ``pairing_code`` from ``/link``).
@@ -210,6 +211,7 @@ class ChatApp(App[None]):
             device=device,
             pairing_code=pairing_code,
             verify=verify,
+            cipher_suite=cipher_suite,
         )
         self.server_url = server.rstrip("/")
         self.user = user
@@ -580,6 +582,7 @@ def run(
     device: str = "",
     pairing_code: str | None = None,
     ca: str | None = None,
+    cipher_suite: int = 1,
 ) -> None:
     store = None
     history = None
@@ -598,6 +601,7 @@ def run(
         pairing_code=pairing_code,
         verify=ca if ca is not None else True,
         history=history,
+        cipher_suite=cipher_suite,
     )
     try:
         app.run()

@@ -29,6 +29,7 @@ from typing import Any
 from mlspy.client import Client, Event
 from mlspy.client.events import EpochChanged, Joined, JoinRequest, Message, Removed, describe
 from mlspy.client.who import member_devices
+from mlspy.crypto import CipherSuite
 from mlspy.ds.app import create_app
 from mlspy.ds.client import DSClient, DSRequestError
 from mlspy.ds.db import SQLiteDatabase
@@ -117,9 +118,15 @@ def _roster(client: Client, gid: bytes) -> set[str]:
 
 class _Demo:
     def __init__(
-        self, url: str, say: Say, invite: Callable[[], str], messages: list[dict[str, Any]]
+        self,
+        url: str,
+        say: Say,
+        invite: Callable[[], str],
+        messages: list[dict[str, Any]],
+        cipher_suite: int = 1,
     ) -> None:
         self.url, self.say, self.invite = url, say, invite
+        self.cipher_suite = cipher_suite
         self.clients: list[Client] = []  # every device started, in order
         self.members: list[Client] = []  # the devices that should be in the group now
         self.gid = b""
@@ -131,13 +138,27 @@ class _Demo:
         """A new user (the embedded DS registers invited names only: its operator, this
         process, mints each a single-use invite code)."""
         return await self._start(
-            Client(self.url, name, device=device, poll_interval=POLL, invite_code=self.invite())
+            Client(
+                self.url,
+                name,
+                device=device,
+                poll_interval=POLL,
+                invite_code=self.invite(),
+                cipher_suite=self.cipher_suite,
+            )
         )
 
     async def enrol(self, existing: Client, device: str) -> Client:
         """A further device of ``existing``'s user, with a pairing code from ``existing``."""
         code = await existing.pairing_code()
-        new = Client(self.url, existing.name, device=device, poll_interval=POLL, pairing_code=code)
+        new = Client(
+            self.url,
+            existing.name,
+            device=device,
+            poll_interval=POLL,
+            pairing_code=code,
+            cipher_suite=self.cipher_suite,
+        )
         return await self._start(new)
 
     async def _start(self, client: Client) -> Client:
@@ -387,9 +408,13 @@ class _Demo:
 
 
 async def _scenario(
-    url: str, say: Say, invite: Callable[[], str], messages: list[dict[str, Any]]
+    url: str,
+    say: Say,
+    invite: Callable[[], str],
+    messages: list[dict[str, Any]],
+    cipher_suite: int = 1,
 ) -> dict[str, Any]:
-    demo = _Demo(url, say, invite, messages)
+    demo = _Demo(url, say, invite, messages, cipher_suite)
     try:
         return await demo.run()
     finally:
@@ -421,7 +446,7 @@ def _print(title: str, details: dict[str, Any]) -> None:
             print(f"   {key}: {value}")
 
 
-def run(as_json: bool = False) -> int:
+def run(as_json: bool = False, cipher_suite: int = 1) -> int:
     transcript: list[dict[str, Any]] = []
     start = time.perf_counter()
 
@@ -438,9 +463,16 @@ def run(as_json: bool = False) -> int:
         with InProcessServer(create_app(service)) as server:
             if not as_json:
                 print(f"mlspy demo: embedded Delivery Service at {server.url} (SQLite in {tmp})")
+                print(f"cipher suite: {CipherSuite(cipher_suite).name} (0x{cipher_suite:04x})")
             try:
                 summary = asyncio.run(
-                    _scenario(server.url, say, lambda: service.create_invite()[0], messages)
+                    _scenario(
+                        server.url,
+                        say,
+                        lambda: service.create_invite()[0],
+                        messages,
+                        cipher_suite,
+                    )
                 )
             except DemoFailed as exc:
                 failure = f"check failed: {exc}"
@@ -449,6 +481,7 @@ def run(as_json: bool = False) -> int:
     elapsed = time.perf_counter() - start
     if as_json:
         doc = {
+            "cipher_suite": cipher_suite,
             "transcript": transcript,
             "messages": messages,
             "ok": not failure,
