@@ -28,11 +28,12 @@ def run(
     repeat: int,
     compare: bool,
     progress: Callable[[str], None],
+    cipher_suite: int = 1,
 ) -> dict[str, Any]:
     # Every join must verify every signature, as a fresh client would.
     previous = set_verification_cache(0)
     try:
-        return _run(sizes, shapes, repeat, compare, progress)
+        return _run(sizes, shapes, repeat, compare, progress, cipher_suite)
     finally:
         set_verification_cache(previous)
 
@@ -43,8 +44,9 @@ def _run(
     repeat: int,
     compare: bool,
     progress: Callable[[str], None],
+    cipher_suite: int,
 ) -> dict[str, Any]:
-    costs = measure_costs()
+    costs = measure_costs(cipher_suite)
     timer = Timer(repeat)
     config = GroupConfig(check_lifetimes=False)
     results: dict[str, Any] = {
@@ -53,6 +55,7 @@ def _run(
         f"{platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
         "crypto_costs": costs.__dict__,
+        "cipher_suite": cipher_suite,
         "groups": {},
     }
     for shape in shapes:
@@ -60,19 +63,25 @@ def _run(
         for size in sizes:
             if shape == "full" and size > MAX_FULL:
                 continue
-            progress(f"{shape} {size}: building")
+            progress(f"suite 0x{cipher_suite:04x} {shape} {size}: building")
             t0 = time.perf_counter()
-            built = build(size, shape, config)
+            built = build(size, shape, config, cipher_suite=cipher_suite)
             progress(f"{shape} {size}: built in {time.perf_counter() - t0:.1f}s, timing")
             measured = time_operations(built, timer, config, costs)
-            cell: dict[str, Any] = {"mlspy": measured.seconds, "floor": measured.floor}
+            cell: dict[str, Any] = {
+                "mlspy": measured.seconds,
+                "floor": measured.floor,
+                "bytes": measured.sizes,
+            }
             if compare:
                 progress(f"{shape} {size}: mls-rs")
                 cell["mls-rs"] = mlsrs_ops.time_operations(size, shape, timer)
             by_size[str(size)] = cell
         if by_size:
             results["groups"][shape] = by_size
-    results["title"] = f"mlspy vs mls-rs, suite 0x0001 — {results['machine']}, {results['date']}"
+    results["title"] = (
+        f"mlspy vs mls-rs, suite 0x{cipher_suite:04x} — {results['machine']}, {results['date']}"
+    )
     return results
 
 
@@ -95,7 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--plot", type=Path, help="write a log-log PNG plot to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--suite",
+        default="1",
+        help="cipher suite(s), comma-separated numbers or names (`mlspy suites`); with more "
+        "than one, a table compares them operation by operation (default: 1)",
+    )
     args = parser.parse_args(argv)
+    try:
+        suites = [_suite(text) for text in args.suite.split(",") if text.strip()]
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s]
     except ValueError:
@@ -113,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"no directory for {out}")
     to_stdout = str(args.json) == "-"
     compare = args.compare == "mls-rs"
+    if compare and suites != [1]:
+        parser.error("--compare mls-rs runs in suite 1 only (the binding's one suite)")
     if compare and not mlsrs_ops.available():
         print(
             "mls-rs binding not installed: pip install -e '.[interop]' (agentvault-mls-rs-uniffi)",
@@ -124,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(text, file=sys.stderr, flush=True)
 
-    results = run(sizes, shapes, args.repeat, compare, progress)
+    if len(suites) > 1:
+        return _compare_suites(suites, sizes, shapes, args, progress, to_stdout)
+    results = run(sizes, shapes, args.repeat, compare, progress, suites[0])
     # With --json -, stdout carries only the JSON (the table goes to stderr).
     print(report.table(results), file=sys.stderr if to_stdout else sys.stdout)
     if to_stdout:
@@ -137,4 +160,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"plot: {args.plot}")
         else:
             print("plot skipped: matplotlib is not installed (pip install matplotlib)")
+    return 0
+
+
+def _suite(text: str) -> int:
+    from mlspy.crypto import CipherSuite
+
+    text = text.strip()
+    by_name = {cs.name.upper(): int(cs) for cs in CipherSuite}
+    try:
+        value = int(text, 0) if text[:1].isdigit() else by_name[text.upper()]
+        return int(CipherSuite(value))
+    except (KeyError, ValueError):
+        raise ValueError(f"unknown cipher suite {text!r} (`mlspy suites` lists them)") from None
+
+
+def _compare_suites(
+    suites: Sequence[int],
+    sizes: Sequence[int],
+    shapes: Sequence[str],
+    args: Any,
+    progress: Callable[[str], None],
+    to_stdout: bool,
+) -> int:
+    """Each suite measured in turn; one table of them side by side."""
+    by_suite = {
+        f"0x{cs:04x}": run(sizes, shapes, args.repeat, False, progress, cs) for cs in suites
+    }
+    text = report.suites_table(by_suite)
+    print(text, file=sys.stderr if to_stdout else sys.stdout)
+    doc = {"suites": by_suite}
+    if to_stdout:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    elif args.json:
+        args.json.write_text(json.dumps(doc, indent=2, sort_keys=True))
+        print(f"\nJSON: {args.json}")
     return 0

@@ -34,10 +34,15 @@ class Built:
     b: Group
     others: list[Group]
     size: int
+    cipher_suite: int = 1
 
 
-def _members(n: int, prefix: str) -> tuple[list[SigningIdentity], list[KeyPackageBundle]]:
-    identities = [SigningIdentity.generate(f"{prefix}-{i}".encode()) for i in range(n)]
+def _members(
+    n: int, prefix: str, cipher_suite: int = 1
+) -> tuple[list[SigningIdentity], list[KeyPackageBundle]]:
+    identities = [
+        SigningIdentity.generate(f"{prefix}-{i}".encode(), cipher_suite) for i in range(n)
+    ]
     return identities, [create_key_package(i) for i in identities]
 
 
@@ -51,13 +56,15 @@ def _deliver(groups: list[Group], commit: bytes, committer: Group) -> None:
             g.merge_staged_commit(staged)
 
 
-def build(size: int, shape: str, config: GroupConfig, seed: int = 7) -> Built:
+def build(
+    size: int, shape: str, config: GroupConfig, seed: int = 7, cipher_suite: int = 1
+) -> Built:
     """``sparse``: batch adds then ~1/16 removals; ``full``: every other member commits so no
     parent is blank (affordable up to a few hundred members)."""
-    identities, bundles = _members(size, "member")
+    identities, bundles = _members(size, "member", cipher_suite)
     a = Group.create(identities[0], config=config)
     if size == 1:
-        return Built(a, a, [], size)
+        return Built(a, a, [], size, cipher_suite)
     out = a.commit([Proposal(Add(b.key_package)) for b in bundles[1:]])
     a.merge_pending_commit()
     if out.welcome is None:  # pragma: no cover - an add commit always has a Welcome
@@ -71,7 +78,7 @@ def build(size: int, shape: str, config: GroupConfig, seed: int = 7) -> Built:
         if victims:
             out = a.commit([Proposal(Remove(v)) for v in victims])
             _deliver([a, b], out.commit, a)
-        return Built(a, b, [], size)
+        return Built(a, b, [], size, cipher_suite)
     # Full: members at even leaves commit one after the other; all must stay live.
     live = [a] + [
         Group.join(welcome, bundles[i], ratchet_tree=tree, config=config) for i in range(1, size)
@@ -81,13 +88,15 @@ def build(size: int, shape: str, config: GroupConfig, seed: int = 7) -> Built:
     for g in committers:
         out = g.commit(force_path=True)
         _deliver(followers, out.commit, g)
-    return Built(a, live[1], [], size)
+    return Built(a, live[1], [], size, cipher_suite)
 
 
 @dataclass
 class Measured:
     seconds: dict[str, float]
     floor: dict[str, float]
+    # Wire sizes in bytes: a commit with a path, an add's Welcome, a KeyPackage, a GroupInfo.
+    sizes: dict[str, int]
 
 
 def _path_counts(commit: bytes) -> tuple[int, int]:
@@ -113,8 +122,10 @@ def time_operations(
 ) -> Measured:
     """Median seconds per operation for one built group, and each one's crypto floor."""
     a, b = built.a, built.b
+    suite_id = built.cipher_suite
     seconds: dict[str, float] = {}
     floor: dict[str, float] = {}
+    sizes: dict[str, int] = {}
 
     def commit_round(name: str, make: Callable[[], bytes], path: bool) -> None:
         """Time creating a commit by ``a`` and processing it by ``b``, then merge both."""
@@ -142,14 +153,22 @@ def time_operations(
         floor[f"{name} create"] = timer.median(create_floor)
         floor[f"{name} process"] = timer.median(process_floor)
 
-    commit_round("commit", lambda: a.commit(force_path=True).commit, path=True)
+    def path_commit() -> bytes:
+        commit = a.commit(force_path=True).commit
+        sizes["commit (path) bytes"] = len(commit)
+        return commit
+
+    commit_round("commit", path_commit, path=True)
 
     joins: list[tuple[bytes, KeyPackageBundle]] = []
 
     def add() -> bytes:
-        bundle = create_key_package(SigningIdentity.generate(b"newcomer"))
+        bundle = create_key_package(SigningIdentity.generate(b"newcomer", suite_id))
         out = a.commit([Proposal(Add(bundle.key_package))])
         joins.append((out.welcome or b"", bundle))
+        sizes["add commit bytes"] = len(out.commit)
+        sizes["Welcome bytes"] = len(out.welcome or b"")
+        sizes["KeyPackage bytes"] = len(MLSMessage.wrap(bundle.key_package).encode())
         return out.commit
 
     commit_round("add", add, path=False)
@@ -168,7 +187,8 @@ def time_operations(
     commit_round("remove", remove, path=True)
 
     group_info = a.group_info()
-    ident = SigningIdentity.generate(b"external")
+    sizes["GroupInfo (with tree) bytes"] = len(group_info)
+    ident = SigningIdentity.generate(b"external", suite_id)
     externals = [
         timer.once(lambda: join_external(group_info, ident, config=config))
         for _ in range(timer.repeat)
@@ -196,4 +216,4 @@ def time_operations(
         seconds[f"app decrypt {label}"] = timer.median(dec_times)
         floor[f"app encrypt {label}"] = costs.sign
         floor[f"app decrypt {label}"] = costs.verify
-    return Measured(seconds, floor)
+    return Measured(seconds, floor, sizes)

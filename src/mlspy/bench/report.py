@@ -56,6 +56,53 @@ def table(results: Results) -> str:
     return "\n".join(lines)
 
 
+# The rows of the suite comparison: times (ms) and wire sizes (bytes).
+SUITE_ROWS = (
+    "join (Welcome)",
+    "commit create",
+    "commit process",
+    "add create",
+    "add process",
+    "app encrypt 100 B",
+    "app decrypt 100 B",
+)
+SIZE_ROWS = (
+    "commit (path) bytes",
+    "Welcome bytes",
+    "KeyPackage bytes",
+    "GroupInfo (with tree) bytes",
+)
+
+
+def suites_table(by_suite: dict[str, Results]) -> str:
+    """Cipher suites side by side: per shape and group size, rows of operations (ms) and wire
+    sizes (bytes), one column per suite."""
+    from mlspy.crypto import CipherSuite
+
+    names = list(by_suite)
+    first = by_suite[names[0]]
+    lines = ["columns: " + ", ".join(f"{n} {CipherSuite(int(n, 16)).name}" for n in names)]
+    for shape, by_size in first["groups"].items():
+        for size in sorted(by_size, key=int):
+            lines.append(f"\n{shape} tree, {size} members (median of {first['repeat']} runs)")
+            header = f"{'':30}" + "".join(f"{n:>12}" for n in names)
+            lines.append(header)
+            lines.append("-" * len(header))
+            for op in SUITE_ROWS:
+                row = [by_suite[n]["groups"][shape][size]["mlspy"].get(op) for n in names]
+                lines.append(
+                    f"{op + ' ms':30}"
+                    + "".join(f"{v * 1000:>12.2f}" if v is not None else f"{'-':>12}" for v in row)
+                )
+            for key in SIZE_ROWS:
+                row = [by_suite[n]["groups"][shape][size]["bytes"].get(key) for n in names]
+                lines.append(
+                    f"{key:30}"
+                    + "".join(f"{v:>12,}" if v is not None else f"{'-':>12}" for v in row)
+                )
+    return "\n".join(lines)
+
+
 def write_json(results: Results, path: Path) -> None:
     path.write_text(json.dumps(results, indent=2, sort_keys=True))
 
