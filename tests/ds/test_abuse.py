@@ -233,7 +233,8 @@ def test_a_client_pushing_bytes_too_fast_is_slowed_and_others_are_not(local: _Lo
     gid = alice.group.group_id.hex()  # type: ignore[union-attr]
     blob = base64.b64encode(b"\x00" * 200_000).decode()  # ~270 KB of JSON per request
     statuses = []
-    for _ in range(15):
+    # The burst is at least one largest request (3 x max_message: 12 MiB), then 100 kB/s.
+    for _ in range(60):
         r = httpx.post(
             f"{local.url}/v1/groups/{gid}/messages",
             headers={"authorization": f"Bearer {alice.client.token}"},

@@ -112,6 +112,9 @@ class Settings:
     metrics_public: bool = False
     # Seconds between two retention sweeps (deleting what `retention` says).
     sweep_interval: float = 300.0
+    # The largest message, Welcome or GroupInfo accepted, in bytes (an HTTP body may be three
+    # times that). Post-quantum groups need more than classical ones (docs/performance.md).
+    max_message: int = field(default_factory=lambda: int(_ds_default("max_message", 4 << 20)))
     # Seconds an unacknowledged message is kept (acknowledged ones go at once).
     retention: float = field(default_factory=lambda: float(_ds_default("retention", 30 * DAY)))
     # Connections (and requests in progress) at once, over all clients; more are answered 503.

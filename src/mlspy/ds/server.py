@@ -184,6 +184,7 @@ def service_for(
 def build_service(settings: Settings) -> DeliveryService:
     extra = {
         "retention": settings.retention,
+        "max_message": settings.max_message,
         "quota_bytes": settings.quotas.bytes,
         "quota_groups": settings.quotas.groups,
         "quota_key_packages": settings.quotas.key_packages,

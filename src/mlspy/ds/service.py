@@ -79,7 +79,11 @@ from mlspy.messages import (
 )
 from mlspy.messages import RatchetTree as RatchetTreeExtension
 
-MAX_MESSAGE = 1 << 20
+# The largest message, Welcome or GroupInfo taken (``mlspy serve``'s ``max_message``). 4 MiB:
+# a 1,000-member group's Welcome or commit in the post-quantum suites with Ed25519 is about
+# 1.4-1.7 MB (``docs/bench/bench_pq.txt``); with ML-DSA-87 a Welcome carries 8 kB per member
+# (a 256-member one is 2.1 MB) — raise it for larger ML-DSA groups.
+MAX_MESSAGE = 4 << 20
 
 
 # Queue items that are not group messages: Welcomes, roll-back notices (a commit undone), and
