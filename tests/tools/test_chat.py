@@ -337,3 +337,23 @@ def test_a_self_signed_server_needs_ca(tmp_path: Path) -> None:
                 await _connected(trusting)
 
         asyncio.run(scenario())
+
+
+def test_chat_in_a_post_quantum_suite(server: InProcessServer) -> None:
+    """Issue 20: two chats in X-Wing with ML-DSA-87 (``mlspy chat --suite 87``): they talk,
+    and their group is in that suite."""
+
+    async def scenario() -> None:
+        alice = ChatApp(server.url, "pq-alice", cipher_suite=87)
+        bob = ChatApp(server.url, "pq-bob", cipher_suite=87)
+        async with alice.run_test() as pa, bob.run_test() as pb:
+            await _connected(alice, bob)
+            await _created(pa, alice)
+            (gid,) = alice.client.group_ids()  # 64 bytes here: the suite's KDF is SHA-512
+            await _type(pa, alice, "/invite pq-bob")
+            await _wait(lambda: "you joined the group" in _log(bob))
+            await _type(pb, bob, "quantum-safe hello")
+            await _wait(lambda: "pq-bob: quantum-safe hello" in _log(alice))
+            assert alice.client.group(gid).group.cipher_suite.id == 87
+
+    asyncio.run(scenario())
