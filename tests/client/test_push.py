@@ -17,6 +17,7 @@ import pytest
 
 from mlspy.client import Client, Event, push
 from mlspy.ds.app import create_app
+from mlspy.ds.client import DSRequestError
 from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.errors import Unavailable
 from mlspy.ds.limits import Limits
@@ -165,6 +166,44 @@ def test_what_a_client_sends_goes_on_its_websocket(ds: DS) -> None:
         await alice.send(gid, "too big for the socket")
         assert await _texts(bob, 1) == ["too big for the socket"]
         assert posts(ds.counting.seen - before) == 1
+        await alice.stop()
+        await bob.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_send_on_a_socket_known_dead_or_answering_503_goes_over_http(ds: DS) -> None:
+    """A socket whose reader has ended takes no submission (HTTP does, rather than retries
+    burnt on it); a 503 answer (the DS's database away) is retried over HTTP, which waits
+    for Retry-After."""
+
+    def posts(seen: Counter[tuple[str, str]]) -> int:
+        return sum(n for (m, p), n in seen.items() if m == "POST" and p.endswith("/messages"))
+
+    async def scenario() -> None:
+        alice, bob, gid = await _pair(ds.url)
+        await _eventually(lambda: alice._socket is not None and alice._socket.max_frame is not None)
+        sock = alice._socket
+        assert sock is not None and sock._reader is not None
+        sock._reader.cancel()  # as if the connection had just broken
+        await asyncio.wait({sock._reader})
+        before = Counter(ds.counting.seen)
+        await alice.send(gid, "over http")
+        assert posts(ds.counting.seen - before) == 1
+        assert await _texts(bob, 1) == ["over http"]
+
+        await _eventually(lambda: alice._socket is not None and alice._socket is not sock)
+        fresh = alice._socket
+        assert fresh is not None
+
+        async def away(group_id: bytes, body: dict[str, Any]) -> int | None:
+            raise DSRequestError(503, {"error": "database away", "retry_after": 1})
+
+        fresh.submit = away  # type: ignore[method-assign]
+        before = Counter(ds.counting.seen)
+        await alice.send(gid, "after a 503")
+        assert posts(ds.counting.seen - before) == 1
+        assert await _texts(bob, 1) == ["after a 503"]
         await alice.stop()
         await bob.stop()
 

@@ -10,13 +10,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.ds.ds_helpers import Cluster, Member, open_push
 
+from mlspy.ds.app import create_app
+from mlspy.ds.db import SQLiteDatabase
+from mlspy.ds.limits import Limits
 from mlspy.ds.push import MAX_PENDING_SUBMITS
+from mlspy.ds.server import InProcessServer
+from mlspy.ds.service import DeliveryService
 
 
 def _b64(data: bytes) -> str:
@@ -205,3 +212,35 @@ def test_ready_says_how_large_a_frame_may_be(ds: Cluster) -> None:
 
     ready = asyncio.run(go())
     assert ready["ready"] is True and ready["max_frame"] == 1 << 20
+
+
+def test_a_flood_of_bad_submissions_is_charged_and_disconnected(tmp_path: Path) -> None:
+    """The attack: garbage ``{"submit": …}`` frames, each answered 400, were never charged to
+    the client's rates, so one client could keep the DS decoding forever. Now every frame is
+    charged as it arrives; past the rate the socket is closed (4429), and others go on."""
+    service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"))
+    app = create_app(service, limits=Limits(requests_per_second=5, request_burst=40))
+    with InProcessServer(app) as server:
+        alice, bob = _pair(Cluster([server], [service]))
+        assert alice.group is not None
+        gid = alice.group.group_id.hex()
+
+        async def flood() -> tuple[int, int | None]:
+            sock = await open_push(server.ws_url, alice.client.token)
+            answered = 0
+            with pytest.raises(Exception):  # noqa: B017 - websockets' ConnectionClosed
+                for i in range(200):
+                    frame = {"submit": {"id": i, "group_id": gid, "message": "!!"}}
+                    await sock.send(json.dumps(frame))
+                async with asyncio.timeout(10):
+                    while True:
+                        if "answer" in json.loads(await sock.recv()):
+                            answered += 1
+            return answered, sock.close_code
+
+        answered, code = asyncio.run(flood())
+        assert code == 4429 and answered <= 40
+        bob.send(b"bob is not slowed down")
+        time.sleep(1)  # alice's own budget refills (5 a second)
+        alice.sync()
+        assert alice.received == [b"bob is not slowed down"]

@@ -39,6 +39,9 @@ DB_AWAY = 1013  # the DS's database is away for now: reconnect later
 MAX_FRAME = 8 << 20
 MAX_BATCH = 500  # items processed (and acknowledged in one frame) at most per batch
 OPEN_TIMEOUT = 10.0  # connect, upgrade and the DS's "ready"
+# How long a submission's answer may take (as the HTTP client's read timeout): then the socket
+# is given up, and the submission's fate is unknown (the caller's retry settles it).
+ANSWER_TIMEOUT = 30.0
 CLOSE_TIMEOUT = 2.0
 
 
@@ -186,7 +189,7 @@ class PushSocket:
         if self._conn is None or self.max_frame is None or self._reader is None:
             return None
         if self._reader.done():
-            raise self._end or Closed(None, "the connection broke", ready=True)
+            return None  # known gone before anything was sent: HTTP takes it
         ident = self._next_id
         self._next_id += 1
         frame = json.dumps({"submit": {"id": ident, "group_id": group_id.hex(), **body}})
@@ -199,7 +202,14 @@ class PushSocket:
                 await self._conn.send(frame)
             except ConnectionClosed as exc:
                 raise _closed(exc, ready=True) from None
-            answer = await waiter
+            try:
+                async with asyncio.timeout(ANSWER_TIMEOUT):
+                    answer = await waiter
+            except TimeoutError:
+                await self.close("no answer to a submission")
+                raise Closed(
+                    None, f"no answer to a submission in {ANSWER_TIMEOUT:g} s", ready=True
+                ) from None
         finally:
             self._answers.pop(ident, None)
         status = answer.get("status")

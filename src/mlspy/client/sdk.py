@@ -829,9 +829,10 @@ class Client:
                     f"the WebSocket ended before the DS answered: {closed}"
                 ) from None
             except DSRequestError as exc:
-                # Our token expired since the socket opened: HTTP logs in again and
-                # retries (the DS closes this socket with 4401 at its next check).
-                if exc.status != 401:
+                # 401: our token expired since the socket opened; HTTP logs in again and
+                # retries (the DS closes this socket with 4401 at its next check). 503: the
+                # DS's database is away; HTTP waits its Retry-After and retries, as always.
+                if exc.status not in (401, 503):
                     raise
                 seq = None
             if seq is not None:

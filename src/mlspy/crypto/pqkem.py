@@ -207,10 +207,9 @@ def _xwing_seeds(sk: bytes) -> tuple[bytes, bytes]:
     return expanded[:64], expanded[64:]
 
 
-@lru_cache(maxsize=1024)
 def _private_key(kem_id: int, sk: bytes) -> MlKemPrivate | native_hpke.MLKEM768X25519PrivateKey:
-    """A private key object. Cached: expanding an ML-KEM seed costs tens of microseconds, and
-    a member decrypts to the same node keys again and again."""
+    """A private key object, built anew each time: a cache keyed by the seed would keep node
+    and init keys in memory after the group state deleted them (forward secrecy)."""
     try:
         if kem_id == ML_KEM_768:
             return mlkem.MLKEM768PrivateKey.from_seed_bytes(sk)
@@ -225,7 +224,6 @@ def _private_key(kem_id: int, sk: bytes) -> MlKemPrivate | native_hpke.MLKEM768X
         raise CryptoError("invalid post-quantum KEM private key") from None
 
 
-@lru_cache(maxsize=1024)
 def _public_of(kem_id: int, sk: bytes) -> bytes:
     if kem_id == X_WING:
         seed_m, seed_x = _xwing_seeds(sk)

@@ -530,9 +530,10 @@ class AuthenticationService(Devices):
             )
         return token
 
-    def authenticate(self, token: str | None) -> ClientInfo:
-        """The client of a live bearer token (and one request of its rate)."""
-        client = self.authenticate_cached(token)
+    def authenticate(self, token: str | None, *, charge: bool = True) -> ClientInfo:
+        """The client of a live bearer token (and, with ``charge``, one request of its
+        rate)."""
+        client = self.authenticate_cached(token, charge=charge)
         if client is not None:
             return client
         if not token:
@@ -549,16 +550,22 @@ class AuthenticationService(Devices):
         r = rows[0]
         client = ClientInfo(str(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]))
         self.token_cache.put(token, client, float(r[4]), now, generation)
-        self._rate_limit(client.id)
+        if charge:
+            self._rate_limit(client.id)
         return client
 
-    def authenticate_cached(self, token: str | None) -> ClientInfo | None:
+    def charge_request(self, client_id: str) -> None:
+        """One request of ``client_id``'s rate for what does not pass through
+        :meth:`authenticate` (a frame on an authenticated WebSocket); RateLimited when spent."""
+        self._rate_limit(client_id)
+
+    def authenticate_cached(self, token: str | None, *, charge: bool = True) -> ClientInfo | None:
         """:meth:`authenticate` when the token is in the cache (no database, so callers on
         an event loop can call it directly), else None."""
         if not token:
             return None
         client = self.token_cache.get(token, self.clock())
-        if client is not None:
+        if client is not None and charge:
             self._rate_limit(client.id)
         return client
 

@@ -546,16 +546,22 @@ def create_app(
     if metrics:
         meter = metrics if isinstance(metrics, Metrics) else Metrics.from_env(service.db)
 
+    def admit_on_socket(client_id: str, size: int) -> None:
+        """A ``{"submit": …}`` frame as it arrives, before it is parsed further: one request
+        of the client's rate and its bytes of the byte rate (RateLimited when spent)."""
+        service.charge_request(client_id)
+        _charge(client_id, size)
+
     async def submit_on_socket(token: str, body: api.SocketSubmit, size: int) -> int:
         """A ``{"submit": …}`` frame: what ``POST /v1/groups/{group_id}/messages`` does,
-        with the same token check, request rate, byte rate and metrics."""
+        with the same token check (again for each: a revoked token is refused at once) and
+        metrics; its rates were charged on arrival (``admit_on_socket``)."""
         with submission_kinds() as kinds:
             try:
-                me = service.authenticate_cached(token)
+                me = service.authenticate_cached(token, charge=False)
                 if me is None:
-                    fresh: ClientInfo = await sync(service.authenticate, token)
+                    fresh: ClientInfo = await sync(service.authenticate, token, charge=False)
                     me = fresh
-                _charge(me.id, size)
                 call = Call[api.Submit](body, me, {"group_id": body.group_id}, "websocket")
                 seq = (await submit(call)).seq
             except DSError as exc:
@@ -578,6 +584,7 @@ def create_app(
                 sockets,
                 limits.token_recheck,
                 submit=submit_on_socket,
+                admit=admit_on_socket,
                 max_frame=WS_MAX_FRAME,
             ).endpoint,
         )

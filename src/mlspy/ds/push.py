@@ -57,6 +57,10 @@ log = logging.getLogger("mlspy.ds")
 # rate and quotas): the socket's token, the submission, the frame's size; its seq, or a
 # DSError.
 SocketSubmitter = Callable[[str, api.SocketSubmit, int], Awaitable[int]]
+# Charges a submission frame as it arrives (the client id, the frame's size): RateLimited.
+SocketAdmitter = Callable[[str, int], None]
+# Bytes of one socket's submissions received and not yet judged; more are refused (429).
+MAX_PENDING_BYTES = 8 << 20
 
 
 class Wakeups:
@@ -182,9 +186,11 @@ class Push:
         recheck: float = RECHECK,
         submit: SocketSubmitter | None = None,
         max_frame: int = 1 << 20,
+        admit: SocketAdmitter | None = None,
     ) -> None:
         self.recheck = recheck
         self.submit = submit
+        self.admit = admit
         self.max_frame = max_frame
         self.service = service
         self.acks = AckBatcher(service)
@@ -287,6 +293,8 @@ class Push:
                     await self._check(token)  # expired or revoked: 4401
                     next_check = loop.time() + self.recheck
                     timer = loop.call_at(next_check, event.set)
+                elif loop.time() >= timer.when():  # it fired earlier still: arm it again
+                    timer = loop.call_at(next_check, event.set)
                 event.clear()  # before reading: a wakeup during the fetch is not lost
                 if in_order:
                     # SQLite: a read on this thread's own WAL connection never waits for
@@ -345,15 +353,21 @@ class Push:
         socket, to forget once acknowledged (SQLite, where reads follow a cursor; None on
         PostgreSQL, where the next read forgets them)."""
         submissions: asyncio.Queue[tuple[api.SocketSubmit, int]] = asyncio.Queue()
+        pending = [0]  # bytes queued in ``submissions``
         submitter: asyncio.Task[None] | None = None
         try:
             while True:
                 message = await socket.receive()
                 data = _json_of(message)
                 if isinstance(data, dict) and "submit" in data:
-                    if submitter is None:
-                        submitter = asyncio.create_task(self._submitter(socket, token, submissions))
-                    await self._take_submission(socket, data["submit"], message, submissions)
+                    if submitter is None and self.submit is not None:
+                        submitter = asyncio.create_task(
+                            self._submitter(socket, token, submissions, pending)
+                        )
+                        submitter.add_done_callback(_retrieved)
+                    await self._take_submission(
+                        socket, client, data["submit"], message, submissions, pending
+                    )
                     continue
                 await self._take_acks(client, data, event, sent, full)
         finally:
@@ -363,23 +377,33 @@ class Push:
     async def _take_submission(
         self,
         socket: WebSocket,
+        client: ClientInfo,
         raw: object,
         message: Any,
         queue: asyncio.Queue[tuple[api.SocketSubmit, int]],
+        pending: list[int],
     ) -> None:
-        """Queue a ``{"submit": …}`` for the socket's submitter, or answer its refusal."""
+        """Queue a ``{"submit": …}`` for the socket's submitter, or answer its refusal. The
+        frame is charged to the client's request and byte rates first, valid or not (as an
+        HTTP body is before it is decoded); a client past them is disconnected (4429)."""
         ident = raw.get("id") if isinstance(raw, dict) else None
         if not isinstance(ident, int) or not _is_seq(ident):
             raise _Refused(4400, 'a submission needs an integer "id" (0 <= id < 2^63)')
         if self.submit is None:
             await _answer(socket, ident, 400, "this server takes submissions over HTTP only")
             return
+        size = len(message.get("text") or "")
+        if self.admit is not None:
+            try:
+                self.admit(client.id, size)
+            except RateLimited as exc:
+                raise _Refused(4429, exc.message) from None
         try:
             submission = msgspec.convert(raw, api.SocketSubmit)
         except msgspec.ValidationError as exc:
             await _answer(socket, ident, 400, f"invalid submission: {exc}")
             return
-        if queue.qsize() >= MAX_PENDING_SUBMITS:
+        if queue.qsize() >= MAX_PENDING_SUBMITS or pending[0] + size > MAX_PENDING_BYTES:
             await _answer(
                 socket,
                 ident,
@@ -389,19 +413,22 @@ class Push:
                 retry_after=1,
             )
             return
-        queue.put_nowait((submission, len(message.get("text") or "")))
+        pending[0] += size
+        queue.put_nowait((submission, size))
 
     async def _submitter(
         self,
         socket: WebSocket,
         token: str,
         queue: asyncio.Queue[tuple[api.SocketSubmit, int]],
+        pending: list[int],
     ) -> None:
         """Judge the socket's submissions one at a time, in the order they came, answering
         each (the socket's items go out meanwhile)."""
         assert self.submit is not None
         while True:
             submission, size = await queue.get()
+            pending[0] -= size
             try:
                 # The token is checked for each, as for an HTTP request: one expired or
                 # revoked since the socket opened is refused (401) at once, not at the
@@ -439,6 +466,12 @@ class Push:
             sent.difference_update(seqs)
         if full.is_set():
             event.set()  # the queue had more than one page: read on
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A submitter that ended by itself (its socket closed under a send) ends quietly."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _answer(
