@@ -34,7 +34,7 @@ from mlspy.ds.client import DSConflict, DSRequestError
 from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.limits import Limits
 from mlspy.ds.server import InProcessServer
-from mlspy.ds.service import CHALLENGE_LABEL, CHALLENGE_TTL, TOKEN_TTL, DeliveryService
+from mlspy.ds.service import CHALLENGE_LABEL, CHALLENGE_TTL, MAX_MESSAGE, TOKEN_TTL, DeliveryService
 from mlspy.errors import ConfirmationTagError, MLSError, SecretTreeError
 from mlspy.group import Group, GroupConfig, SigningIdentity, join_external
 from mlspy.messages import (
@@ -607,11 +607,12 @@ def test_oversized_bodies_are_413(ds: Cluster) -> None:
     p = pair(ds.url)
     token = p.alice.client.token
     gid = p.group_id.hex()
-    huge = raw(p.url, "POST", f"/v1/groups/{gid}/messages", token=token, content=b" " * (4 << 20))
+    body = b" " * (3 * MAX_MESSAGE + 1)
+    huge = raw(p.url, "POST", f"/v1/groups/{gid}/messages", token=token, content=body)
     assert huge.status_code == 413 and "request body exceeds" in error_of(huge)
-    big = b64(b"\x00" * ((1 << 20) + 1))
+    big = b64(b"\x00" * (MAX_MESSAGE + 1))
     response = raw(p.url, "POST", f"/v1/groups/{gid}/messages", token=token, json={"message": big})
-    assert response.status_code == 413 and "exceeds the 1048576 limit" in error_of(response)
+    assert response.status_code == 413 and f"exceeds the {MAX_MESSAGE} limit" in error_of(response)
     response = raw(p.url, "POST", "/v1/key_packages", token=token, json={"key_packages": [big]})
     assert response.status_code == 413
     nothing_lost(p)
@@ -619,7 +620,7 @@ def test_oversized_bodies_are_413(ds: Cluster) -> None:
 
 @pytest.mark.usefixtures("quiet_server_errors")
 def test_an_oversized_body_is_refused_before_it_is_read(ds: Cluster) -> None:
-    """Announce a 1 GiB body and send 8 MiB of it (over the 3 MiB limit): the DS should
+    """Announce a 1 GiB body (over the 12 MiB limit) and send 8 MiB of it: the DS should
     answer 413 (or hang up) without waiting for the rest."""
     p = pair(ds.url)
     url = urlparse(p.url)

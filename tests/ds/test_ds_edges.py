@@ -16,7 +16,7 @@ from mlspy.ds.app import create_app
 from mlspy.ds.client import DSClient, DSRequestError
 from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.server import InProcessServer
-from mlspy.ds.service import DeliveryService
+from mlspy.ds.service import MAX_MESSAGE, DeliveryService
 from mlspy.group import GroupConfig, SigningIdentity, join_external
 from mlspy.messages import MLSMessage, WireFormat
 from mlspy.protection import authenticate, protect_public_message
@@ -60,7 +60,7 @@ def test_bad_requests_get_clear_4xx_and_change_nothing(ds: Cluster) -> None:
     bob.sync()
     assert bob.group is not None and bob.group.epoch == alice.group.epoch
     # Oversized message: 413.
-    assert status_of(lambda: alice.client.submit(gid, b"\x00" * (2 << 20))) == 413
+    assert status_of(lambda: alice.client.submit(gid, b"\x00" * (MAX_MESSAGE + 1))) == 413
 
 
 def test_rate_limit(tmp_path: Path) -> None:
