@@ -8,7 +8,7 @@
 * ``xwing.json`` — draft-connolly-cfrg-xwing-kem's vectors: seed → (sk, pk), decapsulation.
 * ``mlkem_wycheproof.json`` — Wycheproof ML-KEM: seed → ek, ``decapsulate(c)`` → K; bad seeds
   and ciphertexts refused.
-* ``mldsa_wycheproof.json`` — Wycheproof ML-DSA-44/87: seed → public key, signatures that must
+* ``mldsa_wycheproof.json`` — Wycheproof ML-DSA-44/65/87: seed → public key, signatures that must
   and must not verify (pure ML-DSA; a context string where the case has one).
 
 Encapsulation cannot be checked against vectors (``cryptography`` has no derandomized ML-KEM
@@ -47,6 +47,7 @@ u = bytes.fromhex
 def test_the_stored_vectors_cover_every_kem() -> None:
     assert {v["kem_id"] for v in HPKE_PQ} == {0x41, 0x42, 0x647A}
     assert len(XWING) == 3 and set(MLKEM) == {"ML-KEM-768", "ML-KEM-1024"}
+    assert set(MLDSA) == {"ML-DSA-44", "ML-DSA-65", "ML-DSA-87"}
 
 
 @pytest.mark.parametrize(
@@ -105,7 +106,11 @@ def test_mlkem_keys_match_cryptography_directly() -> None:
 
 @pytest.mark.parametrize("name", sorted(MLDSA))
 def test_mldsa_wycheproof(name: str) -> None:
-    scheme = SignatureScheme.mldsa44 if name == "ML-DSA-44" else SignatureScheme.mldsa87
+    scheme = {
+        "ML-DSA-44": SignatureScheme.mldsa44,
+        "ML-DSA-65": SignatureScheme.mldsa65,
+        "ML-DSA-87": SignatureScheme.mldsa87,
+    }[name]
     signer = Signer(scheme)
     for group in MLDSA[name]["sign_seed"]:
         assert signer.public_key_of(u(group["privateSeed"])) == u(group["publicKey"])
@@ -118,7 +123,11 @@ def test_mldsa_wycheproof(name: str) -> None:
     for t in MLDSA[name]["verify"]:
         pk, msg, sig = u(t["publicKey"]), u(t["msg"]), u(t["sig"])
         if "ctx" in t:  # our Signer never uses a context: check the primitive itself
-            cls = mldsa.MLDSA44PublicKey if name == "ML-DSA-44" else mldsa.MLDSA87PublicKey
+            cls = {
+                "ML-DSA-44": mldsa.MLDSA44PublicKey,
+                "ML-DSA-65": mldsa.MLDSA65PublicKey,
+                "ML-DSA-87": mldsa.MLDSA87PublicKey,
+            }[name]
             try:
                 cls.from_public_bytes(pk).verify(sig, msg, u(t["ctx"]))
                 ok = True
