@@ -358,17 +358,12 @@ def demo_command(as_json: bool, suite: str) -> None:
 def parse_suite(text: str) -> int:
     """A cipher suite given by number (decimal or 0x hex) or by name; a usage error (exit 2)
     naming ``mlspy suites`` otherwise."""
-    from mlspy.crypto import CipherSuite
+    from mlspy.crypto.suite import parse_suite as parse
 
-    by_name = {cs.name.upper(): cs.value for cs in CipherSuite}
     try:
-        value = int(text, 0) if text[:1].isdigit() else by_name[text.upper()]
-        return CipherSuite(value).value
-    except (KeyError, ValueError):
-        raise click.BadParameter(
-            f"unknown cipher suite {text!r}: `mlspy suites` lists the supported ones",
-            param_hint="--suite",
-        ) from None
+        return parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--suite") from None
 
 
 @main.command("suites")

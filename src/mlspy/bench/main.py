@@ -15,6 +15,7 @@ from mlspy.bench.floor import measure_costs
 from mlspy.bench.mlspy_ops import build, time_operations
 from mlspy.bench.timing import Timer
 from mlspy.crypto.signature import set_verification_cache
+from mlspy.crypto.suite import parse_suite
 from mlspy.group import GroupConfig
 
 DEFAULT_SIZES = (2, 16, 64, 256, 1024, 4096)
@@ -112,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        suites = [_suite(text) for text in args.suite.split(",") if text.strip()]
+        suites = [parse_suite(text) for text in args.suite.split(",") if text.strip()]
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -161,18 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("plot skipped: matplotlib is not installed (pip install matplotlib)")
     return 0
-
-
-def _suite(text: str) -> int:
-    from mlspy.crypto import CipherSuite
-
-    text = text.strip()
-    by_name = {cs.name.upper(): int(cs) for cs in CipherSuite}
-    try:
-        value = int(text, 0) if text[:1].isdigit() else by_name[text.upper()]
-        return int(CipherSuite(value))
-    except (KeyError, ValueError):
-        raise ValueError(f"unknown cipher suite {text!r} (`mlspy suites` lists them)") from None
 
 
 def _compare_suites(

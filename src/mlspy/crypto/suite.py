@@ -344,6 +344,20 @@ class CipherSuiteProvider:
         return self.hpke.open(private_key, kem_output, info, b"", ciphertext)
 
 
+def parse_suite(text: str) -> int:
+    """A cipher suite written by number (decimal or ``0x`` hex) or by name (any case), as
+    the CLI and the configuration take it; ValueError naming ``mlspy suites`` otherwise."""
+    text = text.strip()
+    by_name = {cs.name.upper(): int(cs) for cs in CipherSuite}
+    try:
+        value = int(text, 0) if text[:1].isdigit() else by_name[text.upper()]
+        return int(CipherSuite(value))
+    except (KeyError, ValueError):
+        raise ValueError(
+            f"unknown cipher suite {text!r} (`mlspy suites` lists the supported ones)"
+        ) from None
+
+
 @cache
 def _provider(cipher_suite: CipherSuite) -> CipherSuiteProvider:
     return CipherSuiteProvider(cipher_suite)

@@ -327,24 +327,21 @@ def load(
 
 def allowed_suites(text: str | None) -> frozenset[int] | None:
     """The ``cipher_suites`` setting as suite values (None: every one)."""
-    from mlspy.crypto import CipherSuite
     from mlspy.crypto.pq_suites import PQ_SUITES
+    from mlspy.crypto.suite import parse_suite
 
     if text is None or not text.strip():
         return None
-    by_name = {cs.name.upper(): int(cs) for cs in CipherSuite}
     out: set[int] = set()
     for item in (part.strip() for part in text.split(",")):
         if item.lower() == "post-quantum":
             out |= set(PQ_SUITES)
             continue
         try:
-            value = int(item, 0) if item[:1].isdigit() else by_name[item.upper()]
-            out.add(int(CipherSuite(value)))
-        except (KeyError, ValueError):
+            out.add(parse_suite(item))
+        except ValueError as exc:
             raise ConfigError(
-                f"cipher_suites: unknown cipher suite {item!r} (`mlspy suites` lists them; "
-                '"post-quantum" stands for all the post-quantum ones)'
+                f'cipher_suites: {exc}; "post-quantum" stands for all the post-quantum ones'
             ) from None
     return frozenset(out)
 

@@ -281,10 +281,14 @@ class Metrics:
     def count_submission(self, kinds: list[str], status: int) -> None:
         """A submission made on a WebSocket, counted as its HTTP twin would be."""
         self.submissions.labels(kinds[-1] if kinds else "unknown", _outcome(status)).inc()
+        self.count_refusal(status, _SUBMIT_ROUTE)
+
+    def count_refusal(self, status: int | None, route: str) -> None:
+        """A 429 or 413 (refused, by route), or a 500/503 (a database error)."""
         if status == 429:
-            self.refused.labels("rate_limited", _SUBMIT_ROUTE).inc()
+            self.refused.labels("rate_limited", route).inc()
         elif status == 413:
-            self.refused.labels("too_large", _SUBMIT_ROUTE).inc()
+            self.refused.labels("too_large", route).inc()
         elif status in (500, 503):
             self.database_errors.labels(str(status)).inc()
 
@@ -414,12 +418,7 @@ class MetricsMiddleware:
         labels = (method if method in _METHODS else "other", route, _status_class(status))
         m.requests.labels(*labels).inc()
         m.latency.labels(*labels).observe(elapsed)
-        if status == 429:
-            m.refused.labels("rate_limited", route).inc()
-        elif status == 413:
-            m.refused.labels("too_large", route).inc()
-        elif status in (500, 503):
-            m.database_errors.labels(str(status)).inc()
+        m.count_refusal(status, route)
         if route == _SUBMIT_ROUTE and method == "POST":
             m.submissions.labels(kinds[-1] if kinds else "unknown", _outcome(status)).inc()
 
