@@ -30,11 +30,12 @@ from starlette.routing import Route, WebSocketRoute
 
 from mlspy.ds import api, tokens
 from mlspy.ds.accounts import TOKEN_TTL, ClientInfo
+from mlspy.ds.db import SQLiteDatabase
 from mlspy.ds.errors import BadRequest, DSError, NotFound, RateLimited, TooLarge
 from mlspy.ds.limits import WS_MAX_FRAME, Limits
 from mlspy.ds.logs import install_redaction
 from mlspy.ds.metrics import Metrics, submission_kinds
-from mlspy.ds.push import CrossNodeListener, Push, Wakeups, bearer, item
+from mlspy.ds.push import CrossNodeListener, ExposeProtocol, Fanout, Push, Wakeups, bearer, item
 from mlspy.ds.routing import Call, Endpoint, decode_body, decode_query, encode, openapi
 from mlspy.ds.service import DeliveryService
 from mlspy.ds.threads import to_thread
@@ -79,9 +80,26 @@ def create_app(
     if bus is not None:
         service.token_cache.on_invalidate = lambda: bus.publish(TOKENS)
 
+    # One process alone on a SQLite file: every queue row it writes is handed to the
+    # recipients' sockets as its COMMIT ends (``push.Fanout``); the sockets need no wake-up.
+    fanout: Fanout | None = None
+    if bus is None and isinstance(service.db, SQLiteDatabase):
+        fanout = Fanout()
+        earlier = service.db.on_publish  # another app on the same service (tests)
+
+        def on_publish(
+            batch: list[object], publish: Callable[[list[object]], None] = fanout.publish
+        ) -> None:
+            if earlier is not None:
+                earlier(batch)
+            publish(batch)
+
+        service.db.on_publish = on_publish
+
     def on_queued(ids: set[str]) -> None:
         previous(ids)
-        wakeups.wake(ids)
+        if fanout is None:
+            wakeups.wake(ids)
         if bus is not None:
             bus.publish(WAKE, ids)
 
@@ -586,6 +604,7 @@ def create_app(
                 submit=submit_on_socket,
                 admit=admit_on_socket,
                 max_frame=WS_MAX_FRAME,
+                fanout=fanout,
             ).endpoint,
         )
     )
@@ -596,6 +615,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         wakeups.loop = asyncio.get_running_loop()
+        if fanout is not None:
+            fanout.loop = wakeups.loop
         listener.start()
         sweeper.start()
         if bus is not None:
@@ -614,6 +635,8 @@ def create_app(
     # /metrics.
     if meter is not None:
         meter.install(app)
+    # Outside even the metrics: it only lends the fan-out uvicorn's protocol of a socket.
+    app.add_middleware(ExposeProtocol)
     return app
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -206,6 +207,12 @@ class Tx(Protocol):
         transactions never wait for each other in a cycle)."""
         ...
 
+    def publish(self, item: object) -> None:
+        """Hand ``item`` to the database's ``on_publish`` once this transaction is durable
+        (SQLite: with the other items of its COMMIT, in the order they were published;
+        dropped if the transaction rolls back). PostgreSQL: nothing (see ``on_publish``)."""
+        ...
+
 
 class Database(Protocol):
     dialect: str
@@ -224,6 +231,12 @@ class Database(Protocol):
     def close(self) -> None: ...
 
 
+# Called on a SQLite transaction's thread once its body has run and left the writer, before
+# it waits for its COMMIT: an ordered stream of transactions (one socket's submissions) can
+# start the next then, so the two share a COMMIT, and still run in order. PostgreSQL does
+# not call it (a transaction there holds its locks until its COMMIT).
+BODY_RAN: ContextVar[Callable[[], object] | None] = ContextVar("body_ran", default=None)
+
 # How long a client should wait before trying again when the database is away (seconds).
 RETRY_AFTER = 1
 
@@ -235,8 +248,13 @@ def _unavailable(why: str) -> Unavailable:
 
 
 class _SQLiteTx:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, published: list[object] | None = None) -> None:
         self._db = db
+        self._published = published
+
+    def publish(self, item: object) -> None:
+        if self._published is not None:
+            self._published.append(item)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self._db.execute(sql, tuple(params)).fetchall()
@@ -282,13 +300,15 @@ def _sqlite_transient(exc: BaseException) -> bool:
 
 
 class _Batch:
-    """The transactions that share one COMMIT (and so one sync to disk)."""
+    """The transactions that share one COMMIT (and so one sync to disk), and what they
+    published (``Tx.publish``), in order."""
 
-    __slots__ = ("done", "error", "size", "started")
+    __slots__ = ("done", "error", "published", "size", "started")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.error: BaseException | None = None
+        self.published: list[object] = []
         self.size = 0
         self.started = time.monotonic()
 
@@ -330,6 +350,9 @@ class SQLiteDatabase:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._closed = False
+        # Called, holding the writer, with what each COMMIT's transactions published
+        # (``Tx.publish``), batch after batch in commit order; it must not block.
+        self.on_publish: Callable[[list[object]], None] | None = None
         # Counters (``stats``): transaction bodies run, and COMMITs (syncs) they took.
         self.bodies = 0
         self.commits = 0
@@ -378,6 +401,13 @@ class SQLiteDatabase:
                 with contextlib.suppress(sqlite3.Error):  # batch.error says why
                     self._db.execute("ROLLBACK")
             batch.error = exc
+        else:
+            # Still holding the writer: batches are handed over in the order they committed.
+            if batch.published and self.on_publish is not None:
+                try:
+                    self.on_publish(batch.published)
+                except Exception:  # the readers' loss (they read later), not the writers'
+                    log.exception("publishing a committed batch failed")
         finally:
             self._unlock_file()
             batch.done.set()
@@ -420,16 +450,21 @@ class SQLiteDatabase:
             batch.size += 1
             self.bodies += 1
             self._db.execute("SAVEPOINT body")
+            published = len(batch.published)
             try:
-                yield _SQLiteTx(self._db)
+                yield _SQLiteTx(self._db, batch.published)
                 self._db.execute("RELEASE body")
             except BaseException as exc:
                 failure = exc
+                del batch.published[published:]  # rolled back: never was
                 try:
                     self._db.execute("ROLLBACK TO body")
                     self._db.execute("RELEASE body")
                 except sqlite3.Error as undo:
                     self._abort(batch, undo)
+        ran = BODY_RAN.get()
+        if ran is not None:
+            ran()
         # Wait for the COMMIT of our batch, even after a failure: the body may have decided
         # on what others of the batch wrote, which is only true once that is committed.
         batch.done.wait()
@@ -518,6 +553,9 @@ class SQLiteDatabase:
 class _PgTx:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+
+    def publish(self, item: object) -> None:
+        del item  # nodes share the database: each socket reads what it is sent
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cur = self._conn.execute(sql.replace("?", "%s"), tuple(params))

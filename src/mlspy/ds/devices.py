@@ -22,6 +22,7 @@ from mlspy.ds.client_info import ClientInfo
 from mlspy.ds.codes import new_code, normalized
 from mlspy.ds.db import Database, Tx
 from mlspy.ds.errors import Forbidden, NotFound, RateLimited
+from mlspy.ds.queues import enqueue
 from mlspy.ds.token_cache import TokenCache
 from mlspy.users import split_identity
 
@@ -102,8 +103,7 @@ class Devices:
             "VALUES (?, 0, ?, '', ?, ?)",
             (b"", kind, identity, self.clock()),
         )
-        for client_id in to:
-            tx.execute("INSERT INTO queue (client_id, seq) VALUES (?, ?)", (client_id, seq))
+        enqueue(tx, seq, kind, b"", 0, identity, to)
         return to
 
     def create_pairing(self, client_identity: bytes) -> tuple[str, float]:

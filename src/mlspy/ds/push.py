@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -33,12 +34,15 @@ from typing import Any
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from websockets.frames import Frame, Opcode
 
 from mlspy.ds import api
 from mlspy.ds.accounts import ClientInfo
+from mlspy.ds.db import BODY_RAN
 from mlspy.ds.errors import DSError, RateLimited, Unavailable
+from mlspy.ds.queues import Published, QueuedMessage
 from mlspy.ds.routing import encode
-from mlspy.ds.service import DeliveryService, QueuedMessage
+from mlspy.ds.service import DeliveryService
 from mlspy.ds.threads import to_thread
 from mlspy.ds.throttle import SocketCounts
 
@@ -77,6 +81,123 @@ class Wakeups:
         for cid in client_ids:
             for event in self.events.get(cid, ()):
                 loop.call_soon_threadsafe(event.set)
+
+
+class _Socket:
+    """What the fan-out knows of one open socket (the event loop's thread only)."""
+
+    __slots__ = ("client_id", "event", "live", "out", "sent")
+
+    def __init__(self, client_id: str, event: asyncio.Event, out: RawOut | None) -> None:
+        self.client_id = client_id
+        self.event = event
+        # Seqs sent on this socket and not yet acknowledged.
+        self.sent: set[int] = set()
+        # The socket has been sent everything queued for it so far, so a message just
+        # committed may be written to it at once; otherwise it is woken to read its queue.
+        self.live = False
+        self.out = out
+
+
+class RawOut:
+    """Frames written straight to the transport of uvicorn's WebSocket protocol behind a
+    socket, past the ASGI send chain (Starlette's socket, the middleware, uvicorn's
+    ``asgi_send``), which does the same write after several calls; ``ready`` says whether
+    a write may go now (open, not closing, and not paused by the transport's flow control,
+    which ``asgi_send`` would wait for)."""
+
+    __slots__ = ("_proto",)
+
+    def __init__(self, proto: Any) -> None:
+        self._proto = proto
+
+    @staticmethod
+    def of(socket: WebSocket) -> RawOut | None:
+        """The socket's raw writer, if the server is uvicorn's websockets-sansio protocol
+        (``ExposeProtocol`` put it in the scope); else None and frames go the ASGI way."""
+        proto = socket.scope.get(_PROTOCOL)
+        return RawOut(proto) if proto is not None else None
+
+    def ready(self) -> bool:
+        p = self._proto
+        return bool(
+            p.handshake_complete
+            and not p.close_sent
+            and not p.disconnected
+            and p.writable.is_set()
+            and not p.transport.is_closing()
+        )
+
+    def write(self, data: bytes) -> None:
+        self._proto.transport.write(data)
+
+
+# The scope key under which ``ExposeProtocol`` leaves uvicorn's protocol object.
+_PROTOCOL = "mlspy.ws_protocol"
+
+
+class ExposeProtocol:
+    """ASGI middleware (the outermost of the app's): on a WebSocket of uvicorn's
+    websockets-sansio implementation, whose ``send`` is the protocol's own bound
+    ``asgi_send``, it puts the protocol in the scope for :class:`RawOut`. Any other server
+    (or a test client) leaves the scope as it was."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            proto = getattr(send, "__self__", None)
+            if all(
+                hasattr(proto, a)
+                for a in ("transport", "writable", "close_sent", "disconnected", "conn")
+            ):
+                scope = {**scope, _PROTOCOL: proto}
+        await self.app(scope, receive, send)
+
+
+class Fanout:
+    """Hands each committed message to its recipients' sockets on this node, when the node
+    is its database's only writer (SQLite, one process): every queue row then comes through
+    ``publish`` (``queues.enqueue``), in commit order, so a socket that has read its queue
+    once needs no other read. A message's frame is built once and written to every live
+    socket of its recipients, the frames of one COMMIT in one write per socket. A socket
+    that is not live (reading its backlog, or its client slow to read) is woken to read its
+    queue instead, in order. Measured (issue 19): reading, encoding and sending through
+    ASGI every delivery one by one was most of the server's time."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[str, set[_Socket]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def publish(self, batch: list[object]) -> None:
+        """``SQLiteDatabase.on_publish``: called by the writer after each COMMIT, in order."""
+        loop = self.loop
+        if loop is not None and self.sockets:
+            loop.call_soon_threadsafe(self._deliver, batch)
+
+    def _deliver(self, batch: list[object]) -> None:
+        writes: dict[_Socket, list[bytes]] = {}
+        for p in batch:
+            if not isinstance(p, Published):
+                continue
+            m = p.message
+            frame: bytes | None = None
+            for cid in p.recipients:
+                for sock in self.sockets.get(cid, ()):
+                    if m.seq in sock.sent:
+                        continue
+                    if sock.out is None or not sock.live or not sock.out.ready():
+                        sock.live = False
+                        sock.event.set()  # it reads its queue: the message is committed
+                        continue
+                    if frame is None:
+                        frame = Frame(Opcode.TEXT, encode(item(m))).serialize(mask=False)
+                    sock.sent.add(m.seq)
+                    writes.setdefault(sock, []).append(frame)
+        for sock, frames in writes.items():
+            assert sock.out is not None
+            sock.out.write(b"".join(frames))
 
 
 class AckBatcher:
@@ -187,7 +308,9 @@ class Push:
         submit: SocketSubmitter | None = None,
         max_frame: int = 1 << 20,
         admit: SocketAdmitter | None = None,
+        fanout: Fanout | None = None,
     ) -> None:
+        self.fanout = fanout
         self.recheck = recheck
         self.submit = submit
         self.admit = admit
@@ -200,6 +323,8 @@ class Push:
 
     async def endpoint(self, socket: WebSocket) -> None:
         self.wakeups.loop = asyncio.get_running_loop()
+        if self.fanout is not None:
+            self.fanout.loop = self.wakeups.loop
         await socket.accept()
         try:
             token, client = await self._authenticate(socket)
@@ -267,17 +392,25 @@ class Push:
     async def _serve(self, socket: WebSocket, token: str, client: ClientInfo) -> None:
         event = asyncio.Event()
         self.wakeups.events.setdefault(client.id, set()).add(event)
+        fan = self.fanout
+        # This socket as the fan-out knows it (when there is one): registered before the
+        # first read, so whatever commits after that read reaches it.
+        mine = _Socket(client.id, event, RawOut.of(socket))
+        if fan is not None:
+            fan.sockets.setdefault(client.id, set()).add(mine)
         # Sent on this socket and not yet acknowledged here.
-        sent: set[int] = set()
-        # Where the next read starts. On SQLite seqs become visible in order (one writer at
-        # a time, seqs given inside its transaction), so only what follows the last one sent
-        # is read. On PostgreSQL, seqs of different groups can become visible out of order:
-        # the queue is read whole each time and what was sent is skipped.
-        in_order = self.service.db.dialect == "sqlite"
+        sent = mine.sent
+        # Where the next read starts. On SQLite without a fan-out (``--workers``), seqs
+        # become visible in order (one writer at a time, seqs given inside its transaction),
+        # so only what follows the last one sent is read. On PostgreSQL, seqs of different
+        # groups can become visible out of order, and with a fan-out, messages it wrote may
+        # be newer than one another node (an admin command) queued: the queue is read whole
+        # each time and what was sent is skipped.
+        in_order = self.service.db.dialect == "sqlite" and fan is None
         after = 0
         full = asyncio.Event()  # the last read was a full page: an ack makes room for more
         read_task = asyncio.create_task(
-            self._reader(socket, client, token, event, sent if in_order else None, full)
+            self._reader(socket, client, token, event, sent if in_order or fan else None, full)
         )
         # The reader's end and the token's next check wake the loop as new messages do: the
         # wait is one Event.wait, where asyncio.wait with a timeout on every wake cost a
@@ -288,44 +421,32 @@ class Push:
         timer = loop.call_at(next_check, event.set)
         try:
             while True:
+                checked = False
                 # (asyncio may run a timer up to its clock resolution early.)
                 if loop.time() >= next_check - EARLY:
                     await self._check(token)  # expired or revoked: 4401
                     next_check = loop.time() + self.recheck
                     timer = loop.call_at(next_check, event.set)
+                    checked = True
                 elif loop.time() >= timer.when():  # it fired earlier still: arm it again
                     timer = loop.call_at(next_check, event.set)
                 event.clear()  # before reading: a wakeup during the fetch is not lost
-                if in_order:
-                    # SQLite: a read on this thread's own WAL connection never waits for
-                    # the writer and takes tens of microseconds — less than handing it
-                    # to a worker thread and back (measured: the hand-off was a tenth of
-                    # the server's CPU).
-                    queued = self.service.fetch(client, after, FETCH_LIMIT)
-                else:
-                    queued = await self.fetches.fetch(client.id, after)
-                if len(queued) == FETCH_LIMIT:
-                    full.set()
-                else:
-                    full.clear()
-                if not in_order:
-                    # Forget what was acknowledged (here or elsewhere): what a read that
-                    # began after the ack was durable no longer returns. Only here, never when
-                    # the ack is made: a read that began before it may still return the seq,
-                    # which must then not go out again. Beyond a full page nothing is known.
-                    seen = {m.seq for m in queued}
-                    top = queued[-1].seq if len(queued) == FETCH_LIMIT else None
-                    sent.difference_update(
-                        [s for s in sent if s not in seen and (top is None or s < top)]
-                    )
-                items = [m for m in queued if m.seq not in sent]
-                if items:
-                    # One frame write per item, but one event-loop pass for the batch.
-                    for m in items:
-                        await socket.send_text(encode(item(m)).decode())
-                        sent.add(m.seq)
-                    if in_order:
-                        after = max(after, items[-1].seq)
+                items: list[QueuedMessage] = []
+                # A live socket is sent what commits by the fan-out; it reads its queue
+                # only at each token check (what another process queued).
+                if not mine.live or checked:
+                    items = await self._read(client, after, in_order, fan is not None, sent, full)
+                    if items:
+                        # One frame write per item, but one event-loop pass for the batch.
+                        for m in items:
+                            await socket.send_text(encode(item(m)).decode())
+                            sent.add(m.seq)
+                        if in_order:
+                            after = max(after, items[-1].seq)
+                    if fan is not None and not full.is_set() and not event.is_set():
+                        # Nothing committed for it since the read (the fan-out would have
+                        # set the event): it has everything, from now on by the fan-out.
+                        mine.live = True
                 if read_task.done():
                     read_task.result()  # a refusal from the reader closes with its code
                     return
@@ -339,6 +460,43 @@ class Push:
             timer.cancel()
             read_task.cancel()
             self.wakeups.events.get(client.id, set()).discard(event)
+            if fan is not None:
+                mine.live = False
+                fan.sockets.get(client.id, set()).discard(mine)
+                if not fan.sockets.get(client.id, True):
+                    del fan.sockets[client.id]
+
+    async def _read(
+        self,
+        client: ClientInfo,
+        after: int,
+        in_order: bool,
+        local: bool,
+        sent: set[int],
+        full: asyncio.Event,
+    ) -> list[QueuedMessage]:
+        """The client's queued messages not yet sent on this socket (``full`` set if the
+        read was a whole page)."""
+        if in_order or local:
+            # SQLite: a read on this thread's own WAL connection never waits for the
+            # writer and takes tens of microseconds — less than handing it to a worker
+            # thread and back (measured: the hand-off was a tenth of the server's CPU).
+            queued = self.service.fetch(client, after, FETCH_LIMIT)
+        else:
+            queued = await self.fetches.fetch(client.id, after)
+        if len(queued) == FETCH_LIMIT:
+            full.set()
+        else:
+            full.clear()
+        if not in_order:
+            # Forget what was acknowledged (here or elsewhere): what a read that began after
+            # the ack was durable no longer returns. Only here, never when the ack is made
+            # (PostgreSQL): a read that began before it may still return the seq, which must
+            # then not go out again. Beyond a full page nothing is known.
+            seen = {m.seq for m in queued}
+            top = queued[-1].seq if len(queued) == FETCH_LIMIT else None
+            sent.difference_update([s for s in sent if s not in seen and (top is None or s < top)])
+        return [m for m in queued if m.seq not in sent]
 
     async def _reader(
         self,
@@ -423,26 +581,57 @@ class Push:
         queue: asyncio.Queue[tuple[api.SocketSubmit, int]],
         pending: list[int],
     ) -> None:
-        """Judge the socket's submissions one at a time, in the order they came, answering
-        each (the socket's items go out meanwhile)."""
+        """Judge the socket's submissions in the order they came, answering each (the
+        socket's items go out meanwhile). The next is started as soon as the one before has
+        been run by the database (``db.BODY_RAN``), not once it is durable: they are
+        accepted in order and share a COMMIT, where one at a time a socket could submit no
+        faster than one COMMIT after the other."""
         assert self.submit is not None
-        while True:
-            submission, size = await queue.get()
-            pending[0] -= size
-            try:
-                # The token is checked for each, as for an HTTP request: one expired or
-                # revoked since the socket opened is refused (401) at once, not at the
-                # socket's next recheck.
-                seq = await self.submit(token, submission, size)
-            except DSError as exc:
-                await _answer(socket, submission.id, exc.status, exc.message, **exc.details)
-            except Exception:
-                log.exception("WebSocket submission failed")
-                await _answer(socket, submission.id, 500, "internal error")
-            else:
-                await socket.send_text(
-                    json.dumps({"answer": submission.id, "status": 200, "seq": seq})
-                )
+        judging: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                submission, size = await queue.get()
+                pending[0] -= size
+                if len(judging) >= MAX_PENDING_SUBMITS:
+                    await asyncio.wait(judging, return_when=asyncio.FIRST_COMPLETED)
+                ran = asyncio.Event()
+                task = asyncio.create_task(self._judge(socket, token, submission, size, ran))
+                judging.add(task)
+                task.add_done_callback(judging.discard)
+                task.add_done_callback(_retrieved)
+                task.add_done_callback(functools.partial(_set_event, ran))
+                await ran.wait()
+        finally:
+            for task in judging:
+                task.cancel()
+
+    async def _judge(
+        self,
+        socket: WebSocket,
+        token: str,
+        submission: api.SocketSubmit,
+        size: int,
+        ran: asyncio.Event,
+    ) -> None:
+        """One submission, answered."""
+        assert self.submit is not None
+        loop = asyncio.get_running_loop()
+        # (The submission's one transaction; the token check before it only reads.)
+        BODY_RAN.set(functools.partial(loop.call_soon_threadsafe, ran.set))
+        try:
+            # The token is checked for each, as for an HTTP request: one expired or
+            # revoked since the socket opened is refused (401) at once, not at the
+            # socket's next recheck.
+            seq = await self.submit(token, submission, size)
+        except DSError as exc:
+            await _answer(socket, submission.id, exc.status, exc.message, **exc.details)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("WebSocket submission failed")
+            await _answer(socket, submission.id, 500, "internal error")
+        else:
+            await socket.send_text(json.dumps({"answer": submission.id, "status": 200, "seq": seq}))
 
     async def _take_acks(
         self,
@@ -466,6 +655,10 @@ class Push:
             sent.difference_update(seqs)
         if full.is_set():
             event.set()  # the queue had more than one page: read on
+
+
+def _set_event(event: asyncio.Event, _: object) -> None:
+    event.set()
 
 
 def _retrieved(task: asyncio.Task[None]) -> None:

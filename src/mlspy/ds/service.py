@@ -53,6 +53,7 @@ from mlspy.ds.errors import (
     Unauthorized,
 )
 from mlspy.ds.metrics import note_submission
+from mlspy.ds.queues import QueuedMessage, enqueue, queued
 from mlspy.errors import DecodeError, MLSError, ValidationError
 from mlspy.group import (
     GroupConfig,
@@ -84,27 +85,6 @@ from mlspy.messages import RatchetTree as RatchetTreeExtension
 # 1.4-1.7 MB (``docs/bench/bench_pq.txt``); with ML-DSA-87 a Welcome carries 8 kB per member
 # (a 256-member one is 2.1 MB) — raise it for larger ML-DSA groups.
 MAX_MESSAGE = 4 << 20
-
-
-# Queue items that are not group messages: Welcomes, roll-back notices (a commit undone), and
-# notices of a user's devices (``devices.py``: enrolled or revoked; the device's identity).
-_NOTICES = ("welcome", "rollback", "device_added", "device_revoked")
-
-
-@dataclass(frozen=True)
-class QueuedMessage:
-    seq: int
-    kind: str  # "message" | "welcome" | "rollback" (a commit undone: see reject_commit)
-    group_id: bytes
-    epoch: int
-    data: bytes
-
-
-def _queued(r: Sequence[Any]) -> QueuedMessage:
-    """A queue row (seq, kind, group_id, epoch, data) as the client sees it."""
-    return QueuedMessage(
-        int(r[0]), str(r[1]) if r[1] in _NOTICES else "message", bytes(r[2]), int(r[3]), bytes(r[4])
-    )
 
 
 @dataclass
@@ -519,9 +499,7 @@ class DeliveryService(AuthenticationService):
             )
             quotas.record_message(tx, account, seq, len(message))
             recipients = members - {client.id}
-            tx.executemany(
-                "INSERT INTO queue (client_id, seq) VALUES (?, ?)", [(m, seq) for m in recipients]
-            )
+            enqueue(tx, seq, h.kind, group_id, h.epoch, message, recipients)
             notify |= recipients
             self._touch(tx, group_id)
             if not h.is_commit and h.epoch == g.epoch:
@@ -780,9 +758,7 @@ class DeliveryService(AuthenticationService):
                 "VALUES (?, ?, 'rollback', ?, ?, ?)",
                 (group_id, epoch, client.id, b"", self.clock()),
             )
-            tx.executemany(
-                "INSERT INTO queue (client_id, seq) VALUES (?, ?)", [(c, seq) for c in everyone]
-            )
+            enqueue(tx, seq, "rollback", group_id, epoch, b"", everyone)
             notify |= everyone
         self.on_queued(notify)
         return int(seq)
@@ -838,9 +814,7 @@ class DeliveryService(AuthenticationService):
             (group_id, epoch, welcome, self.clock()),
         )
         quotas.record_message(tx, account, seq, len(welcome))
-        tx.executemany(
-            "INSERT INTO queue (client_id, seq) VALUES (?, ?)", [(o, seq) for o in owners]
-        )
+        enqueue(tx, seq, "welcome", group_id, epoch, welcome, owners)
         notify |= owners
         return owners
 
@@ -878,7 +852,7 @@ class DeliveryService(AuthenticationService):
             (ids, [afters[c] for c in ids], limit),
         )
         for r in rows:
-            found[str(r[0])].append(_queued(r[1:]))
+            found[str(r[0])].append(queued(r[1:]))
         return found
 
     def _read_queue(self, client_id: str, after: int, limit: int) -> list[QueuedMessage]:
@@ -889,7 +863,7 @@ class DeliveryService(AuthenticationService):
             "ORDER BY q.seq LIMIT ?",
             (client_id, after, limit),
         )
-        return [_queued(r) for r in rows]
+        return [queued(r) for r in rows]
 
     def ack(self, client: ClientInfo, seqs: Sequence[int]) -> None:
         """Drop acknowledged messages from the client's queue (idempotent); a message every
