@@ -90,6 +90,8 @@ class SocketLane:
         ident = self._next_id
         self._next_id += 1
         waiter: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        # Failed by a lost socket just as its submitter was cancelled: nobody awaits it.
+        waiter.add_done_callback(_retrieve)
         self._answers[ident] = waiter
         try:
             try:
@@ -101,3 +103,8 @@ class SocketLane:
             self._answers.pop(ident, None)
             if not waiter.done():
                 waiter.cancel()
+
+
+def _retrieve(future: asyncio.Future[tuple[int, bytes]]) -> None:
+    if not future.cancelled():
+        future.exception()
