@@ -18,7 +18,7 @@ import pytest
 from tests.ds.ds_helpers import Member, open_push
 
 from mlspy.ds.app import create_app
-from mlspy.ds.db import SQLiteDatabase
+from mlspy.ds.db import BODY_RAN, SQLiteDatabase
 from mlspy.ds.errors import Unavailable
 from mlspy.ds.limits import Limits
 from mlspy.ds.push import FETCH_LIMIT, ExposeProtocol
@@ -101,6 +101,31 @@ def test_a_backlog_past_a_page_then_new_messages_arrive_once_and_in_order(node: 
     items = asyncio.run(go())
     seqs = [it["seq"] for it in items]
     assert seqs == sorted(set(seqs)), "each once, in the order accepted"
+    assert _texts(bob, items) == backlog + fresh
+
+
+def test_a_client_that_never_acknowledges_still_gets_everything(node: Any) -> None:
+    """Found by review: a socket with a full page unacknowledged read the same page again on
+    every new message and sent nothing past it. It reads on after what it sent instead, as a
+    socket did before the fan-out: the whole backlog, then what comes after."""
+    alice, bob = _pair(node.url)
+    backlog = [f"old {i}".encode() for i in range(FETCH_LIMIT + 100)]
+    for text in backlog:
+        alice.send(text)
+    fresh = [f"new {i}".encode() for i in range(5)]
+
+    async def go() -> list[dict[str, Any]]:
+        sock = await open_push(node.ws_url, bob.client.token)
+        try:
+            first = await _read_until(sock, len(backlog), ack=False)
+            await asyncio.to_thread(lambda: [alice.send(t) for t in fresh])
+            return first + await _read_until(sock, len(fresh), ack=False)
+        finally:
+            await sock.close()
+
+    items = asyncio.run(go())
+    seqs = [it["seq"] for it in items]
+    assert seqs == sorted(set(seqs))
     assert _texts(bob, items) == backlog + fresh
 
 
@@ -221,6 +246,30 @@ def test_a_failed_commit_publishes_nothing(tmp_path: Path) -> None:
     db._db = real
     assert seen == []
     db.close()
+
+
+def test_only_a_body_that_published_lets_the_next_submission_start(tmp_path: Path) -> None:
+    """``BODY_RAN`` (a socket's next submission may start) fires for the transaction that
+    queued the message — not for a read that is a transaction on a database in memory (found
+    by review: the next submission could have overtaken this one), nor for a failed body."""
+    calls: list[str] = []
+    for db in (SQLiteDatabase(tmp_path / "r.sqlite"), SQLiteDatabase(":memory:")):
+        token = BODY_RAN.set(lambda: calls.append("ran"))
+        try:
+            db.query("SELECT 1")
+            with db.transaction() as tx:
+                tx.execute("SELECT 1")
+            with pytest.raises(RuntimeError), db.transaction() as tx:
+                tx.publish("rolled back")
+                raise RuntimeError("refused")
+            assert calls == []
+            with db.transaction() as tx:
+                tx.publish("queued")
+            assert calls == ["ran"]
+        finally:
+            BODY_RAN.reset(token)
+            calls.clear()
+            db.close()
 
 
 def test_batches_are_published_whole_and_in_commit_order(tmp_path: Path) -> None:

@@ -231,10 +231,12 @@ class Database(Protocol):
     def close(self) -> None: ...
 
 
-# Called on a SQLite transaction's thread once its body has run and left the writer, before
-# it waits for its COMMIT: an ordered stream of transactions (one socket's submissions) can
-# start the next then, so the two share a COMMIT, and still run in order. PostgreSQL does
-# not call it (a transaction there holds its locks until its COMMIT).
+# Called on a SQLite transaction's thread once a body that published something
+# (``Tx.publish``: it queued a message) has run and left the writer, before it waits for its
+# COMMIT: an ordered stream of transactions (one socket's submissions) can start the next
+# then, so the two share a COMMIT, and still run in order. Other transactions of the same
+# call (a token read on a database in memory) do not call it. PostgreSQL does not call it (a
+# transaction there holds its locks until its COMMIT).
 BODY_RAN: ContextVar[Callable[[], object] | None] = ContextVar("body_ran", default=None)
 
 # How long a client should wait before trying again when the database is away (seconds).
@@ -463,7 +465,7 @@ class SQLiteDatabase:
                 except sqlite3.Error as undo:
                     self._abort(batch, undo)
         ran = BODY_RAN.get()
-        if ran is not None:
+        if ran is not None and failure is None and len(batch.published) > published:
             ran()
         # Wait for the COMMIT of our batch, even after a failure: the body may have decided
         # on what others of the batch wrote, which is only true once that is committed.

@@ -11,8 +11,10 @@ A client may also submit on the socket what it would ``POST /v1/groups/{group_id
 ``{"submit": …}`` (``api.SocketSubmit``: that body with ``group_id`` and an ``id``), answered
 by ``{"answer": id, "status": 200, "seq": …}`` or ``{"answer": id, "status": 4xx/5xx,
 "error": …}`` with the details of the HTTP error (``epoch`` of a 409, ``retry_after``). The
-same rules, rate and quotas apply; a socket's submissions are taken one at a time, in the
-order sent, so they are accepted in that order. "ready" says how large a frame may be
+same rules, rate and quotas apply; a socket's submissions are judged in the order sent (the
+next once the one before has run in the database), so they are accepted in that order; at most
+``MAX_PENDING_SUBMITS`` (and ``MAX_PENDING_BYTES``) wait or are judged at once, more are
+answered 429. "ready" says how large a frame may be
 (``max_frame``): a submission that does not fit goes over HTTP.
 
 Close codes: 4400 a malformed or unexpected message (1003 a binary one), 4401 no, bad,
@@ -54,6 +56,9 @@ FETCH_LIMIT = 500
 EARLY = 0.01
 # Submissions of one socket received and not yet answered; more are refused (429) at once.
 MAX_PENDING_SUBMITS = 64
+# Bytes the fan-out writes to one socket at once (asyncio's default high-water mark of a
+# transport): past it the socket reads the rest of the batch from its queue.
+WRITE_AT_ONCE = 64 << 10
 
 log = logging.getLogger("mlspy.ds")
 
@@ -86,13 +91,17 @@ class Wakeups:
 class _Socket:
     """What the fan-out knows of one open socket (the event loop's thread only)."""
 
-    __slots__ = ("client_id", "event", "live", "out", "sent")
+    __slots__ = ("after", "client_id", "event", "live", "out", "sent")
 
     def __init__(self, client_id: str, event: asyncio.Event, out: RawOut | None) -> None:
         self.client_id = client_id
         self.event = event
         # Seqs sent on this socket and not yet acknowledged.
         self.sent: set[int] = set()
+        # The highest seq sent on this socket, by a read or by the fan-out: where the next
+        # read starts (SQLite gives seqs in commit order, and with a fan-out every row this
+        # node queues comes to the socket in that order).
+        self.after = 0
         # The socket has been sent everything queued for it so far, so a message just
         # committed may be written to it at once; otherwise it is woken to read its queue.
         self.live = False
@@ -178,6 +187,7 @@ class Fanout:
 
     def _deliver(self, batch: list[object]) -> None:
         writes: dict[_Socket, list[bytes]] = {}
+        sizes: dict[_Socket, int] = {}
         for p in batch:
             if not isinstance(p, Published):
                 continue
@@ -185,15 +195,24 @@ class Fanout:
             frame: bytes | None = None
             for cid in p.recipients:
                 for sock in self.sockets.get(cid, ()):
-                    if m.seq in sock.sent:
-                        continue
+                    if m.seq <= sock.after:
+                        continue  # a read sent it already
                     if sock.out is None or not sock.live or not sock.out.ready():
                         sock.live = False
                         sock.event.set()  # it reads its queue: the message is committed
                         continue
                     if frame is None:
                         frame = Frame(Opcode.TEXT, encode(item(m))).serialize(mask=False)
+                    size = sizes.get(sock, 0)
+                    if size and size + len(frame) > WRITE_AT_ONCE:
+                        # No more at once than a paused transport would hold: the rest is
+                        # read from the queue, after what was written.
+                        sock.live = False
+                        sock.event.set()
+                        continue
+                    sizes[sock] = size + len(frame)
                     sock.sent.add(m.seq)
+                    sock.after = m.seq
                     writes.setdefault(sock, []).append(frame)
         for sock, frames in writes.items():
             assert sock.out is not None
@@ -400,17 +419,14 @@ class Push:
             fan.sockets.setdefault(client.id, set()).add(mine)
         # Sent on this socket and not yet acknowledged here.
         sent = mine.sent
-        # Where the next read starts. On SQLite without a fan-out (``--workers``), seqs
-        # become visible in order (one writer at a time, seqs given inside its transaction),
-        # so only what follows the last one sent is read. On PostgreSQL, seqs of different
-        # groups can become visible out of order, and with a fan-out, messages it wrote may
-        # be newer than one another node (an admin command) queued: the queue is read whole
-        # each time and what was sent is skipped.
-        in_order = self.service.db.dialect == "sqlite" and fan is None
-        after = 0
+        # On SQLite seqs become visible in order (one writer at a time, seqs given inside
+        # its transaction), so a read takes only what follows the last seq sent
+        # (``mine.after``). On PostgreSQL, seqs of different groups can become visible out
+        # of order: the queue is read whole each time and what was sent is skipped.
+        in_order = self.service.db.dialect == "sqlite"
         full = asyncio.Event()  # the last read was a full page: an ack makes room for more
         read_task = asyncio.create_task(
-            self._reader(socket, client, token, event, sent if in_order or fan else None, full)
+            self._reader(socket, client, token, event, sent if in_order else None, full)
         )
         # The reader's end and the token's next check wake the loop as new messages do: the
         # wait is one Event.wait, where asyncio.wait with a timeout on every wake cost a
@@ -435,14 +451,27 @@ class Push:
                 # A live socket is sent what commits by the fan-out; it reads its queue
                 # only at each token check (what another process queued).
                 if not mine.live or checked:
-                    items = await self._read(client, after, in_order, fan is not None, sent, full)
+                    # With a fan-out, a token check's read takes the queue whole: another
+                    # process (an admin command) may have queued a seq below the last one
+                    # the fan-out wrote. Not live meanwhile, so the fan-out writes nothing
+                    # ahead of what this read sends.
+                    whole = checked and fan is not None
+                    mine.live = False
+                    items = await self._read(
+                        client,
+                        0 if whole else mine.after,
+                        in_order and not whole,
+                        fan is not None,
+                        sent,
+                        full,
+                    )
                     if items:
                         # One frame write per item, but one event-loop pass for the batch.
                         for m in items:
                             await socket.send_text(encode(item(m)).decode())
                             sent.add(m.seq)
                         if in_order:
-                            after = max(after, items[-1].seq)
+                            mine.after = max(mine.after, max(m.seq for m in items))
                     if fan is not None and not full.is_set() and not event.is_set():
                         # Nothing committed for it since the read (the fan-out would have
                         # set the event): it has everything, from now on by the fan-out.
@@ -511,7 +540,7 @@ class Push:
         socket, to forget once acknowledged (SQLite, where reads follow a cursor; None on
         PostgreSQL, where the next read forgets them)."""
         submissions: asyncio.Queue[tuple[api.SocketSubmit, int]] = asyncio.Queue()
-        pending = [0]  # bytes queued in ``submissions``
+        pending = [0, 0]  # bytes and submissions queued in ``submissions`` or being judged
         submitter: asyncio.Task[None] | None = None
         try:
             while True:
@@ -561,7 +590,7 @@ class Push:
         except msgspec.ValidationError as exc:
             await _answer(socket, ident, 400, f"invalid submission: {exc}")
             return
-        if queue.qsize() >= MAX_PENDING_SUBMITS or pending[0] + size > MAX_PENDING_BYTES:
+        if pending[1] >= MAX_PENDING_SUBMITS or pending[0] + size > MAX_PENDING_BYTES:
             await _answer(
                 socket,
                 ident,
@@ -572,6 +601,7 @@ class Push:
             )
             return
         pending[0] += size
+        pending[1] += 1
         queue.put_nowait((submission, size))
 
     async def _submitter(
@@ -591,13 +621,13 @@ class Push:
         try:
             while True:
                 submission, size = await queue.get()
-                pending[0] -= size
-                if len(judging) >= MAX_PENDING_SUBMITS:
-                    await asyncio.wait(judging, return_when=asyncio.FIRST_COMPLETED)
                 ran = asyncio.Event()
                 task = asyncio.create_task(self._judge(socket, token, submission, size, ran))
                 judging.add(task)
                 task.add_done_callback(judging.discard)
+                # Counted as waiting until answered: a client that does not read its answers
+                # holds at most MAX_PENDING_SUBMITS (and MAX_PENDING_BYTES) on its socket.
+                task.add_done_callback(functools.partial(_release, pending, size))
                 task.add_done_callback(_retrieved)
                 task.add_done_callback(functools.partial(_set_event, ran))
                 await ran.wait()
@@ -655,6 +685,11 @@ class Push:
             sent.difference_update(seqs)
         if full.is_set():
             event.set()  # the queue had more than one page: read on
+
+
+def _release(pending: list[int], size: int, _: object) -> None:
+    pending[0] -= size
+    pending[1] -= 1
 
 
 def _set_event(event: asyncio.Event, _: object) -> None:
