@@ -21,7 +21,7 @@ from mlspy.ds.app import create_app
 from mlspy.ds.db import BODY_RAN, SQLiteDatabase
 from mlspy.ds.errors import Unavailable
 from mlspy.ds.limits import Limits
-from mlspy.ds.push import FETCH_LIMIT, ExposeProtocol
+from mlspy.ds.push import FETCH_LIMIT, ExposeProtocol, RawOut
 from mlspy.ds.server import InProcessServer
 from mlspy.ds.service import DeliveryService
 from mlspy.group import ApplicationMessage
@@ -183,6 +183,35 @@ def test_a_slow_reader_loses_nothing(node: Any) -> None:
     assert _texts(bob, items) == texts
 
 
+def test_a_live_socket_is_written_by_the_fan_out(
+    node: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ``mlspy serve``'s uvicorn the frames of a live socket go the raw way (the
+    server's protocol is lent): a server update that renamed it would silently bring every
+    delivery back to reads."""
+    writes: list[int] = []
+    real = RawOut.write
+
+    def counted(self: RawOut, data: bytes) -> None:
+        writes.append(len(data))
+        real(self, data)
+
+    monkeypatch.setattr(RawOut, "write", counted)
+    alice, bob = _pair(node.url)
+
+    async def go() -> None:
+        sock = await open_push(node.ws_url, bob.client.token)
+        try:
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(alice.send, b"raw")
+            await _read_until(sock, 1)
+        finally:
+            await sock.close()
+
+    asyncio.run(go())
+    assert writes
+
+
 def test_two_sockets_of_one_client_each_get_everything(node: Any) -> None:
     alice, bob = _pair(node.url)
     texts = [f"both {i}".encode() for i in range(40)]
@@ -305,16 +334,17 @@ def test_batches_are_published_whole_and_in_commit_order(tmp_path: Path) -> None
 
 
 def test_the_protocol_is_lent_only_by_a_server_that_has_one() -> None:
-    """ExposeProtocol puts uvicorn's protocol in a WebSocket's scope when ``send`` is its
-    bound ``asgi_send``; any other ``send`` (another server, a test client) leaves the scope
-    alone, and such sockets are served by reading their queue."""
+    """ExposeProtocol puts uvicorn's websockets-sansio protocol in a WebSocket's scope when
+    ``send`` is its bound ``asgi_send``; any other ``send`` (another server or protocol class,
+    a test client) leaves the scope alone, and such sockets are served by reading their
+    queue."""
     scopes: list[dict[str, Any]] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         scopes.append(scope)
 
-    class Proto:
-        transport = writable = close_sent = disconnected = conn = None
+    class WebSocketsSansIOProtocol:  # uvicorn's class name, as it is checked
+        transport = writable = close_sent = disconnected = handshake_complete = None
 
         async def asgi_send(self, message: Any) -> None:
             del message
@@ -322,16 +352,21 @@ def test_the_protocol_is_lent_only_by_a_server_that_has_one() -> None:
     async def plain_send(message: Any) -> None:
         del message
 
+    class WSProtocol(WebSocketsSansIOProtocol):  # wsproto's: not lent
+        pass
+
     async def go() -> None:
         wrapped = ExposeProtocol(app)
-        await wrapped({"type": "websocket"}, None, Proto().asgi_send)
+        await wrapped({"type": "websocket"}, None, WSProtocol().asgi_send)
+        await wrapped({"type": "websocket"}, None, WebSocketsSansIOProtocol().asgi_send)
         await wrapped({"type": "websocket"}, None, plain_send)
-        await wrapped({"type": "http"}, None, Proto().asgi_send)
+        await wrapped({"type": "http"}, None, WebSocketsSansIOProtocol().asgi_send)
 
     asyncio.run(go())
-    assert isinstance(scopes[0].get("mlspy.ws_protocol"), Proto)
-    assert "mlspy.ws_protocol" not in scopes[1]
+    assert "mlspy.ws_protocol" not in scopes[0]
+    assert isinstance(scopes[1].get("mlspy.ws_protocol"), WebSocketsSansIOProtocol)
     assert "mlspy.ws_protocol" not in scopes[2]
+    assert "mlspy.ws_protocol" not in scopes[3]
 
 
 def test_no_fanout_where_other_processes_write(tmp_path: Path) -> None:
