@@ -115,6 +115,15 @@ class Member:
         return self.client.submit(self.group.group_id, self.group.encrypt_application(text))
 
 
+def pair(url: str) -> tuple[Member, Member]:
+    """alice and bob in one group, bob joined."""
+    alice, bob = Member.new(url, "alice"), Member.new(url, "bob")
+    alice.create()
+    alice.add(bob)
+    bob.sync()
+    return alice, bob
+
+
 async def open_push(ws_url: str, token: str | None) -> Any:
     """A WebSocket to ``/v1/ws``, authenticated by its first message (never the URL), after
     the server's ``ready`` answer."""

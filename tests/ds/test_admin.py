@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from ds_helpers import Member, status_of
+from ds_helpers import Member, pair, status_of
 
 from mlspy.cli import main
 from mlspy.ds.accounts import client_id_of
@@ -37,15 +37,6 @@ def admin_json(*args: str) -> Any:
     result = admin(*args, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
-
-
-def pair(url: str) -> tuple[Member, Member]:
-    """alice and bob in one group, bob joined."""
-    alice, bob = Member.new(url, "alice"), Member.new(url, "bob")
-    alice.create()
-    alice.add(bob)
-    bob.sync()
-    return alice, bob
 
 
 def refused_soon(url: str, headers: dict[str, str]) -> None:

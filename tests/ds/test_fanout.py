@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.ds.ds_helpers import Member, open_push
+from tests.ds.ds_helpers import Member, open_push, pair
 
 from mlspy.ds.app import create_app
 from mlspy.ds.db import BODY_RAN, SQLiteDatabase
@@ -37,14 +37,6 @@ def node(tmp_path: Path) -> Any:
     service.db.close()
 
 
-def _pair(url: str) -> tuple[Member, Member]:
-    alice, bob = Member.new(url, "alice"), Member.new(url, "bob")
-    alice.create()
-    alice.add(bob)
-    bob.sync()
-    return alice, bob
-
-
 async def _read_until(
     sock: Any, want: int, ack: bool = True, timeout: float = 60
 ) -> list[dict[str, Any]]:
@@ -61,6 +53,21 @@ async def _read_until(
     return got
 
 
+def _sent(alice: Member, prefix: str, count: int) -> list[bytes]:
+    """``count`` messages sent by ``alice`` before anyone reads."""
+    texts = [f"{prefix} {i}".encode() for i in range(count)]
+    for text in texts:
+        alice.send(text)
+    return texts
+
+
+def _assert_once_in_order(bob: Member, items: list[dict[str, Any]], texts: list[bytes]) -> None:
+    """Each item once, in the order the DS accepted them, and they are ``texts``."""
+    seqs = [it["seq"] for it in items]
+    assert seqs == sorted(set(seqs)), "each once, in the order accepted"
+    assert _texts(bob, items) == texts
+
+
 def _texts(bob: Member, items: list[dict[str, Any]]) -> list[bytes]:
     assert bob.group is not None
     out = []
@@ -75,10 +82,8 @@ def test_a_backlog_past_a_page_then_new_messages_arrive_once_and_in_order(node: 
     """Bob comes back to more than two pages of messages; while he reads them, Alice keeps
     talking. He gets every one once, in the order accepted: the new ones are not written
     ahead of the backlog."""
-    alice, bob = _pair(node.url)
-    backlog = [f"old {i}".encode() for i in range(2 * FETCH_LIMIT + 100)]
-    for text in backlog:
-        alice.send(text)
+    alice, bob = pair(node.url)
+    backlog = _sent(alice, "old", 2 * FETCH_LIMIT + 100)
     fresh = [f"new {i}".encode() for i in range(60)]
 
     async def go() -> list[dict[str, Any]]:
@@ -99,19 +104,15 @@ def test_a_backlog_past_a_page_then_new_messages_arrive_once_and_in_order(node: 
             await sock.close()
 
     items = asyncio.run(go())
-    seqs = [it["seq"] for it in items]
-    assert seqs == sorted(set(seqs)), "each once, in the order accepted"
-    assert _texts(bob, items) == backlog + fresh
+    _assert_once_in_order(bob, items, backlog + fresh)
 
 
 def test_a_client_that_never_acknowledges_still_gets_everything(node: Any) -> None:
     """Found by review: a socket with a full page unacknowledged read the same page again on
     every new message and sent nothing past it. It reads on after what it sent instead, as a
     socket did before the fan-out: the whole backlog, then what comes after."""
-    alice, bob = _pair(node.url)
-    backlog = [f"old {i}".encode() for i in range(FETCH_LIMIT + 100)]
-    for text in backlog:
-        alice.send(text)
+    alice, bob = pair(node.url)
+    backlog = _sent(alice, "old", FETCH_LIMIT + 100)
     fresh = [f"new {i}".encode() for i in range(5)]
 
     async def go() -> list[dict[str, Any]]:
@@ -124,16 +125,14 @@ def test_a_client_that_never_acknowledges_still_gets_everything(node: Any) -> No
             await sock.close()
 
     items = asyncio.run(go())
-    seqs = [it["seq"] for it in items]
-    assert seqs == sorted(set(seqs))
-    assert _texts(bob, items) == backlog + fresh
+    _assert_once_in_order(bob, items, backlog + fresh)
 
 
 def test_a_live_socket_gets_each_message_once_in_order(node: Any) -> None:
     """Bob is caught up; Alice's messages (several per COMMIT under load) reach him as
     they commit, each once, in order; an HTTP fetch afterwards finds nothing unacknowledged
     once he acknowledged them on the socket."""
-    alice, bob = _pair(node.url)
+    alice, bob = pair(node.url)
     texts = [f"live {i}".encode() for i in range(300)]
 
     async def go() -> list[dict[str, Any]]:
@@ -155,9 +154,7 @@ def test_a_live_socket_gets_each_message_once_in_order(node: Any) -> None:
             await sock.close()
 
     items = asyncio.run(go())
-    seqs = [it["seq"] for it in items]
-    assert seqs == sorted(set(seqs))
-    assert _texts(bob, items) == texts
+    _assert_once_in_order(bob, items, texts)
     assert bob.client.fetch(0) == []
 
 
@@ -165,7 +162,7 @@ def test_a_slow_reader_loses_nothing(node: Any) -> None:
     """Bob does not read his socket while Alice sends megabytes: the server stops writing
     to him (flow control) and he reads the rest from his queue when he reads again — all of
     it, in order."""
-    alice, bob = _pair(node.url)
+    alice, bob = pair(node.url)
     texts = [bytes([65 + i % 26]) * 60_000 for i in range(120)]  # ~7 MB in all
 
     async def go() -> list[dict[str, Any]]:
@@ -178,9 +175,7 @@ def test_a_slow_reader_loses_nothing(node: Any) -> None:
             await sock.close()
 
     items = asyncio.run(go())
-    seqs = [it["seq"] for it in items]
-    assert seqs == sorted(set(seqs))
-    assert _texts(bob, items) == texts
+    _assert_once_in_order(bob, items, texts)
 
 
 def test_a_live_socket_is_written_by_the_fan_out(
@@ -197,7 +192,7 @@ def test_a_live_socket_is_written_by_the_fan_out(
         real(self, data)
 
     monkeypatch.setattr(RawOut, "write", counted)
-    alice, bob = _pair(node.url)
+    alice, bob = pair(node.url)
 
     async def go() -> None:
         sock = await open_push(node.ws_url, bob.client.token)
@@ -213,7 +208,7 @@ def test_a_live_socket_is_written_by_the_fan_out(
 
 
 def test_two_sockets_of_one_client_each_get_everything(node: Any) -> None:
-    alice, bob = _pair(node.url)
+    alice, bob = pair(node.url)
     texts = [f"both {i}".encode() for i in range(40)]
 
     async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

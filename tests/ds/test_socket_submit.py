@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.ds.ds_helpers import Cluster, Member, open_push
+from tests.ds.ds_helpers import Cluster, Member, open_push, pair
 
 from mlspy.ds.app import create_app
 from mlspy.ds.db import SQLiteDatabase
@@ -46,16 +46,8 @@ async def _answers(sock: Any, count: int) -> dict[int, dict[str, Any]]:
     return got
 
 
-def _pair(ds: Cluster) -> tuple[Member, Member]:
-    alice, bob = Member.new(ds.url, "alice"), Member.new(ds.url, "bob")
-    alice.create()
-    alice.add(bob)
-    bob.sync()
-    return alice, bob
-
-
 def test_messages_submitted_on_the_socket_reach_the_group_in_order(ds: Cluster) -> None:
-    alice, bob = _pair(ds)
+    alice, bob = pair(ds.url)
     assert alice.group is not None
     texts = [f"message {i}".encode() for i in range(20)]
     frames = [
@@ -81,7 +73,7 @@ def test_messages_submitted_on_the_socket_reach_the_group_in_order(ds: Cluster) 
 
 
 def test_a_lost_commit_is_refused_as_over_http(ds: Cluster) -> None:
-    alice, bob = _pair(ds)
+    alice, bob = pair(ds.url)
     assert alice.group is not None and bob.group is not None
     winner = bob.group.commit([])
     bob.client.submit(bob.group.group_id, winner.commit, group_info=winner.group_info)
@@ -103,7 +95,7 @@ def test_a_lost_commit_is_refused_as_over_http(ds: Cluster) -> None:
 
 
 def test_an_outsider_cannot_post_into_a_group_on_the_socket(ds: Cluster) -> None:
-    alice, bob = _pair(ds)
+    alice, bob = pair(ds.url)
     assert alice.group is not None
     mallory = Member.new(ds.url, "mallory")
     mallory.create()
@@ -127,7 +119,7 @@ def test_an_outsider_cannot_post_into_a_group_on_the_socket(ds: Cluster) -> None
 
 
 def test_malformed_submissions_are_answered_or_close_the_socket(ds: Cluster) -> None:
-    alice, _ = _pair(ds)
+    alice, _ = pair(ds.url)
     assert alice.group is not None
     gid = alice.group.group_id.hex()
 
@@ -154,7 +146,7 @@ def test_malformed_submissions_are_answered_or_close_the_socket(ds: Cluster) -> 
 
 
 def test_the_client_rate_and_the_socket_backlog_are_bounded(ds: Cluster) -> None:
-    alice, _ = _pair(ds)
+    alice, _ = pair(ds.url)
     assert alice.group is not None
     message = alice.group.encrypt_application(b"x")
     count = 3 * MAX_PENDING_SUBMITS
@@ -179,7 +171,7 @@ def test_the_client_rate_and_the_socket_backlog_are_bounded(ds: Cluster) -> None
 
 @pytest.mark.parametrize("ds", ["sqlite"], indirect=True)
 def test_socket_submissions_are_counted_in_the_metrics(ds: Cluster) -> None:
-    alice, _ = _pair(ds)
+    alice, _ = pair(ds.url)
     assert alice.group is not None
     message = alice.group.encrypt_application(b"counted")
 
@@ -221,7 +213,7 @@ def test_a_flood_of_bad_submissions_is_charged_and_disconnected(tmp_path: Path) 
     service = DeliveryService(SQLiteDatabase(tmp_path / "ds.sqlite"))
     app = create_app(service, limits=Limits(requests_per_second=5, request_burst=40))
     with InProcessServer(app) as server:
-        alice, bob = _pair(Cluster([server], [service]))
+        alice, bob = pair(server.url)
         assert alice.group is not None
         gid = alice.group.group_id.hex()
 
